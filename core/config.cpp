@@ -1,0 +1,275 @@
+#include "core/config.h"
+
+#include <fmt/format.h>
+
+#include "core/atomic_file.h"
+#include "core/config_schema.h"
+
+namespace grpo {
+namespace {
+
+const EnumNames kDTypeNames = {{int(DType::kFloat32), "float32"}, {int(DType::kBFloat16), "bfloat16"}};
+const EnumNames kDeviceNames = {{int(DeviceKind::kCpu), "cpu"}, {int(DeviceKind::kCuda), "cuda"}};
+const EnumNames kRewardErrorNames = {{int(RewardErrorPolicy::kFail), "fail"},
+                                     {int(RewardErrorPolicy::kScore), "score"}};
+const EnumNames kPresetNames = {{int(GrpoPreset::kR1), "r1"},
+                                {int(GrpoPreset::kVerl), "verl"},
+                                {int(GrpoPreset::kTrl), "trl"},
+                                {int(GrpoPreset::kDapo), "dapo"},
+                                {int(GrpoPreset::kDrGrpo), "dr_grpo"}};
+const EnumNames kScalingNames = {{int(AdvantageScaling::kGroupStd), "group"},
+                                 {int(AdvantageScaling::kBatchStd), "batch"},
+                                 {int(AdvantageScaling::kNone), "none"}};
+const EnumNames kSingletonNames = {{int(SingletonGroup::kZeroAdvantage), "zero"},
+                                   {int(SingletonGroup::kRawReward), "raw_reward"}};
+const EnumNames kPolicyLossNames = {{int(PolicyLossKind::kClip), "clip"},
+                                    {int(PolicyLossKind::kCispo), "cispo"},
+                                    {int(PolicyLossKind::kSapo), "sapo"}};
+// verl's names are accepted as aliases so a verl config's values carry over unchanged.
+const EnumNames kKlNames = {{int(KlEstimator::kK1), "k1"},   {int(KlEstimator::kAbs), "abs"},
+                            {int(KlEstimator::kK2), "k2"},   {int(KlEstimator::kK3), "k3"},
+                            {int(KlEstimator::kK1), "kl"},   {int(KlEstimator::kK2), "mse"},
+                            {int(KlEstimator::kK3), "low_var_kl"}};
+const EnumNames kAggregationNames = {{int(LossAggregation::kTokenMean), "token-mean"},
+                                     {int(LossAggregation::kSeqMeanTokenSum), "seq-mean-token-sum"},
+                                     {int(LossAggregation::kSeqMeanTokenMean), "seq-mean-token-mean"},
+                                     {int(LossAggregation::kSeqMeanTokenSumNorm), "seq-mean-token-sum-norm"}};
+const EnumNames kScheduleNames = {{int(LrSchedule::kConstant), "constant"}, {int(LrSchedule::kCosine), "cosine"}};
+const EnumNames kLogLevelNames = {{int(LogLevel::kDebug), "debug"},
+                                  {int(LogLevel::kInfo), "info"},
+                                  {int(LogLevel::kWarn), "warn"},
+                                  {int(LogLevel::kError), "error"}};
+
+void describe(ConfigVisitor& v, ModelConfig& c) {
+  v.visit(field("path", "Hugging Face checkpoint directory (config.json, model.safetensors, tokenizer.json), "
+                        "or `builtin:NAME` for a model the project defines.")
+              .is_required(),
+          c.path);
+  v.visit(field("dtype", "Parameter and activation dtype."), c.dtype, kDTypeNames);
+  v.visit(field("device", "Where the model runs; `cuda` needs a CUDA build of LibTorch."), c.device, kDeviceNames);
+}
+
+void describe(ConfigVisitor& v, DataConfig& c) {
+  v.visit(field("train_path", "JSONL file of training prompts."), c.train_path);
+  v.visit(field("eval_path", "JSONL file of held-out prompts."), c.eval_path);
+  v.visit(field("prompt_field", "Field of each JSONL record that holds the prompt."), c.prompt_field);
+  v.visit(field("answer_field", "Field of each JSONL record that holds the gold answer."), c.answer_field);
+  v.visit(field("shuffle", "Shuffle the training set each epoch (seeded by trainer.seed)."), c.shuffle);
+}
+
+void describe(ConfigVisitor& v, RolloutConfig& c) {
+  v.visit(field("max_new_tokens", "Most tokens sampled per completion.").at_least(1), c.max_new_tokens);
+  v.visit(field("temperature", "Sampling temperature; 0 samples greedily.").at_least(0), c.temperature);
+  v.visit(field("top_p", "Nucleus sampling: smallest set of tokens whose probability reaches top_p.")
+              .above(0)
+              .at_most(1),
+          c.top_p);
+  v.visit(field("top_k", "Keep only the k most likely tokens; 0 keeps all.").at_least(0), c.top_k);
+  v.visit(field("min_p", "Drop tokens less likely than min_p times the most likely one.").at_least(0).below(1),
+          c.min_p);
+  v.visit(field("stop", "Stop strings, in addition to the tokenizer's end-of-sequence token."), c.stop);
+}
+
+void describe(ConfigVisitor& v, RewardConfig& c) {
+  v.visit(field("timeout_s", "Wall-clock limit for scoring one sample.").above(0), c.timeout_s);
+  v.visit(field("on_error", "A reward that throws or times out: `fail` stops the step naming the sample; "
+                            "`score` gives it error_score and counts it."),
+          c.on_error, kRewardErrorNames);
+  v.visit(field("error_score", "Score of a failed sample when on_error is `score`."), c.error_score);
+}
+
+void describe(ConfigVisitor& v, AdvantageOptions& c) {
+  v.visit(field("scaling", "Divide the centred reward by the group's std (`group`), the whole batch's std "
+                           "(`batch`), or not at all (`none`, Dr. GRPO)."),
+          c.scaling, kScalingNames);
+  v.visit(field("std_unbiased", "Use Bessel's correction (n - 1) in the standard deviation."), c.std_unbiased);
+  v.visit(field("std_epsilon", "Added to the std before dividing.").at_least(0), c.std_epsilon);
+  v.visit(field("singleton_group", "Advantage of a group of one sample: `zero` (TRL) or the raw reward "
+                                   "(`raw_reward`: mean 0, std 1, as verl)."),
+          c.singleton_group, kSingletonNames);
+}
+
+void describe(ConfigVisitor& v, PolicyLossOptions& c) {
+  v.visit(field("kind", "Per-token policy loss: clipped surrogate, CISPO or SAPO."), c.kind, kPolicyLossNames);
+  v.visit(field("eps_low", "Lower clip range: the ratio is clipped at 1 - eps_low.").at_least(0).below(1),
+          c.eps_low);
+  v.visit(field("eps_high", "Upper clip range: the ratio is clipped at 1 + eps_high (clip-higher when larger "
+                            "than eps_low). For CISPO, the cap on the detached ratio.")
+              .at_least(0),
+          c.eps_high);
+  v.visit(field("log_ratio_clamp", "Clamp logp - old_logp to [-c, c] before exp (verl uses 20).").above(0),
+          c.log_ratio_clamp);
+  v.visit(field("dual_clip_c", "Dual clip: for A < 0 the loss is at most -A * c (verl uses 3).").above(1),
+          c.dual_clip_c);
+  v.visit(field("ratio_cap", "Two-sided clip delta: the unclipped ratio is capped at delta (INTELLECT-2, TRL "
+                             "`delta`).")
+              .above(1),
+          c.ratio_cap);
+  v.visit(field("sapo_tau_pos", "SAPO gate temperature for A > 0.").above(0), c.sapo_tau_pos);
+  v.visit(field("sapo_tau_neg", "SAPO gate temperature for A <= 0.").above(0), c.sapo_tau_neg);
+}
+
+void describe(ConfigVisitor& v, KlOptions& c) {
+  v.visit(field("beta", "Weight of the KL penalty to the reference model; 0 skips the reference model.")
+              .at_least(0),
+          c.beta);
+  v.visit(field("estimator", "KL estimator per token (verl names accepted)."), c.estimator, kKlNames);
+  v.visit(field("log_ratio_clamp", "k3 only: clamp ref - logp to [-c, c] before exp (verl uses 20).").above(0),
+          c.log_ratio_clamp);
+  v.visit(field("value_clamp", "k3 only: clamp the per-token estimate to [-c, c] (verl uses 10).").above(0),
+          c.value_clamp);
+}
+
+void describe(ConfigVisitor& v, AggregationOptions& c) {
+  v.visit(field("mode", "How per-token losses become one number (docs/algorithms.md)."), c.mode,
+          kAggregationNames);
+  v.visit(field("count_empty_sequences", "Sequences without valid tokens count in sequence means (TRL)."),
+          c.count_empty_sequences);
+  v.visit(field("seq_mean_epsilon", "Added to each sequence's token count in seq-mean-token-mean.").at_least(0),
+          c.seq_mean_epsilon);
+  v.visit(field("loss_scale_factor", "Divisor of seq-mean-token-sum-norm; null uses the padded length.").above(0),
+          c.loss_scale_factor);
+  v.visit(field("norm_per_sequence", "seq-mean-token-sum-norm also divides by the number of sequences "
+                                     "(Dr. GRPO as TRL writes it)."),
+          c.norm_per_sequence);
+}
+
+void describe(ConfigVisitor& v, GrpoConfig& c) {
+  v.visit(field("preset", "Recipe whose values every option below starts from (docs/algorithms.md)."), c.preset,
+          kPresetNames);
+  if (v.assigned_last_field()) apply_grpo_preset(c.preset, c);
+  v.visit(field("group_size", "G: completions sampled per prompt.").at_least(1), c.group_size);
+  v.visit(field("updates_per_batch", "mu: policy updates on each rollout batch.").at_least(1), c.updates_per_batch);
+  v.section("advantage", "Group-relative advantages from rewards.", [&](ConfigVisitor& s) { describe(s, c.advantage); });
+  v.section("policy_loss", "The per-token policy objective.", [&](ConfigVisitor& s) { describe(s, c.policy_loss); });
+  v.section("kl", "KL penalty to the frozen reference model.", [&](ConfigVisitor& s) { describe(s, c.kl); });
+  v.section("aggregation", "Loss aggregation over tokens and sequences.",
+            [&](ConfigVisitor& s) { describe(s, c.aggregation); });
+}
+
+void describe(ConfigVisitor& v, OptimizerConfig& c) {
+  v.visit(field("lr", "Peak learning rate of AdamW.").above(0), c.lr);
+  v.visit(field("beta1", "AdamW first-moment decay.").at_least(0).below(1), c.beta1);
+  v.visit(field("beta2", "AdamW second-moment decay.").at_least(0).below(1), c.beta2);
+  v.visit(field("eps", "AdamW denominator epsilon.").above(0), c.eps);
+  v.visit(field("weight_decay", "Decoupled weight decay.").at_least(0), c.weight_decay);
+  v.visit(field("warmup_steps", "Linear warm-up from 0 to lr over this many steps.").at_least(0), c.warmup_steps);
+  v.visit(field("schedule", "Learning rate after warm-up: `constant`, or `cosine` decay to lr * min_lr_ratio."),
+          c.schedule, kScheduleNames);
+  v.visit(field("min_lr_ratio", "Final learning rate of the cosine schedule, as a fraction of lr.")
+              .at_least(0)
+              .at_most(1),
+          c.min_lr_ratio);
+  v.visit(field("max_grad_norm", "Clip the global gradient norm to this value; 0 disables clipping.").at_least(0),
+          c.max_grad_norm);
+}
+
+void describe(ConfigVisitor& v, TrainerConfig& c) {
+  v.visit(field("steps", "Optimizer steps to train.").at_least(1), c.steps);
+  v.visit(field("prompts_per_step", "Prompts per step over all ranks (each sampled group_size times).").at_least(1),
+          c.prompts_per_step);
+  v.visit(field("seed", "Seed of every random choice (data order, sampling, initialization).").at_least(0), c.seed);
+  v.visit(field("run_dir", "Directory for the resolved config, metrics, samples and checkpoints."), c.run_dir);
+  v.visit(field("threads", "Intra-op threads per rank; 0 = available cores divided by local ranks.").at_least(0),
+          c.threads);
+}
+
+void describe(ConfigVisitor& v, CheckpointConfig& c) {
+  v.visit(field("every_steps", "Save a checkpoint every N steps; 0 saves only at the end.").at_least(0),
+          c.every_steps);
+  v.visit(field("keep_last", "Keep the newest K complete checkpoints.").at_least(1), c.keep_last);
+}
+
+void describe(ConfigVisitor& v, LoggingConfig& c) {
+  v.visit(field("level", "Least severe message printed."), c.level, kLogLevelNames);
+  v.visit(field("all_ranks", "Every rank prints info messages, not only rank 0."), c.all_ranks);
+  v.visit(field("every_steps", "Print a progress line every N steps.").at_least(1), c.every_steps);
+}
+
+template <class Section>
+void add_section(ConfigVisitor& v, std::string_view name, std::string_view doc, Section& section) {
+  v.section(name, doc, [&](ConfigVisitor& s) { describe(s, section); });
+}
+
+void describe(ConfigVisitor& v, Config& c) {
+  add_section(v, "model", "The policy model (the reference model is a frozen copy of it).", c.model);
+  add_section(v, "data", "Datasets and their field mapping.", c.data);
+  add_section(v, "rollout", "Sampling of completions.", c.rollout);
+  add_section(v, "reward", "How reward functions are run.", c.reward);
+  add_section(v, "grpo", "The GRPO objective: advantages, policy loss, KL and aggregation.", c.grpo);
+  add_section(v, "optimizer", "AdamW and the learning-rate schedule.", c.optimizer);
+  add_section(v, "trainer", "The training loop.", c.trainer);
+  add_section(v, "checkpoint", "Checkpoint frequency and retention.", c.checkpoint);
+  add_section(v, "logging", "Console and file logging.", c.logging);
+}
+
+}  // namespace
+
+void apply_grpo_preset(GrpoPreset preset, GrpoConfig& grpo) {
+  AdvantageOptions advantage;
+  PolicyLossOptions policy;
+  KlOptions kl;
+  AggregationOptions aggregation;
+  switch (preset) {
+    case GrpoPreset::kR1:
+      // DeepSeekMath/R1 objective: per-sequence token mean, k3 KL; beta 0.001 as in DeepSeek-R1.
+      break;  // the struct defaults are this recipe
+    case GrpoPreset::kVerl:
+      policy.log_ratio_clamp = 20.0;
+      policy.dual_clip_c = 3.0;
+      kl.log_ratio_clamp = 20.0;
+      kl.value_clamp = 10.0;
+      aggregation.mode = LossAggregation::kTokenMean;
+      break;
+    case GrpoPreset::kTrl:
+      advantage.std_epsilon = 1e-4;
+      advantage.singleton_group = SingletonGroup::kZeroAdvantage;
+      kl.beta = 0.0;
+      aggregation.mode = LossAggregation::kTokenMean;  // TRL's default loss_type `dapo`
+      aggregation.count_empty_sequences = true;
+      aggregation.seq_mean_epsilon = 0.0;
+      break;
+    case GrpoPreset::kDapo:
+      policy.eps_high = 0.28;
+      kl.beta = 0.0;
+      aggregation.mode = LossAggregation::kTokenMean;
+      break;
+    case GrpoPreset::kDrGrpo:
+      advantage.scaling = AdvantageScaling::kNone;
+      kl.beta = 0.0;
+      aggregation.mode = LossAggregation::kSeqMeanTokenSumNorm;
+      aggregation.norm_per_sequence = true;
+      break;
+  }
+  grpo.advantage = advantage;
+  grpo.policy_loss = policy;
+  grpo.kl = kl;
+  grpo.aggregation = aggregation;
+}
+
+StatusOr<Config> parse_config(const std::string& yaml_text, const std::string& source_name,
+                              const std::vector<std::string>& overrides) {
+  Config config;
+  const YamlReadResult result =
+      read_yaml_config(yaml_text, source_name, overrides, [&](ConfigVisitor& v) { describe(v, config); });
+  if (!result.errors.empty()) return Status::error(fmt::format("{}", fmt::join(result.errors, "\n")));
+  return config;
+}
+
+StatusOr<Config> load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  StatusOr<std::string> text = read_file(path);
+  if (!text) return text.status();
+  return parse_config(*text, path, overrides);
+}
+
+std::string config_to_yaml(const Config& config) {
+  Config copy = config;  // visitors take mutable references; writers never change values
+  return write_yaml_config([&](ConfigVisitor& v) { describe(v, copy); });
+}
+
+std::string config_reference_markdown() {
+  Config defaults;
+  return write_markdown_reference([&](ConfigVisitor& v) { describe(v, defaults); });
+}
+
+}  // namespace grpo

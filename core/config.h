@@ -1,0 +1,124 @@
+#pragma once
+// The run configuration: YAML parsed once, at the edge, into these typed structs.
+// Every field's default is the initializer below; docs/configuration.md is generated from the
+// schema in config.cpp (`grpo config --reference`) and a test keeps the two identical.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/grpo_options.h"
+#include "core/logging.h"
+#include "core/status.h"
+
+namespace grpo {
+
+enum class DType { kFloat32, kBFloat16 };
+enum class DeviceKind { kCpu, kCuda };
+
+struct ModelConfig {
+  std::string path;  // Required: a Hugging Face checkpoint directory, or `builtin:NAME`.
+  DType dtype = DType::kFloat32;
+  DeviceKind device = DeviceKind::kCpu;
+};
+
+struct DataConfig {
+  std::string train_path;  // JSONL file of training prompts.
+  std::string eval_path;   // JSONL file of held-out prompts.
+  std::string prompt_field = "prompt";
+  std::string answer_field = "answer";
+  bool shuffle = true;
+};
+
+struct RolloutConfig {
+  int64_t max_new_tokens = 1024;
+  double temperature = 1.0;
+  double top_p = 1.0;
+  int64_t top_k = 0;  // 0 disables top-k.
+  double min_p = 0.0;
+  std::vector<std::string> stop;  // Stop strings, in addition to the tokenizer's EOS.
+};
+
+enum class RewardErrorPolicy { kFail, kScore };
+
+struct RewardConfig {
+  double timeout_s = 10.0;
+  RewardErrorPolicy on_error = RewardErrorPolicy::kFail;
+  double error_score = 0.0;  // Score given to a failed sample when on_error = score.
+};
+
+enum class GrpoPreset { kR1, kVerl, kTrl, kDapo, kDrGrpo };
+
+struct GrpoConfig {
+  GrpoPreset preset = GrpoPreset::kR1;
+  int64_t group_size = 8;         // G: completions sampled per prompt.
+  int64_t updates_per_batch = 1;  // mu: policy updates per rollout batch.
+  AdvantageOptions advantage;
+  PolicyLossOptions policy_loss;
+  KlOptions kl;
+  AggregationOptions aggregation;
+};
+
+enum class LrSchedule { kConstant, kCosine };
+
+struct OptimizerConfig {
+  double lr = 1e-6;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  int64_t warmup_steps = 0;
+  LrSchedule schedule = LrSchedule::kConstant;
+  double min_lr_ratio = 0.0;   // Cosine decays to lr * min_lr_ratio.
+  double max_grad_norm = 1.0;  // 0 disables clipping.
+};
+
+struct TrainerConfig {
+  int64_t steps = 100;
+  int64_t prompts_per_step = 16;
+  int64_t seed = 42;
+  std::string run_dir = "runs/grpo";
+  int64_t threads = 0;  // Intra-op threads per rank; 0 = cores / local ranks.
+};
+
+struct CheckpointConfig {
+  int64_t every_steps = 0;  // 0 = only at the end of training.
+  int64_t keep_last = 3;
+};
+
+struct LoggingConfig {
+  LogLevel level = LogLevel::kInfo;
+  bool all_ranks = false;
+  int64_t every_steps = 1;
+};
+
+struct Config {
+  ModelConfig model;
+  DataConfig data;
+  RolloutConfig rollout;
+  RewardConfig reward;
+  GrpoConfig grpo;
+  OptimizerConfig optimizer;
+  TrainerConfig trainer;
+  CheckpointConfig checkpoint;
+  LoggingConfig logging;
+};
+
+// Sets every GRPO option to the named recipe's value (docs/algorithms.md lists them);
+// `preset`, `group_size` and `updates_per_batch` are left as they are.
+void apply_grpo_preset(GrpoPreset preset, GrpoConfig& grpo);
+
+// Parses YAML text. `source_name` names the text in errors (usually the file path).
+// `overrides` are `key.path=value` strings that win over the text. On error the Status has one
+// line per problem, each naming where (file:line or the override) and the key path.
+StatusOr<Config> parse_config(const std::string& yaml_text, const std::string& source_name,
+                              const std::vector<std::string>& overrides = {});
+StatusOr<Config> load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The fully resolved configuration as YAML that parse_config reads back to the same Config.
+std::string config_to_yaml(const Config& config);
+
+// Markdown reference of every key: type, default, allowed values, meaning.
+std::string config_reference_markdown();
+
+}  // namespace grpo

@@ -1,0 +1,201 @@
+#include "core/config.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "core/atomic_file.h"
+
+namespace grpo {
+namespace {
+
+constexpr const char* kMinimal = "model:\n  path: /models/qwen\n";
+
+Config parse_ok(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
+  StatusOr<Config> config = parse_config(yaml, "run.yaml", overrides);
+  EXPECT_TRUE(config.is_ok()) << config.status().message();
+  return config.is_ok() ? *config : Config{};
+}
+
+std::string parse_error(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
+  StatusOr<Config> config = parse_config(yaml, "run.yaml", overrides);
+  EXPECT_FALSE(config.is_ok()) << "expected an error for:\n" << yaml;
+  return config.status().message();
+}
+
+TEST(Config, MinimalFileGetsDocumentedDefaults) {
+  const Config config = parse_ok(kMinimal);
+  EXPECT_EQ(config.model.path, "/models/qwen");
+  EXPECT_EQ(config.grpo.group_size, 8);
+  EXPECT_EQ(config.grpo.preset, GrpoPreset::kR1);
+  EXPECT_DOUBLE_EQ(config.optimizer.lr, 1e-6);
+  EXPECT_EQ(config.rollout.top_k, 0);
+  EXPECT_EQ(config.logging.level, LogLevel::kInfo);
+}
+
+TEST(Config, ReadsNestedValuesOfEveryType) {
+  const Config config = parse_ok(
+      "model: {path: m, dtype: bfloat16}\n"
+      "rollout:\n  temperature: 0.6\n  stop: ['</answer>', \"\\n\\n\"]\n"
+      "grpo:\n  group_size: 16\n  kl: {beta: 0.04, estimator: low_var_kl, value_clamp: 10}\n"
+      "  policy_loss: {ratio_cap: null, dual_clip_c: 3}\n"
+      "logging: {all_ranks: yes}\n");
+  EXPECT_EQ(config.model.dtype, DType::kBFloat16);
+  EXPECT_DOUBLE_EQ(config.rollout.temperature, 0.6);
+  EXPECT_EQ(config.rollout.stop, (std::vector<std::string>{"</answer>", "\n\n"}));
+  EXPECT_EQ(config.grpo.group_size, 16);
+  EXPECT_EQ(config.grpo.kl.estimator, KlEstimator::kK3);  // verl's alias
+  EXPECT_EQ(config.grpo.kl.value_clamp, 10.0);
+  EXPECT_FALSE(config.grpo.policy_loss.ratio_cap.has_value());
+  EXPECT_EQ(config.grpo.policy_loss.dual_clip_c, 3.0);
+  EXPECT_TRUE(config.logging.all_ranks);
+}
+
+TEST(Config, UnknownKeyNamesLineAndClosestKey) {
+  const std::string error = parse_error("model:\n  path: m\ngrpo:\n  kl:\n    bta: 0.1\n");
+  EXPECT_EQ(error, "run.yaml:5: grpo.kl.bta: unknown key; did you mean 'grpo.kl.beta'?");
+}
+
+TEST(Config, UnknownSectionListsValidOnesWhenNothingIsClose) {
+  const std::string error = parse_error("model:\n  path: m\nzzzzzzzz: 1\n");
+  EXPECT_NE(error.find("run.yaml:3: zzzzzzzz: unknown key (valid keys here: model, data, rollout"), std::string::npos)
+      << error;
+}
+
+TEST(Config, WrongTypeNamesKeyLineAndValue) {
+  EXPECT_EQ(parse_error("model:\n  path: m\ntrainer:\n  steps: many\n"),
+            "run.yaml:4: trainer.steps: expected an integer >= 1, got 'many'");
+  EXPECT_EQ(parse_error("model:\n  path: m\nrollout:\n  temperature: [1]\n"),
+            "run.yaml:4: rollout.temperature: expected a number >= 0, got a list");
+  EXPECT_EQ(parse_error("model:\n  path: m\ndata:\n  shuffle: maybe\n"),
+            "run.yaml:4: data.shuffle: expected true or false, got 'maybe'");
+  EXPECT_EQ(parse_error("model: m\n"), "run.yaml:1: model: expected a mapping of model keys, got 'm'");
+}
+
+TEST(Config, OutOfRangeNamesTheBounds) {
+  EXPECT_EQ(parse_error("model:\n  path: m\nrollout:\n  top_p: 1.5\n"),
+            "run.yaml:4: rollout.top_p: expected a number > 0 and <= 1, got '1.5'");
+  EXPECT_EQ(parse_error("model:\n  path: m\ngrpo:\n  kl: {beta: -0.1}\n"),
+            "run.yaml:4: grpo.kl.beta: expected a number >= 0, got '-0.1'");
+  EXPECT_NE(parse_error("model:\n  path: m\nrollout:\n  temperature: .nan\n").find("rollout.temperature"),
+            std::string::npos);
+}
+
+TEST(Config, EnumErrorListsValidNamesAndSuggests) {
+  EXPECT_EQ(parse_error("model:\n  path: m\ngrpo:\n  preset: verll\n"),
+            "run.yaml:4: grpo.preset: expected one of r1, verl, trl, dapo, dr_grpo (did you mean 'verl'?), got "
+            "'verll'");
+}
+
+TEST(Config, MissingRequiredFieldIsAnError) {
+  const std::string error = parse_error("trainer:\n  steps: 3\n");
+  EXPECT_NE(error.find("model.path: missing required key"), std::string::npos) << error;
+  EXPECT_NE(parse_error("").find("model.path: missing required key"), std::string::npos);
+}
+
+TEST(Config, EveryProblemIsReportedOneLineEachInFileOrder) {
+  const std::string error = parse_error("model:\n  path: m\ntrainer:\n  steps: 0\n  sed: 1\n");
+  EXPECT_EQ(error,
+            "run.yaml:4: trainer.steps: expected an integer >= 1, got '0'\n"
+            "run.yaml:5: trainer.sed: unknown key; did you mean 'trainer.seed'?");
+}
+
+TEST(Config, InvalidYamlNamesTheLine) {
+  EXPECT_NE(parse_error("model:\n  path: [unclosed\n").find("run.yaml:"), std::string::npos);
+}
+
+TEST(Config, CommandLineOverridesWin) {
+  const Config config = parse_ok("model:\n  path: m\ngrpo:\n  group_size: 4\n",
+                                 {"grpo.group_size=16", "optimizer.lr=3e-6", "rollout.stop=[a, b]", "model.path=x"});
+  EXPECT_EQ(config.grpo.group_size, 16);
+  EXPECT_DOUBLE_EQ(config.optimizer.lr, 3e-6);
+  EXPECT_EQ(config.rollout.stop, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(config.model.path, "x");
+}
+
+TEST(Config, OverrideErrorsNameTheOverride) {
+  EXPECT_EQ(parse_error(kMinimal, {"grpo.kl.beta=abc"}),
+            "command-line override 'grpo.kl.beta=abc': grpo.kl.beta: expected a number >= 0, got 'abc'");
+  EXPECT_EQ(parse_error(kMinimal, {"grpo.group_sise=3"}),
+            "command-line override 'grpo.group_sise=3': grpo.group_sise: unknown key; did you mean "
+            "'grpo.group_size'?");
+  EXPECT_EQ(parse_error(kMinimal, {"noequals"}), "command-line override 'noequals': expected key.path=value");
+  EXPECT_EQ(parse_error(kMinimal, {"model.path.deeper=1"}),
+            "command-line override 'model.path.deeper=1': 'path' is not a mapping");
+}
+
+TEST(Config, PresetSetsDefaultsThatExplicitKeysOverride) {
+  const Config verl = parse_ok("model: {path: m}\ngrpo:\n  preset: verl\n  kl: {beta: 0.01}\n");
+  EXPECT_EQ(verl.grpo.aggregation.mode, LossAggregation::kTokenMean);
+  EXPECT_EQ(verl.grpo.policy_loss.dual_clip_c, 3.0);
+  EXPECT_EQ(verl.grpo.kl.value_clamp, 10.0);
+  EXPECT_DOUBLE_EQ(verl.grpo.kl.beta, 0.01);
+
+  const Config trl = parse_ok("model: {path: m}\ngrpo: {preset: trl}\n");
+  EXPECT_DOUBLE_EQ(trl.grpo.advantage.std_epsilon, 1e-4);
+  EXPECT_EQ(trl.grpo.advantage.singleton_group, SingletonGroup::kZeroAdvantage);
+  EXPECT_TRUE(trl.grpo.aggregation.count_empty_sequences);
+
+  const Config dapo = parse_ok(kMinimal, {"grpo.preset=dapo"});
+  EXPECT_DOUBLE_EQ(dapo.grpo.policy_loss.eps_high, 0.28);
+  EXPECT_DOUBLE_EQ(dapo.grpo.kl.beta, 0.0);
+
+  const Config dr = parse_ok(kMinimal, {"grpo.preset=dr_grpo"});
+  EXPECT_EQ(dr.grpo.advantage.scaling, AdvantageScaling::kNone);
+  EXPECT_EQ(dr.grpo.aggregation.mode, LossAggregation::kSeqMeanTokenSumNorm);
+}
+
+TEST(Config, StructDefaultsAreTheR1Preset) {
+  GrpoConfig defaults;
+  GrpoConfig r1;
+  r1.kl.beta = 123;  // something the preset must overwrite
+  apply_grpo_preset(GrpoPreset::kR1, r1);
+  EXPECT_EQ(config_to_yaml(Config{}), [&] {
+    Config c;
+    c.grpo = r1;
+    return config_to_yaml(c);
+  }());
+}
+
+TEST(Config, ResolvedYamlReadsBackToTheSameConfig) {
+  const Config config = parse_ok(
+      "model: {path: \"/a b/c\"}\nrollout: {stop: ['\"q\"', 'x: y'], temperature: 0.7}\n"
+      "grpo: {preset: verl, policy_loss: {ratio_cap: 2.5}}\noptimizer: {lr: 1.0e-7}\n");
+  const std::string yaml = config_to_yaml(config);
+  const Config again = parse_ok(yaml);
+  EXPECT_EQ(config_to_yaml(again), yaml);
+  EXPECT_EQ(again.rollout.stop, config.rollout.stop);
+  EXPECT_EQ(again.model.path, "/a b/c");
+  EXPECT_EQ(again.grpo.policy_loss.ratio_cap, 2.5);
+  EXPECT_DOUBLE_EQ(again.optimizer.lr, 1e-7);
+}
+
+TEST(Config, LoadConfigNamesAMissingFile) {
+  StatusOr<Config> config = load_config("/nonexistent/run.yaml");
+  ASSERT_FALSE(config.is_ok());
+  EXPECT_NE(config.status().message().find("/nonexistent/run.yaml"), std::string::npos);
+}
+
+TEST(Config, ReferenceDocumentsEveryKeyWithItsDefault) {
+  const std::string reference = config_reference_markdown();
+  EXPECT_NE(reference.find("| `model.path` | string | required |"), std::string::npos);
+  EXPECT_NE(reference.find("| `grpo.kl.beta` | number | `0.001` |"), std::string::npos);
+  EXPECT_NE(reference.find("`low_var_kl`"), std::string::npos);
+  // Every key the YAML writer emits appears in the reference.
+  const std::string yaml = config_to_yaml(Config{});
+  size_t keys = 0;
+  for (size_t pos = 0; (pos = yaml.find(": ", pos)) != std::string::npos; ++pos) ++keys;
+  size_t rows = 0;
+  for (size_t pos = 0; (pos = reference.find("\n| `", pos)) != std::string::npos; ++pos) ++rows;
+  EXPECT_EQ(rows, keys);
+}
+
+TEST(Config, CommittedDocsMatchTheSchema) {
+  StatusOr<std::string> docs = read_file(std::string(GRPO_SOURCE_DIR) + "/docs/configuration.md");
+  ASSERT_TRUE(docs.is_ok()) << docs.status().message();
+  EXPECT_NE(docs->find(config_reference_markdown()), std::string::npos)
+      << "docs/configuration.md is out of date: regenerate it with launch/gen_docs.sh";
+}
+
+}  // namespace
+}  // namespace grpo
