@@ -1,0 +1,310 @@
+// grpo_loss against an obvious per-row, per-token loop written here as a second opinion, over
+// every combination of policy loss, KL estimator and aggregation on random batches; plus
+// finite-difference gradients and the edge cases the peers disagree on.
+
+#include "trainer/grpo_loss.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+namespace grpo {
+namespace {
+
+struct Batch {
+  int64_t n = 0, t = 0;
+  std::vector<double> logp, old_logp, ref_logp, advantages;
+  std::vector<int> mask;
+  double at(const std::vector<double>& m, int64_t i, int64_t j) const { return m[i * t + j]; }
+};
+
+Batch random_batch(std::mt19937& rng, int64_t n, int64_t t) {
+  std::normal_distribution<double> noise(0.0, 0.4);
+  std::uniform_real_distribution<double> logp(-4.0, -0.05);
+  Batch b;
+  b.n = n;
+  b.t = t;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t length = i == 1 ? 0 : std::uniform_int_distribution<int64_t>(1, t)(rng);  // row 1 is empty
+    b.advantages.push_back(i == 2 ? 0.0 : noise(rng) * 3);
+    for (int64_t j = 0; j < t; ++j) {
+      const double lp = logp(rng);
+      b.logp.push_back(lp);
+      b.old_logp.push_back(lp + noise(rng));
+      b.ref_logp.push_back(lp + noise(rng));
+      b.mask.push_back(j < length ? 1 : 0);
+    }
+  }
+  return b;
+}
+
+struct Naive {
+  double pg_loss = 0, kl_loss = 0, loss = 0;
+};
+
+double naive_kl(double logp, double ref, const KlOptions& o) {
+  const double u = logp - ref;
+  switch (o.estimator) {
+    case KlEstimator::kK1: return u;
+    case KlEstimator::kAbs: return std::abs(u);
+    case KlEstimator::kK2: return 0.5 * u * u;
+    case KlEstimator::kK3: {
+      double x = -u;
+      if (o.log_ratio_clamp) x = std::clamp(x, -*o.log_ratio_clamp, *o.log_ratio_clamp);
+      double k = std::exp(x) - x - 1;
+      if (o.value_clamp) k = std::clamp(k, -*o.value_clamp, *o.value_clamp);
+      return k;
+    }
+  }
+  return 0;
+}
+
+double naive_pg(double logp, double old, double a, const PolicyLossOptions& o) {
+  double d = logp - old;
+  if (o.log_ratio_clamp) d = std::clamp(d, -*o.log_ratio_clamp, *o.log_ratio_clamp);
+  const double rho = std::exp(d);
+  switch (o.kind) {
+    case PolicyLossKind::kClip: {
+      const double capped = o.ratio_cap ? std::min(rho, *o.ratio_cap) : rho;
+      double pg = std::max(-a * capped, -a * std::clamp(rho, 1 - o.eps_low, 1 + o.eps_high));
+      if (o.dual_clip_c && a < 0) pg = std::min(pg, -a * *o.dual_clip_c);
+      return pg;
+    }
+    case PolicyLossKind::kCispo: return -std::min(rho, o.eps_high) * a * logp;
+    case PolicyLossKind::kSapo: {
+      const double tau = a > 0 ? o.sapo_tau_pos : o.sapo_tau_neg;
+      return -(1.0 / (1.0 + std::exp(-tau * (rho - 1))) * 4 / tau) * a;
+    }
+  }
+  return 0;
+}
+
+// Aggregates a per-token value function over the valid tokens of the batch, mode by mode.
+template <class PerToken>
+double naive_aggregate(const Batch& b, const AggregationOptions& o, PerToken value) {
+  double total = 0, tokens = 0, seq_sum = 0, seq_mean = 0, sequences = 0;
+  for (int64_t i = 0; i < b.n; ++i) {
+    double row = 0, length = 0;
+    for (int64_t j = 0; j < b.t; ++j) {
+      if (!b.mask[i * b.t + j]) continue;
+      row += value(i, j);
+      length += 1;
+    }
+    total += row;
+    tokens += length;
+    if (length > 0 || o.count_empty_sequences) sequences += 1;
+    seq_sum += row;
+    seq_mean += length > 0 ? row / (length + o.seq_mean_epsilon) : 0.0;
+  }
+  sequences = std::max(sequences, 1.0);
+  switch (o.mode) {
+    case LossAggregation::kTokenMean: return total / std::max(tokens, 1.0);
+    case LossAggregation::kSeqMeanTokenSum: return seq_sum / sequences;
+    case LossAggregation::kSeqMeanTokenMean: return seq_mean / sequences;
+    case LossAggregation::kSeqMeanTokenSumNorm: {
+      const double norm = total / o.loss_scale_factor.value_or(static_cast<double>(b.t));
+      return o.norm_per_sequence ? norm / sequences : norm;
+    }
+  }
+  return 0;
+}
+
+Naive naive_loss(const Batch& b, const GrpoLossOptions& o) {
+  Naive r;
+  r.pg_loss = naive_aggregate(b, o.aggregation, [&](int64_t i, int64_t j) {
+    return naive_pg(b.at(b.logp, i, j), b.at(b.old_logp, i, j), b.advantages[i], o.policy);
+  });
+  r.kl_loss = naive_aggregate(
+      b, o.aggregation, [&](int64_t i, int64_t j) { return naive_kl(b.at(b.logp, i, j), b.at(b.ref_logp, i, j), o.kl); });
+  r.loss = r.pg_loss + o.kl.beta * r.kl_loss;
+  return r;
+}
+
+GrpoLossInputs to_inputs(const Batch& b) {
+  GrpoLossInputs in;
+  in.logp = at::tensor(b.logp, at::kDouble).view({b.n, b.t}).clone().set_requires_grad(true);
+  in.old_logp = at::tensor(b.old_logp, at::kDouble).view({b.n, b.t}).clone();
+  in.ref_logp = at::tensor(b.ref_logp, at::kDouble).view({b.n, b.t}).clone();
+  in.advantages = at::tensor(b.advantages, at::kDouble);
+  in.mask = at::tensor(std::vector<int64_t>(b.mask.begin(), b.mask.end()), at::kLong).view({b.n, b.t});
+  return in;
+}
+
+std::vector<GrpoLossOptions> option_grid() {
+  std::vector<GrpoLossOptions> grid;
+  for (auto kind : {PolicyLossKind::kClip, PolicyLossKind::kCispo, PolicyLossKind::kSapo})
+    for (auto estimator : {KlEstimator::kK1, KlEstimator::kAbs, KlEstimator::kK2, KlEstimator::kK3})
+      for (auto mode : {LossAggregation::kTokenMean, LossAggregation::kSeqMeanTokenSum,
+                        LossAggregation::kSeqMeanTokenMean, LossAggregation::kSeqMeanTokenSumNorm})
+        for (int variant = 0; variant < 2; ++variant) {
+          GrpoLossOptions o;
+          o.policy.kind = kind;
+          o.policy.eps_high = kind == PolicyLossKind::kCispo ? 1.5 : 0.28;
+          o.kl.estimator = estimator;
+          o.kl.beta = 0.05;
+          o.aggregation.mode = mode;
+          if (variant == 1) {  // the verl-style switches on, TRL-style counting on
+            o.policy.log_ratio_clamp = 0.3;
+            o.policy.dual_clip_c = 1.5;
+            o.policy.ratio_cap = 1.4;
+            o.kl.log_ratio_clamp = 0.5;
+            o.kl.value_clamp = 0.05;
+            o.aggregation.count_empty_sequences = true;
+            o.aggregation.seq_mean_epsilon = 0.0;
+            o.aggregation.loss_scale_factor = 9.0;
+            o.aggregation.norm_per_sequence = true;
+          }
+          grid.push_back(o);
+        }
+  return grid;
+}
+
+TEST(GrpoLoss, MatchesPerTokenLoopForEveryOptionCombination) {
+  std::mt19937 rng(7);
+  const auto grid = option_grid();
+  for (size_t k = 0; k < grid.size(); ++k) {
+    const Batch b = random_batch(rng, 6, 5);
+    const GrpoLossResult got = grpo_loss(to_inputs(b), grid[k]);
+    const Naive want = naive_loss(b, grid[k]);
+    EXPECT_NEAR(got.pg_loss.item<double>(), want.pg_loss, 1e-12 * (1 + std::abs(want.pg_loss))) << "combination " << k;
+    EXPECT_NEAR(got.kl_loss.item<double>(), want.kl_loss, 1e-12 * (1 + std::abs(want.kl_loss))) << "combination " << k;
+    EXPECT_NEAR(got.loss.item<double>(), want.loss, 1e-12 * (1 + std::abs(want.loss))) << "combination " << k;
+  }
+}
+
+TEST(GrpoLoss, GradientMatchesFiniteDifferences) {
+  std::mt19937 rng(11);
+  const auto grid = option_grid();
+  for (size_t k = 0; k < grid.size(); k += 5) {
+    const Batch b = random_batch(rng, 4, 3);
+    GrpoLossInputs in = to_inputs(b);
+    grpo_loss(in, grid[k]).loss.backward();
+    const at::Tensor grad = in.logp.grad();
+    for (int64_t i = 0; i < b.n; ++i)
+      for (int64_t j = 0; j < b.t; ++j) {
+        const double h = 1e-6;
+        Batch plus = b, minus = b;
+        plus.logp[i * b.t + j] += h;
+        minus.logp[i * b.t + j] -= h;
+        const double numeric = (naive_loss(plus, grid[k]).loss - naive_loss(minus, grid[k]).loss) / (2 * h);
+        // CISPO's detached weight is not differentiated: its analytic gradient is -w A.
+        if (grid[k].policy.kind == PolicyLossKind::kCispo) continue;
+        EXPECT_NEAR(grad[i][j].item<double>(), numeric, 1e-6) << "combination " << k << " token " << i << "," << j;
+      }
+  }
+}
+
+TEST(GrpoLoss, PaddingValuesNeverMatter) {
+  std::mt19937 rng(3);
+  const Batch b = random_batch(rng, 4, 6);
+  GrpoLossInputs clean = to_inputs(b);
+  GrpoLossInputs dirty = to_inputs(b);
+  const at::Tensor padding = dirty.mask == 0;
+  {
+    at::NoGradGuard no_grad;
+    dirty.logp.masked_fill_(padding, 800.0);  // exp would overflow if padding were used
+    dirty.old_logp.masked_fill_(padding, -800.0);
+    dirty.ref_logp.masked_fill_(padding, std::nan(""));
+  }
+  GrpoLossOptions options;
+  options.policy.kind = PolicyLossKind::kCispo;
+  const GrpoLossResult a = grpo_loss(clean, options), c = grpo_loss(dirty, options);
+  a.loss.backward();
+  c.loss.backward();
+  EXPECT_EQ(a.loss.item<double>(), c.loss.item<double>());
+  EXPECT_TRUE(at::equal(clean.logp.grad(), dirty.logp.grad()));
+  EXPECT_EQ(dirty.logp.grad().masked_select(padding).abs().sum().item<double>(), 0.0);
+  EXPECT_TRUE(at::equal(a.ratio, c.ratio));
+}
+
+TEST(GrpoLoss, EmptyBatchGivesZeroNotNan) {
+  GrpoLossInputs in;
+  in.logp = at::zeros({2, 3}, at::kDouble).set_requires_grad(true);
+  in.old_logp = at::zeros({2, 3}, at::kDouble);
+  in.ref_logp = at::zeros({2, 3}, at::kDouble);
+  in.advantages = at::ones({2}, at::kDouble);
+  in.mask = at::zeros({2, 3}, at::kLong);
+  for (auto mode : {LossAggregation::kTokenMean, LossAggregation::kSeqMeanTokenSum, LossAggregation::kSeqMeanTokenMean,
+                    LossAggregation::kSeqMeanTokenSumNorm}) {
+    GrpoLossOptions options;
+    options.aggregation.mode = mode;
+    const GrpoLossResult r = grpo_loss(in, options);
+    EXPECT_EQ(r.loss.item<double>(), 0.0);
+    EXPECT_EQ(r.metrics.clip_frac.item<double>(), 0.0);
+  }
+}
+
+TEST(GrpoLoss, ClipMetricsCountTheActiveBranch) {
+  GrpoLossInputs in;
+  // Ratios e^0.5 (A>0: clipped high), e^-0.5 (A<0: clipped low), 1 (never), e^2 with A<0 (dual clip at 3).
+  in.logp = at::tensor({0.5, -0.5, 0.0, 2.0}, at::kDouble).view({4, 1}).set_requires_grad(true);
+  in.old_logp = at::zeros({4, 1}, at::kDouble);
+  in.advantages = at::tensor({1.0, -1.0, 1.0, -1.0}, at::kDouble);
+  in.mask = at::ones({4, 1}, at::kLong);
+  GrpoLossOptions options;
+  options.kl.beta = 0;
+  options.policy.dual_clip_c = 3.0;
+  const GrpoLossResult r = grpo_loss(in, options);
+  EXPECT_DOUBLE_EQ(r.metrics.clip_frac_high.item<double>(), 0.25);
+  EXPECT_DOUBLE_EQ(r.metrics.clip_frac_low.item<double>(), 0.25);  // e^2 with A<0 is not clipped by eps
+  EXPECT_DOUBLE_EQ(r.metrics.clip_frac.item<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(r.metrics.dual_clip_frac.item<double>(), 0.25);
+  EXPECT_DOUBLE_EQ(r.pg_loss_token[3][0].item<double>(), 3.0);
+}
+
+// Advantages against a loop over groups.
+TEST(GroupAdvantages, MatchLoopOverGroups) {
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> binary(0, 1);
+  for (auto scaling : {AdvantageScaling::kGroupStd, AdvantageScaling::kBatchStd, AdvantageScaling::kNone})
+    for (bool unbiased : {true, false}) {
+      const int64_t groups = 5, g = 4;
+      std::vector<double> rewards;
+      for (int64_t i = 0; i < groups * g; ++i) rewards.push_back(i < g ? 1.0 : binary(rng) * 0.5 + binary(rng));
+      AdvantageOptions options;
+      options.scaling = scaling;
+      options.std_unbiased = unbiased;
+      const at::Tensor got = group_advantages(at::tensor(rewards, at::kDouble), g, options);
+
+      auto stddev = [&](size_t first, size_t count) {
+        double mean = 0, ss = 0;
+        for (size_t i = first; i < first + count; ++i) mean += rewards[i] / count;
+        for (size_t i = first; i < first + count; ++i) ss += (rewards[i] - mean) * (rewards[i] - mean);
+        return std::sqrt(ss / (unbiased ? count - 1 : count));
+      };
+      const double batch_std = stddev(0, rewards.size());
+      for (int64_t k = 0; k < groups; ++k) {
+        double mean = 0;
+        for (int64_t i = 0; i < g; ++i) mean += rewards[k * g + i] / g;
+        for (int64_t i = 0; i < g; ++i) {
+          const double centred = rewards[k * g + i] - mean;
+          double want = centred;
+          if (scaling == AdvantageScaling::kGroupStd) want = centred / (stddev(k * g, g) + options.std_epsilon);
+          if (scaling == AdvantageScaling::kBatchStd) want = centred / (batch_std + options.std_epsilon);
+          EXPECT_NEAR(got[k * g + i].item<double>(), want, 1e-12);
+        }
+      }
+      // The first group has equal rewards: no signal, exactly zero.
+      EXPECT_EQ(got.slice(0, 0, g).abs().sum().item<double>(), 0.0);
+    }
+}
+
+TEST(GroupAdvantages, SingletonGroupsFollowTheChosenPeer) {
+  const at::Tensor rewards = at::tensor({1.0, 0.0, 0.5}, at::kDouble);
+  AdvantageOptions options;
+  options.singleton_group = SingletonGroup::kZeroAdvantage;
+  EXPECT_EQ(group_advantages(rewards, 1, options).abs().sum().item<double>(), 0.0);
+  options.singleton_group = SingletonGroup::kRawReward;
+  EXPECT_NEAR(group_advantages(rewards, 1, options)[2].item<double>(), 0.5 / (1 + 1e-6), 1e-15);
+}
+
+TEST(GroupAdvantages, RejectsRaggedGroups) {
+  EXPECT_THROW(group_advantages(at::zeros({5}, at::kDouble), 2, AdvantageOptions{}), c10::Error);
+}
+
+}  // namespace
+}  // namespace grpo

@@ -1,0 +1,70 @@
+#pragma once
+// The GRPO math: group advantages, per-token policy loss, KL to the reference, aggregation.
+// Pure, vectorized tensor functions: no I/O, no communicator, no config parsing.
+// Shapes: N = B*G sequences with each prompt's G samples consecutive; T = padded response length.
+// Formulas and the peer each option reproduces: docs/algorithms.md.
+
+#include <optional>
+
+#include <ATen/core/Tensor.h>
+
+#include "core/grpo_options.h"
+
+namespace grpo {
+
+// rewards [N] -> advantages [N]; rows i*G .. i*G+G-1 form group i. Requires N % G == 0.
+at::Tensor group_advantages(const at::Tensor& rewards, int64_t group_size, const AdvantageOptions& options);
+
+struct GrpoLossInputs {
+  at::Tensor logp;        // [N, T] log-prob of each token under the policy being trained (carries grad)
+  at::Tensor old_logp;    // [N, T] under the policy that sampled the tokens
+  at::Tensor ref_logp;    // [N, T] under the reference policy; may be undefined when beta == 0
+  at::Tensor advantages;  // [N]
+  at::Tensor mask;        // [N, T] 1 where the token is a response token that counts (any dtype)
+  // Global normalizers for data-parallel and accumulated batches: the number of valid tokens
+  // (token-mean) or counted sequences (seq-mean-*) across every micro-batch and rank.
+  // Unset: this batch's own count.
+  std::optional<double> global_token_count;
+  std::optional<double> global_sequence_count;
+};
+
+struct GrpoLossOptions {
+  PolicyLossOptions policy;
+  KlOptions kl;
+  AggregationOptions aggregation;
+};
+
+// All scalars are 0-dim tensors so that nothing in the hot path waits on the device.
+struct GrpoLossMetrics {
+  at::Tensor valid_tokens;      // number of valid tokens in this batch
+  at::Tensor clip_frac_low;     // share of valid tokens clipped at 1 - eps_low with A < 0
+  at::Tensor clip_frac_high;    // share clipped at 1 + eps_high with A > 0 (CISPO: ratio > eps_high)
+  at::Tensor clip_frac;         // low + high
+  at::Tensor dual_clip_frac;    // share of A < 0 tokens held at -A * c by the dual clip
+  at::Tensor ratio_mean;        // mean importance ratio
+  at::Tensor approx_kl_old;     // mean of old_logp - logp (after log_ratio_clamp): drift from the sampler
+  at::Tensor kl_mean;           // mean per-token KL to the reference (0 when ref_logp is undefined)
+};
+
+struct GrpoLossResult {
+  at::Tensor loss;           // pg_loss + beta * kl_loss; back-propagate this
+  at::Tensor pg_loss;        // aggregated policy loss
+  at::Tensor kl_loss;        // aggregated KL (not multiplied by beta)
+  at::Tensor ratio;          // [N, T] importance ratio; 0 at padding
+  at::Tensor kl;             // [N, T] per-token KL; 0 at padding
+  at::Tensor pg_loss_token;  // [N, T] per-token policy loss; 0 at padding
+  GrpoLossMetrics metrics;
+};
+
+GrpoLossResult grpo_loss(const GrpoLossInputs& inputs, const GrpoLossOptions& options);
+
+// Per-token KL estimate of the policy to the reference at valid tokens; 0 at padding.
+at::Tensor kl_per_token(const at::Tensor& logp, const at::Tensor& ref_logp, const at::Tensor& valid,
+                        const KlOptions& options);
+
+// Aggregates a per-token matrix that is already 0 at padding. `valid` is the boolean mask.
+at::Tensor aggregate_loss(const at::Tensor& per_token, const at::Tensor& valid, const AggregationOptions& options,
+                          std::optional<double> global_token_count = std::nullopt,
+                          std::optional<double> global_sequence_count = std::nullopt);
+
+}  // namespace grpo
