@@ -1,0 +1,107 @@
+// Runs the real `grpo` binary as a user would and checks exit codes and messages.
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "core/config.h"
+
+namespace grpo {
+namespace {
+
+struct CliRun {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+CliRun run_grpo(const std::string& arguments) {
+  const std::string command = std::string(GRPO_BINARY) + " " + arguments + " 2>&1";
+  CliRun run;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return run;
+  std::array<char, 4096> buffer{};
+  size_t n = 0;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) run.output.append(buffer.data(), n);
+  const int status = ::pclose(pipe);
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return run;
+}
+
+std::string write_temp(const std::string& name, const std::string& contents) {
+  const auto path = std::filesystem::temp_directory_path() / (std::to_string(::getpid()) + "_" + name);
+  std::ofstream(path) << contents;
+  return path.string();
+}
+
+TEST(Cli, HelpListsOnlyWorkingCommands) {
+  const CliRun run = run_grpo("--help");
+  EXPECT_EQ(run.exit_code, 0);
+  for (const char* verb : {"config", "toy", "version"}) EXPECT_NE(run.output.find(verb), std::string::npos) << verb;
+  EXPECT_EQ(run.output.find("  train"), std::string::npos) << "train is not implemented yet and must not be listed";
+}
+
+TEST(Cli, NoCommandOrUnknownCommandIsUsageError) {
+  EXPECT_EQ(run_grpo("").exit_code, 2);
+  const CliRun run = run_grpo("fly");
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_NE(run.output.find("unknown command 'fly'"), std::string::npos);
+}
+
+TEST(Cli, VerbHelpShowsUsage) {
+  const CliRun run = run_grpo("config --help");
+  EXPECT_EQ(run.exit_code, 0);
+  EXPECT_NE(run.output.find("Usage: grpo config --config FILE"), std::string::npos) << run.output;
+}
+
+TEST(Cli, VersionNamesTorchAndMpi) {
+  const CliRun run = run_grpo("version");
+  EXPECT_EQ(run.exit_code, 0);
+  EXPECT_NE(run.output.find("LibTorch 1."), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("MPI: "), std::string::npos);
+  EXPECT_NE(run.output.find("CUDA: "), std::string::npos);
+}
+
+TEST(Cli, ConfigPrintsResolvedYamlWithOverrides) {
+  const std::string path = write_temp("ok.yaml", "model:\n  path: /m\ngrpo:\n  preset: dapo\n");
+  const CliRun run = run_grpo("config --config " + path + " grpo.group_size=12");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("  group_size: 12\n"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("    eps_high: 0.28\n"), std::string::npos) << run.output;
+  EXPECT_TRUE(parse_config(run.output, "printed").is_ok());
+}
+
+TEST(Cli, BadConfigIsOneLineNamingKeyAndLineWithExitCode2) {
+  const std::string path = write_temp("bad.yaml", "model:\n  path: /m\noptimizer:\n  lr: fast\n");
+  const CliRun run = run_grpo("config --config " + path);
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_EQ(run.output, "grpo config: " + path + ":4: optimizer.lr: expected a number > 0, got 'fast'\n");
+}
+
+TEST(Cli, MissingConfigFileAndBadArgumentsAreUsageErrors) {
+  EXPECT_EQ(run_grpo("config --config /nonexistent.yaml").exit_code, 2);
+  EXPECT_EQ(run_grpo("config").exit_code, 2);
+  EXPECT_EQ(run_grpo("config --bogus").exit_code, 2);
+  EXPECT_EQ(run_grpo("config stray").exit_code, 2);
+}
+
+TEST(Cli, ToyRunLearnsAndReportsProgress) {
+  const CliRun run = run_grpo(std::string("toy --config ") + GRPO_SOURCE_DIR +
+                           "/configs/demo/toy.yaml trainer.steps=40 logging.every_steps=10");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("step   40/40 reward"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("toy GRPO: reward"), std::string::npos);
+}
+
+TEST(Cli, ToyRejectsAnotherModel) {
+  const CliRun run = run_grpo(std::string("toy --config ") + GRPO_SOURCE_DIR + "/configs/demo/toy.yaml model.path=/x");
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_NE(run.output.find("model.path"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace grpo
