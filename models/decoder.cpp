@@ -1,0 +1,322 @@
+#include "models/decoder.h"
+
+#include <cmath>
+#include <limits>
+#include <sys/stat.h>
+
+#include <torch/torch.h>
+#include <fmt/format.h>
+
+#include "core/atomic_file.h"
+
+namespace grpo {
+namespace {
+
+// y = w * (x / sqrt(mean(x^2) + eps)), in float32 whatever the activation dtype (as HF).
+class RmsNormImpl : public torch::nn::Module {
+ public:
+  RmsNormImpl(int64_t size, double eps) : eps_(eps) { weight = register_parameter("weight", torch::ones({size})); }
+  at::Tensor forward(const at::Tensor& x) {
+    const at::Tensor x32 = x.to(at::kFloat);
+    const at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps_);
+    return weight * normed.to(x.scalar_type());
+  }
+  at::Tensor weight;
+
+ private:
+  double eps_;
+};
+TORCH_MODULE(RmsNorm);
+
+torch::nn::Linear make_linear(int64_t in, int64_t out, bool bias) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+}
+
+at::Tensor rotate_half(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  explicit AttentionImpl(const DecoderOptions& o) : o_(o) {
+    q_proj = register_module("q_proj", make_linear(o.hidden_size, o.num_heads * o.head_dim, o.qkv_bias));
+    k_proj = register_module("k_proj", make_linear(o.hidden_size, o.num_kv_heads * o.head_dim, o.qkv_bias));
+    v_proj = register_module("v_proj", make_linear(o.hidden_size, o.num_kv_heads * o.head_dim, o.qkv_bias));
+    o_proj = register_module("o_proj", make_linear(o.num_heads * o.head_dim, o.hidden_size, o.o_bias));
+  }
+
+  // x [B, T, hidden]; cos/sin [B, T, hd]; bias [B, 1, T, S] additive; layer's cache slice or none.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& bias,
+                     KvCache* cache, size_t layer) {
+    const int64_t b = x.size(0), t = x.size(1), hd = o_.head_dim, kv = o_.num_kv_heads;
+    const int64_t group = o_.num_heads / kv;
+    at::Tensor q = q_proj(x).view({b, t, o_.num_heads, hd}).transpose(1, 2);  // [B, H, T, hd]
+    at::Tensor k = k_proj(x).view({b, t, kv, hd}).transpose(1, 2);           // [B, KV, T, hd]
+    at::Tensor v = v_proj(x).view({b, t, kv, hd}).transpose(1, 2);
+    const at::Tensor c = cos.unsqueeze(1), s = sin.unsqueeze(1);
+    q = q * c + rotate_half(q) * s;
+    k = k * c + rotate_half(k) * s;
+    if (cache != nullptr) {
+      cache->keys[layer].narrow(2, cache->length, t).copy_(k);
+      cache->values[layer].narrow(2, cache->length, t).copy_(v);
+      k = cache->keys[layer].narrow(2, 0, cache->length + t);
+      v = cache->values[layer].narrow(2, 0, cache->length + t);
+    }
+    // Query head h reads kv head h / group: fold the group into the query rows instead of
+    // copying keys and values group times.
+    const int64_t keys = k.size(2);
+    const at::Tensor grouped_q = q.reshape({b, kv, group * t, hd});
+    at::Tensor scores = at::matmul(grouped_q, k.transpose(2, 3)).view({b, o_.num_heads, t, keys}) / std::sqrt(double(hd));
+    scores = scores + bias;
+    const at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+    const at::Tensor out = at::matmul(probs.view({b, kv, group * t, keys}), v).view({b, o_.num_heads, t, hd});
+    return o_proj(out.transpose(1, 2).reshape({b, t, o_.num_heads * hd}));
+  }
+
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+
+ private:
+  DecoderOptions o_;
+};
+TORCH_MODULE(Attention);
+
+class MlpImpl : public torch::nn::Module {
+ public:
+  explicit MlpImpl(const DecoderOptions& o) {
+    gate_proj = register_module("gate_proj", make_linear(o.hidden_size, o.intermediate_size, o.mlp_bias));
+    up_proj = register_module("up_proj", make_linear(o.hidden_size, o.intermediate_size, o.mlp_bias));
+    down_proj = register_module("down_proj", make_linear(o.intermediate_size, o.hidden_size, o.mlp_bias));
+  }
+  at::Tensor forward(const at::Tensor& x) { return down_proj(at::silu(gate_proj(x)) * up_proj(x)); }
+  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+class DecoderLayerImpl : public torch::nn::Module {
+ public:
+  explicit DecoderLayerImpl(const DecoderOptions& o) {
+    self_attn = register_module("self_attn", Attention(o));
+    mlp = register_module("mlp", Mlp(o));
+    input_layernorm = register_module("input_layernorm", RmsNorm(o.hidden_size, o.rms_norm_eps));
+    post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(o.hidden_size, o.rms_norm_eps));
+  }
+  at::Tensor forward(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& bias, KvCache* cache,
+                     size_t layer) {
+    h = h + self_attn->forward(input_layernorm(h), cos, sin, bias, cache, layer);
+    return h + mlp(post_attention_layernorm(h));
+  }
+  Attention self_attn{nullptr};
+  Mlp mlp{nullptr};
+  RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+};
+TORCH_MODULE(DecoderLayer);
+
+// RoPE inverse frequencies in float32, as transformers computes them.
+at::Tensor compute_inv_freq(const DecoderOptions& o) {
+  const at::Tensor exponent = at::arange(0, o.head_dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(o.head_dim);
+  at::Tensor inv_freq = 1.0 / at::pow(o.rope_theta, exponent);
+  if (!o.rope_scaling) return inv_freq;
+  const Llama3RopeScaling& s = *o.rope_scaling;
+  const double old_context = static_cast<double>(s.original_max_position_embeddings);
+  const double low_freq_wavelen = old_context / s.low_freq_factor;
+  const double high_freq_wavelen = old_context / s.high_freq_factor;
+  const at::Tensor wavelen = 2 * M_PI / inv_freq;
+  at::Tensor scaled = at::where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq);
+  const at::Tensor smooth = (old_context / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+  const at::Tensor smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
+  const at::Tensor medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen);
+  return at::where(medium, smoothed, scaled);
+}
+
+}  // namespace
+
+class TransformerImpl : public torch::nn::Module {
+ public:
+  explicit TransformerImpl(const DecoderOptions& o) {
+    embed_tokens = register_module("embed_tokens", torch::nn::Embedding(o.vocab_size, o.hidden_size));
+    layers = register_module("layers", torch::nn::ModuleList());
+    for (int64_t i = 0; i < o.num_layers; ++i) {
+      decoder_layers.push_back(DecoderLayer(o));
+      layers->push_back(decoder_layers.back());
+    }
+    norm = register_module("norm", RmsNorm(o.hidden_size, o.rms_norm_eps));
+  }
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  std::vector<DecoderLayer> decoder_layers;
+  RmsNorm norm{nullptr};
+};
+
+void KvCache::keep_rows(const at::Tensor& rows) {
+  const int64_t n = rows.size(0);
+  for (auto* list : {&keys, &values})
+    for (at::Tensor& t : *list) t.narrow(0, 0, n).copy_(t.index_select(0, rows));
+  key_mask.narrow(0, 0, n).copy_(key_mask.index_select(0, rows));
+  next_position.narrow(0, 0, n).copy_(next_position.index_select(0, rows));
+  for (auto* list : {&keys, &values})
+    for (at::Tensor& t : *list) t = t.narrow(0, 0, n);
+  key_mask = key_mask.narrow(0, 0, n);
+  next_position = next_position.narrow(0, 0, n);
+}
+
+KvCache KvCache::repeat_rows(int64_t times) const {
+  KvCache out;
+  for (const at::Tensor& t : keys) out.keys.push_back(t.repeat_interleave(times, 0));
+  for (const at::Tensor& t : values) out.values.push_back(t.repeat_interleave(times, 0));
+  out.key_mask = key_mask.repeat_interleave(times, 0);
+  out.next_position = next_position.repeat_interleave(times, 0);
+  out.length = length;
+  return out;
+}
+
+DecoderImpl::DecoderImpl(DecoderOptions options) : options_(std::move(options)) {
+  model_ = register_module("model", std::make_shared<TransformerImpl>(options_));
+  if (options_.tie_word_embeddings) {
+    lm_head_weight_ = model_->embed_tokens->weight;
+  } else {
+    auto head = make_linear(options_.hidden_size, options_.vocab_size, false);
+    lm_head_ = register_module("lm_head", head.ptr());
+    lm_head_weight_ = head->weight;
+  }
+  inv_freq_ = compute_inv_freq(options_);
+}
+
+KvCache DecoderImpl::make_cache(int64_t batch, int64_t capacity) const {
+  const auto tensor_options = model_->embed_tokens->weight.options().requires_grad(false);
+  KvCache cache;
+  for (int64_t i = 0; i < options_.num_layers; ++i) {
+    cache.keys.push_back(at::zeros({batch, options_.num_kv_heads, capacity, options_.head_dim}, tensor_options));
+    cache.values.push_back(at::zeros({batch, options_.num_kv_heads, capacity, options_.head_dim}, tensor_options));
+  }
+  cache.key_mask = at::zeros({batch, capacity}, tensor_options.dtype(at::kBool));
+  cache.next_position = at::zeros({batch}, tensor_options.dtype(at::kLong));
+  return cache;
+}
+
+at::Tensor DecoderImpl::run(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache,
+                            std::vector<at::Tensor>* collect) {
+  TORCH_CHECK(input_ids.dim() == 2, "decoder: input_ids must be [B, T], got ", input_ids.sizes());
+  const int64_t b = input_ids.size(0), t = input_ids.size(1);
+  const auto device = input_ids.device();
+  const at::Tensor mask = attention_mask.defined() ? attention_mask.to(at::kBool)
+                                                   : at::ones({b, t}, at::TensorOptions().dtype(at::kBool).device(device));
+  // Positions count real tokens only (HF generate: cumsum(mask) - 1), continuing from the cache.
+  at::Tensor positions = mask.to(at::kLong).cumsum(1) - 1;
+  if (cache != nullptr) positions = positions + cache->next_position.unsqueeze(1);
+  positions = positions.clamp_min(0);
+
+  at::Tensor key_valid;  // [B, S]
+  int64_t query_offset = 0;
+  if (cache != nullptr) {
+    TORCH_CHECK(cache->batch() == b, "decoder: cache holds ", cache->batch(), " rows, input has ", b);
+    TORCH_CHECK(cache->length + t <= cache->capacity(), "decoder: cache capacity ", cache->capacity(), " exceeded");
+    cache->key_mask.narrow(1, cache->length, t).copy_(mask);
+    key_valid = cache->key_mask.narrow(1, 0, cache->length + t);
+    query_offset = cache->length;
+  } else {
+    key_valid = mask;
+  }
+  const int64_t s = key_valid.size(1);
+  const at::Tensor query_slot = at::arange(query_offset, query_offset + t, at::TensorOptions().dtype(at::kLong).device(device));
+  const at::Tensor key_slot = at::arange(s, at::TensorOptions().dtype(at::kLong).device(device));
+  const at::Tensor causal = key_slot.unsqueeze(0) <= query_slot.unsqueeze(1);           // [T, S]
+  const at::Tensor allowed = causal.unsqueeze(0) & key_valid.unsqueeze(1);              // [B, T, S]
+  // A large finite negative (not -inf): a padding query row that sees no key stays finite.
+  const auto act_dtype = model_->embed_tokens->weight.scalar_type();
+  const double lowest = act_dtype == at::kBFloat16 ? -3.3895313892515355e38
+                        : act_dtype == at::kHalf   ? -65504.0
+                                                   : static_cast<double>(std::numeric_limits<float>::lowest());
+  const auto bias_options = at::TensorOptions().dtype(act_dtype).device(device);
+  const at::Tensor bias = at::where(allowed, at::zeros({}, bias_options), at::full({}, lowest, bias_options)).unsqueeze(1);
+
+  const at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_.to(device).view({1, 1, -1});
+  const at::Tensor emb = at::cat({freqs, freqs}, -1);
+  const at::Tensor cos = emb.cos().to(act_dtype), sin = emb.sin().to(act_dtype);
+
+  at::Tensor h = model_->embed_tokens(input_ids);
+  if (collect != nullptr) collect->push_back(h);
+  for (size_t i = 0; i < model_->decoder_layers.size(); ++i) {
+    h = model_->decoder_layers[i]->forward(h, cos, sin, bias, cache, i);
+    if (collect != nullptr && i + 1 < model_->decoder_layers.size()) collect->push_back(h);
+  }
+  h = model_->norm(h);
+  if (collect != nullptr) collect->push_back(h);
+  if (cache != nullptr) {
+    cache->length += t;
+    cache->next_position = cache->next_position + mask.to(at::kLong).sum(1);
+  }
+  return h;
+}
+
+at::Tensor DecoderImpl::hidden(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache) {
+  return run(input_ids, attention_mask, cache, nullptr);
+}
+
+at::Tensor DecoderImpl::logits_from_hidden(const at::Tensor& hidden) {
+  return at::linear(hidden, lm_head_weight_).to(at::kFloat);
+}
+
+at::Tensor DecoderImpl::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache) {
+  return logits_from_hidden(run(input_ids, attention_mask, cache, nullptr));
+}
+
+std::vector<at::Tensor> DecoderImpl::hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
+  std::vector<at::Tensor> states;
+  run(input_ids, attention_mask, nullptr, &states);
+  return states;
+}
+
+Status load_weights(Decoder& decoder, const TensorMap& tensors) {
+  torch::NoGradGuard no_grad;
+  auto params = decoder->named_parameters(/*recurse=*/true);
+  for (const auto& item : params) {
+    const auto it = tensors.find(item.key());
+    if (it == tensors.end()) return Status::error(fmt::format("checkpoint is missing tensor '{}'", item.key()));
+    if (it->second.sizes() != item.value().sizes())
+      return Status::error(fmt::format("tensor '{}' has shape {}, the model needs {}", item.key(),
+                                       fmt::join(it->second.sizes(), "x"), fmt::join(item.value().sizes(), "x")));
+    item.value().copy_(it->second);
+  }
+  for (const auto& [name, tensor] : tensors) {
+    if (params.contains(name)) continue;
+    // Tied checkpoints sometimes still carry the head; old ones carry rotary buffers.
+    if (name == "lm_head.weight" && decoder->options().tie_word_embeddings) continue;
+    if (name.size() > 9 && name.compare(name.size() - 9, 9, ".inv_freq") == 0) continue;
+    return Status::error(fmt::format("checkpoint has unexpected tensor '{}'", name));
+  }
+  return Status::ok();
+}
+
+StatusOr<Decoder> load_decoder(const std::string& dir, const std::string& dtype, const std::string& device) {
+  StatusOr<DecoderOptions> options = load_decoder_config(dir);
+  if (!options) return options.status();
+  StatusOr<TensorMap> tensors = read_safetensors_dir(dir);
+  if (!tensors) return tensors.status();
+  const std::string chosen = dtype.empty() ? options->torch_dtype : dtype;
+  at::ScalarType type;
+  if (chosen == "float32") type = at::kFloat;
+  else if (chosen == "bfloat16") type = at::kBFloat16;
+  else if (chosen == "float16") type = at::kHalf;
+  else return Status::error(fmt::format("dtype '{}' is not supported (float32, bfloat16, float16)", chosen));
+  Decoder decoder(*options);
+  decoder->to(torch::Device(device), type);
+  Status status = load_weights(decoder, *tensors);
+  if (!status.is_ok()) return Status::error(fmt::format("{}: {}", dir, status.message()));
+  decoder->eval();
+  return decoder;
+}
+
+Status save_decoder(Decoder& decoder, const std::string& dir) {
+  ::mkdir(dir.c_str(), 0755);
+  TensorMap tensors;
+  for (const auto& item : decoder->named_parameters(true)) tensors[item.key()] = item.value();
+  DecoderOptions options = decoder->options();
+  const auto type = decoder->named_parameters(true)[0].value().scalar_type();
+  options.torch_dtype = type == at::kBFloat16 ? "bfloat16" : type == at::kHalf ? "float16" : "float32";
+  Status status = write_safetensors(dir + "/model.safetensors", tensors);
+  if (!status.is_ok()) return status;
+  return write_file_atomic(dir + "/config.json", decoder_config_json(options));
+}
+
+}  // namespace grpo
