@@ -11,6 +11,7 @@ packages=(
   libyaml-cpp-dev libfmt-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev
   libseccomp-dev libpcre2-dev
+  libutf8proc-dev           # Unicode NFC for tokenizer normalizers (docs/models.md)
 )
 
 missing=()
