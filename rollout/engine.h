@@ -1,0 +1,52 @@
+#pragma once
+// Batched autoregressive generation: G samples per prompt sharing the prompt's prefill, a KV
+// cache allocated once per batch shape, finished rows compacted away, and one RolloutBatch out.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "models/decoder.h"
+#include "models/tokenizer.h"
+#include "rollout/sampler.h"
+
+namespace grpo {
+
+enum class FinishReason { kStopToken, kStopString, kLength };
+const char* finish_reason_name(FinishReason reason);
+
+// The contract between rollout and trainer. N = prompts * group_size rows; the group_size
+// samples of prompt p are rows p*G .. p*G+G-1.
+struct RolloutBatch {
+  at::Tensor prompt_ids;       // [N, P] long, left-padded with pad_id
+  at::Tensor prompt_mask;      // [N, P] bool, true at real prompt tokens
+  at::Tensor completion_ids;   // [N, C] long, right-padded with pad_id; C = longest completion
+  at::Tensor completion_mask;  // [N, C] bool, true at generated tokens (a stop token included)
+  at::Tensor sampling_logp;    // [N, C] float32: log_softmax(logits / temperature) of each token; 0 at padding
+  std::vector<FinishReason> finish_reasons;  // [N]
+  std::vector<int64_t> prompt_index;         // [N]: which prompt each row answers
+  int64_t group_size = 1;
+};
+
+struct GenerationOptions {
+  SamplingOptions sampling;
+  int64_t max_new_tokens = 256;
+  int64_t group_size = 1;                  // samples per prompt
+  std::vector<int64_t> stop_token_ids;     // e.g. the tokenizer's EOS; the stop token is kept
+  std::vector<std::string> stop_strings;   // need a tokenizer; the token completing one is kept
+  int64_t pad_id = 0;
+};
+
+// Samples `group_size` completions of every prompt. seeds[row] keys row's random draws, so a
+// row's tokens do not depend on the rest of the batch. `tokenizer` is needed only for stop strings.
+RolloutBatch generate(Decoder& model, const std::vector<std::vector<int64_t>>& prompts,
+                      const GenerationOptions& options, const std::vector<uint64_t>& seeds,
+                      const Tokenizer* tokenizer = nullptr);
+
+// seeds for every row of a batch: a function of (base_seed, prompt position, sample), so that the
+// same prompt and sample draw the same numbers wherever they sit.
+std::vector<uint64_t> rollout_seeds(uint64_t base_seed, const std::vector<uint64_t>& prompt_keys, int64_t group_size);
+
+}  // namespace grpo

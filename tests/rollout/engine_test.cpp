@@ -1,0 +1,103 @@
+// The generation engine on the Hugging Face fixture models (GRPO_MODEL_FIXTURES).
+
+#include "rollout/engine.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/atomic_file.h"
+
+namespace grpo {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string model_fixture(const std::string& name) {
+  const char* dir = std::getenv("GRPO_MODEL_FIXTURES");
+  return (dir ? std::string(dir) : std::string(GRPO_SHARED_DIR) + "/fixtures/models") + "/" + name;
+}
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string dir = model_fixture("qwen2-tiny");
+    if (!fs::exists(dir + "/expected.json")) GTEST_SKIP() << "no qwen2-tiny fixture at " << dir;
+    StatusOr<Decoder> model = load_decoder(dir, "float32");
+    ASSERT_TRUE(model.is_ok()) << model.status().message();
+    model_ = *model;
+    std::ifstream in(dir + "/expected.json");
+    expected_ = nlohmann::json::parse(in);
+  }
+  Decoder model_{nullptr};
+  nlohmann::json expected_;
+};
+
+TEST_F(EngineTest, GreedyEqualsTheFixtureContinuation) {
+  const auto prompt = expected_["greedy"]["prompt_ids"].get<std::vector<int64_t>>();
+  const auto want = expected_["greedy"]["new_token_ids"].get<std::vector<int64_t>>();
+  GenerationOptions options;
+  options.sampling.temperature = 0;
+  options.max_new_tokens = static_cast<int64_t>(want.size());
+  options.group_size = 3;
+  // A second, longer prompt in the same batch: left padding must not change the first's tokens.
+  std::vector<int64_t> other(20, 7);
+  const RolloutBatch batch = generate(model_, {prompt, other}, options, rollout_seeds(1, {0, 1}, 3));
+  ASSERT_EQ(batch.completion_ids.size(0), 6);
+  for (int64_t row = 0; row < 3; ++row) {
+    const at::Tensor got = batch.completion_ids[row];
+    EXPECT_EQ(std::vector<int64_t>(got.data_ptr<int64_t>(), got.data_ptr<int64_t>() + got.numel()), want) << row;
+    EXPECT_EQ(batch.finish_reasons[row], FinishReason::kLength);
+  }
+  EXPECT_EQ(batch.prompt_index, (std::vector<int64_t>{0, 0, 0, 1, 1, 1}));
+}
+
+TEST_F(EngineTest, SampledLogprobsEqualASeparateForwardPass) {
+  GenerationOptions options;
+  options.sampling.temperature = 0.7;
+  options.sampling.top_p = 0.9;
+  options.max_new_tokens = 12;
+  options.group_size = 4;
+  options.stop_token_ids = {5, 9, 17};
+  const std::vector<std::vector<int64_t>> prompts{{3, 4, 5, 6}, {100, 200}};
+  const RolloutBatch batch = generate(model_, prompts, options, rollout_seeds(7, {0, 1}, 4));
+  const int64_t n = batch.completion_ids.size(0);
+  const at::Tensor ids = at::cat({batch.prompt_ids, batch.completion_ids}, 1);
+  const at::Tensor mask = at::cat({batch.prompt_mask, batch.completion_mask}, 1);
+  at::NoGradGuard no_grad;
+  const at::Tensor logits = model_->forward(ids, mask);
+  const int64_t p = batch.prompt_ids.size(1), c = batch.completion_ids.size(1);
+  const at::Tensor predicting = logits.narrow(1, p - 1, c) / 0.7;  // logits that chose each completion token
+  const at::Tensor logp = at::log_softmax(predicting, -1).gather(2, batch.completion_ids.unsqueeze(2)).squeeze(2);
+  const at::Tensor diff = (logp - batch.sampling_logp).abs().masked_fill(~batch.completion_mask, 0);
+  EXPECT_LE(diff.max().item<double>(), 1e-4);
+  for (int64_t row = 0; row < n; ++row) {
+    const int64_t len = batch.completion_mask[row].sum().item<int64_t>();
+    const int64_t last = batch.completion_ids[row][len - 1].item<int64_t>();
+    const bool stopped = last == 5 || last == 9 || last == 17;
+    EXPECT_EQ(batch.finish_reasons[row], stopped ? FinishReason::kStopToken : FinishReason::kLength);
+    if (!stopped) EXPECT_EQ(len, 12);
+  }
+}
+
+TEST_F(EngineTest, SameSeedSameTokensWhateverTheBatchComposition) {
+  GenerationOptions options;
+  options.max_new_tokens = 10;
+  options.group_size = 2;
+  const std::vector<int64_t> prompt{40, 41, 42};
+  const RolloutBatch alone = generate(model_, {prompt}, options, rollout_seeds(3, {77}, 2));
+  const RolloutBatch mixed =
+      generate(model_, {{9, 9, 9, 9, 9, 9}, prompt}, options, rollout_seeds(3, {5, 77}, 2));
+  EXPECT_TRUE(at::equal(alone.completion_ids, mixed.completion_ids.narrow(0, 2, 2)));
+  // Different seeds give different samples.
+  const RolloutBatch other = generate(model_, {prompt}, options, rollout_seeds(4, {77}, 2));
+  EXPECT_FALSE(at::equal(alone.completion_ids, other.completion_ids));
+}
+
+}  // namespace
+}  // namespace grpo

@@ -1,0 +1,93 @@
+#include "rollout/sampler.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+namespace grpo {
+namespace {
+
+// The filtered distribution written out by hand for one row of 8 logits.
+TEST(Sampler, FiltersKeepTheDocumentedTokens) {
+  // probabilities proportional to 8, 4, 2, 1, 1, 0.5, 0.25, 0.25 (sum 17)
+  const at::Tensor logits = at::log(at::tensor({8.0, 4.0, 2.0, 1.0, 1.0, 0.5, 0.25, 0.25}, at::kDouble)).unsqueeze(0);
+  SamplingOptions top_k;
+  top_k.top_k = 3;
+  at::Tensor p = filtered_probabilities(logits, top_k)[0];
+  EXPECT_NEAR(p[0].item<double>(), 8.0 / 14, 1e-12);
+  EXPECT_EQ(p.narrow(0, 3, 5).sum().item<double>(), 0.0);
+
+  SamplingOptions top_p;
+  top_p.top_p = 0.8;  // 8/17 = .47, 12/17 = .71 < .8, 14/17 = .82 reaches it: keep 3
+  p = filtered_probabilities(logits, top_p)[0];
+  EXPECT_GT(p[2].item<double>(), 0);
+  EXPECT_EQ(p[3].item<double>(), 0);
+
+  SamplingOptions min_p;
+  min_p.min_p = 0.2;  // keep p >= 0.2 * 8/17: tokens with weight >= 1.6
+  p = filtered_probabilities(logits, min_p)[0];
+  EXPECT_GT(p[2].item<double>(), 0);
+  EXPECT_EQ(p[3].item<double>(), 0);
+
+  SamplingOptions hot;
+  hot.temperature = 2.0;  // p ~ sqrt(weights)
+  p = filtered_probabilities(logits, hot)[0];
+  EXPECT_NEAR(p[0].item<double>() / p[1].item<double>(), std::sqrt(2.0), 1e-9);
+}
+
+// Sampled frequencies over many seeds match the filtered distribution (chi-square, 4 dof,
+// critical value 18.47 at p = 0.001), and filtered-out tokens are never drawn. By hand: at
+// temperature 0.9 the weights become w^(1/0.9) = 10.08, 4.66, 2.16, 1, 1, 0.46, 0.21, 0.21; top-k 6
+// drops the two 0.21s; top-p 0.95 of the remaining 19.36 is 18.39, reached before the 0.46.
+TEST(Sampler, FrequenciesMatchTheFilteredDistribution) {
+  const int64_t rows = 40000;
+  const at::Tensor logits =
+      at::log(at::tensor({8.0, 4.0, 2.0, 1.0, 1.0, 0.5, 0.25, 0.25}, at::kFloat)).unsqueeze(0).expand({rows, 8});
+  SamplingOptions options;
+  options.temperature = 0.9;
+  options.top_p = 0.95;
+  options.top_k = 6;
+  std::vector<uint64_t> seeds(rows);
+  for (int64_t i = 0; i < rows; ++i) seeds[i] = 1000 + i;
+  const at::Tensor tokens = sample_next_tokens(logits, options, seeds, 3);
+  const at::Tensor expected = filtered_probabilities(logits.narrow(0, 0, 1), options)[0] * rows;
+  const at::Tensor counts = at::bincount(tokens, {}, 8).to(at::kDouble);
+  double chi2 = 0;
+  int dof = -1;
+  for (int v = 0; v < 8; ++v) {
+    const double e = expected[v].item<double>(), c = counts[v].item<double>();
+    if (e == 0) {
+      EXPECT_EQ(c, 0) << "token " << v << " was filtered out but drawn";
+      continue;
+    }
+    chi2 += (c - e) * (c - e) / e;
+    ++dof;
+  }
+  EXPECT_EQ(dof, 4);
+  EXPECT_LT(chi2, 18.47);
+}
+
+TEST(Sampler, SameSeedSameTokenWhateverTheBatch) {
+  const at::Tensor logits = at::randn({5, 50});
+  SamplingOptions options;
+  const std::vector<uint64_t> seeds{11, 22, 33, 44, 55};
+  const at::Tensor all = sample_next_tokens(logits, options, seeds, 7);
+  for (int64_t i = 0; i < 5; ++i) {
+    const at::Tensor alone = sample_next_tokens(logits.narrow(0, i, 1), options, {seeds[i]}, 7);
+    EXPECT_EQ(alone[0].item<int64_t>(), all[i].item<int64_t>());
+  }
+}
+
+TEST(Sampler, GreedyIsArgmaxAndLogprobsAreTemperatureScaled) {
+  const at::Tensor logits = at::tensor(std::vector<float>{0.0f, 3.0f, 1.0f}).unsqueeze(0);
+  SamplingOptions greedy;
+  greedy.temperature = 0;
+  EXPECT_EQ(sample_next_tokens(logits, greedy, {1}, 0)[0].item<int64_t>(), 1);
+  const at::Tensor lp = sampling_logprobs(logits, at::tensor({2}, at::kLong), 0.5);
+  const double z = std::exp(0.0) + std::exp(6.0) + std::exp(2.0);
+  EXPECT_NEAR(lp[0].item<double>(), 2.0 - std::log(z), 1e-5);
+}
+
+}  // namespace
+}  // namespace grpo
