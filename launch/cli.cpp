@@ -19,33 +19,23 @@
 #include "core/config.h"
 #include "core/logging.h"
 #include "core/version.h"
+#include "launch/commands.h"
 #include "trainer/toy_policy.h"
 
 namespace grpo {
 namespace {
 
-// A mistake in how grpo was called: reported with a hint and exit code 2.
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-struct Arguments {
-  std::optional<std::string> config_path;
-  std::vector<std::string> overrides;  // key.path=value
-  std::vector<std::string> flags;      // --name without a value
-  bool help = false;
-
-  bool has_flag(const std::string& name) const {
-    return std::find(flags.begin(), flags.end(), name) != flags.end();
-  }
-};
-
 struct Command {
   std::string summary;
   std::string usage;
-  std::vector<std::string> allowed_flags;
+  std::vector<std::string> allowed_flags;   // --name without a value
+  std::vector<std::string> value_options;   // --name VALUE (repeatable)
   std::function<int(const Arguments&)> run;
 };
+
+bool listed(const std::vector<std::string>& names, const std::string& name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
 
 Arguments parse_arguments(int argc, char** argv, int first, const Command& command, const std::string& verb) {
   Arguments args;
@@ -59,9 +49,20 @@ Arguments parse_arguments(int argc, char** argv, int first, const Command& comma
     } else if (arg.rfind("--config=", 0) == 0) {
       args.config_path = arg.substr(9);
     } else if (arg.rfind("--", 0) == 0) {
-      if (std::find(command.allowed_flags.begin(), command.allowed_flags.end(), arg) == command.allowed_flags.end())
+      const auto equals = arg.find('=');
+      const std::string name = arg.substr(0, equals);
+      if (listed(command.value_options, name)) {
+        if (equals != std::string::npos) {
+          args.values[name].push_back(arg.substr(equals + 1));
+        } else {
+          if (i + 1 >= argc) throw UsageError(fmt::format("{} needs a value", name));
+          args.values[name].push_back(argv[++i]);
+        }
+      } else if (listed(command.allowed_flags, arg)) {
+        args.flags.push_back(arg);
+      } else {
         throw UsageError(fmt::format("unknown option '{}' for 'grpo {}'", arg, verb));
-      args.flags.push_back(arg);
+      }
     } else if (arg.find('=') != std::string::npos) {
       args.overrides.push_back(arg);
     } else {
@@ -142,6 +143,7 @@ const std::map<std::string, Command>& commands() {
         "Reads FILE, applies the overrides and prints the resolved configuration as YAML.\n"
         "--reference prints every key with its type, default and meaning (docs/configuration.md).",
         {"--reference"},
+        {},
         run_config}},
       {"toy",
        {"Train the built-in tabular policy with GRPO (the smallest end-to-end run)",
@@ -149,10 +151,21 @@ const std::map<std::string, Command>& commands() {
         "Trains a tabular policy to emit hidden target strings from a reward alone, using the\n"
         "config's grpo, optimizer, rollout.temperature and trainer sections. See configs/demo/toy.yaml.",
         {},
+        {},
         run_toy}},
+      {"generate",
+       {"Sample completions from a Hugging Face model (JSON lines out)", kGenerateUsage, {"--chat"},
+        {"--model", "--tokenizer", "--prompt", "--prompt-ids", "--input", "--template", "--samples", "--max-new-tokens",
+         "--temperature", "--top-p", "--top-k", "--min-p", "--seed", "--stop", "--dtype"},
+        run_generate}},
+      {"tokenize",
+       {"Token ids of strings with a Hugging Face tokenizer (JSON lines in and out)", kTokenizeUsage, {"--special"},
+        {"--tokenizer", "--input", "--field"},
+        run_tokenize}},
       {"version",
        {"Print the grpo-cpp, LibTorch and MPI versions and whether CUDA/NCCL are usable",
         "grpo version",
+        {},
         {},
         run_version}},
   };

@@ -41,7 +41,7 @@ std::string write_temp(const std::string& name, const std::string& contents) {
 TEST(Cli, HelpListsOnlyWorkingCommands) {
   const CliRun run = run_grpo("--help");
   EXPECT_EQ(run.exit_code, 0);
-  for (const char* verb : {"config", "toy", "version"}) EXPECT_NE(run.output.find(verb), std::string::npos) << verb;
+  for (const char* verb : {"config", "generate", "tokenize", "toy", "version"}) EXPECT_NE(run.output.find(verb), std::string::npos) << verb;
   EXPECT_EQ(run.output.find("  train"), std::string::npos) << "train is not implemented yet and must not be listed";
 }
 
@@ -95,6 +95,44 @@ TEST(Cli, ToyRunLearnsAndReportsProgress) {
   ASSERT_EQ(run.exit_code, 0) << run.output;
   EXPECT_NE(run.output.find("step   40/40 reward"), std::string::npos) << run.output;
   EXPECT_NE(run.output.find("toy GRPO: reward"), std::string::npos);
+}
+
+std::string shared(const std::string& path) { return std::string(GRPO_SHARED_DIR) + "/" + path; }
+
+TEST(Cli, GenerateGreedyOnFixtureModelMatchesTransformers) {
+  const CliRun run = run_grpo("generate --model " + shared("fixtures/models/qwen2-tiny") +
+                              " --prompt-ids 15,52,236,202,44,187,230 --temperature 0 --max-new-tokens 16 --samples 2");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  // The continuation transformers computed for this prompt (fixture expected.json), twice.
+  const std::string want = "[434,55,207,436,255,240,214,437,304,130,434,434,166,434,322,322]";
+  EXPECT_NE(run.output.find("\"completion_ids\":" + want), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("\"sample\":1"), std::string::npos);
+  EXPECT_NE(run.output.find("\"finish_reason\":\"length\""), std::string::npos);
+}
+
+TEST(Cli, GenerateRejectsBadInputWithExitCode2) {
+  const std::string model = " --model " + shared("fixtures/models/qwen2-tiny");
+  EXPECT_EQ(run_grpo("generate" + model).exit_code, 2);  // no prompt
+  EXPECT_EQ(run_grpo("generate" + model + " --prompt hello").exit_code, 2);  // text without tokenizer
+  EXPECT_EQ(run_grpo("generate" + model + " --prompt-ids 1,x").exit_code, 2);
+  EXPECT_EQ(run_grpo("generate" + model + " --prompt-ids 99999").exit_code, 2);  // outside the vocabulary
+  EXPECT_EQ(run_grpo("generate" + model + " --prompt-ids 1 --top-p 0").exit_code, 2);
+  const CliRun missing = run_grpo("generate --model /nonexistent --prompt-ids 1");
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.output.find("/nonexistent/config.json"), std::string::npos) << missing.output;
+}
+
+TEST(Cli, TokenizeMatchesTransformersIdsAndNamesMalformedLines) {
+  const std::string input = write_temp("strings.jsonl", "\"Hello world!\"\n{\"text\": \"<think>x</think>\"}\n");
+  const CliRun run = run_grpo("tokenize --tokenizer " + shared("fixtures/tokenizers/qwen3") + " --input " + input);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("{\"ids\":[9707,1879,0],"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("{\"ids\":[151667,87,151668],"), std::string::npos) << run.output;
+
+  const std::string bad = write_temp("bad.jsonl", "\"ok\"\n{\"text\": 5}\n");
+  const CliRun failed = run_grpo("tokenize --tokenizer " + shared("fixtures/tokenizers/qwen3") + " --input " + bad);
+  EXPECT_EQ(failed.exit_code, 2);
+  EXPECT_NE(failed.output.find(bad + ":2:"), std::string::npos) << failed.output;
 }
 
 TEST(Cli, ToyRejectsAnotherModel) {

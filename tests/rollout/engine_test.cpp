@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_file.h"
+#include "models/unicode_text.h"
 
 namespace grpo {
 namespace {
@@ -97,6 +98,41 @@ TEST_F(EngineTest, SameSeedSameTokensWhateverTheBatchComposition) {
   // Different seeds give different samples.
   const RolloutBatch other = generate(model_, {prompt}, options, rollout_seeds(4, {77}, 2));
   EXPECT_FALSE(at::equal(alone.completion_ids, other.completion_ids));
+}
+
+// A byte-level tokenizer over the fixture model's first 256 ids (one token per byte), enough to
+// decode its samples and test stop strings.
+Tokenizer byte_tokenizer() {
+  nlohmann::json vocab = nlohmann::json::object();
+  const auto& alphabet = byte_level_alphabet();
+  for (int b = 0; b < 256; ++b) {
+    std::string token;
+    append_utf8(token, alphabet[b]);
+    vocab[token] = b;
+  }
+  nlohmann::json tokenizer = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}},
+                              {"pre_tokenizer", {{"type", "ByteLevel"}, {"use_regex", false}}},
+                              {"decoder", {{"type", "ByteLevel"}}}};
+  StatusOr<Tokenizer> t = Tokenizer::from_json(tokenizer.dump(), "", "byte-tokenizer");
+  EXPECT_TRUE(t.is_ok()) << t.status().message();
+  return *t;
+}
+
+TEST_F(EngineTest, StopStringsEndASampleAndKeepTheCompletingToken) {
+  const Tokenizer tokenizer = byte_tokenizer();
+  GenerationOptions options;
+  options.sampling.temperature = 0;
+  options.max_new_tokens = 16;
+  const auto prompt = expected_["greedy"]["prompt_ids"].get<std::vector<int64_t>>();
+  const auto greedy = expected_["greedy"]["new_token_ids"].get<std::vector<int64_t>>();
+  // Greedy token 3 is 207 (< 256, one byte): stop on the text of tokens 2-3 (55, 207).
+  ASSERT_LT(greedy[2], 256);
+  const std::string stop = tokenizer.decode({greedy[1], greedy[2]});
+  options.stop_strings = {stop};
+  const RolloutBatch batch = generate(model_, {prompt}, options, {1}, &tokenizer);
+  EXPECT_EQ(batch.finish_reasons[0], FinishReason::kStopString);
+  EXPECT_EQ(batch.completion_mask[0].sum().item<int64_t>(), 3);
+  EXPECT_EQ(batch.completion_ids[0][2].item<int64_t>(), greedy[2]);
 }
 
 }  // namespace

@@ -1,0 +1,36 @@
+#pragma once
+// Shared pieces of the `grpo` verbs: parsed arguments and the usage error (exit code 2).
+
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace grpo {
+
+// A mistake in how grpo was called or in what it was given: reported with exit code 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Arguments {
+  std::optional<std::string> config_path;
+  std::vector<std::string> overrides;                       // key.path=value
+  std::vector<std::string> flags;                           // --name without a value
+  std::map<std::string, std::vector<std::string>> values;   // --name VALUE, in order given
+  bool help = false;
+
+  bool has_flag(const std::string& name) const;
+  std::optional<std::string> value(const std::string& name) const;  // the last one given
+  std::string required(const std::string& name) const;              // or UsageError
+  double number(const std::string& name, double fallback) const;    // or UsageError if not a number
+  int64_t integer(const std::string& name, int64_t fallback) const;
+};
+
+extern const char* const kGenerateUsage;
+extern const char* const kTokenizeUsage;
+int run_generate(const Arguments& args);
+int run_tokenize(const Arguments& args);
+
+}  // namespace grpo
