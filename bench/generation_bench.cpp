@@ -1,0 +1,128 @@
+// Rollout throughput: prefill and decode tokens/s of the generation engine for B prompts x G
+// samples, against a baseline in the same process: the same model decoding without a KV cache
+// (every step recomputes the whole sequence), which is what the cache exists to avoid.
+//
+// Usage: [GRPO_BENCH_G=8] bench_generation SHAPE [threads] [prompt_len] [new_tokens] [batches...]
+//   SHAPE: qwen2.5-0.5b | demo-2.9m | DIR (a Hugging Face model directory)
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "rollout/engine.h"
+
+namespace {
+
+using grpo::Decoder;
+using grpo::DecoderOptions;
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+DecoderOptions shape(const std::string& name) {
+  DecoderOptions o;
+  if (name == "qwen2.5-0.5b") {
+    o.vocab_size = 151936; o.hidden_size = 896; o.intermediate_size = 4864; o.num_layers = 24;
+    o.num_heads = 14; o.num_kv_heads = 2; o.head_dim = 64; o.rope_theta = 1e6; o.qkv_bias = true;
+    o.tie_word_embeddings = true;
+  } else {  // demo-2.9m: the shape ../shared/notes/cpu-performance.md measured HF generate on
+    o.vocab_size = 64; o.hidden_size = 256; o.intermediate_size = 688; o.num_layers = 4;
+    o.num_heads = 4; o.num_kv_heads = 2; o.head_dim = 64; o.qkv_bias = true; o.tie_word_embeddings = true;
+  }
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string which = argc > 1 ? argv[1] : "demo-2.9m";
+  const int threads = argc > 2 ? std::atoi(argv[2]) : 1;
+  const int64_t prompt_len = argc > 3 ? std::atoll(argv[3]) : 32;
+  const int64_t new_tokens = argc > 4 ? std::atoll(argv[4]) : 128;
+  std::vector<int64_t> batches;
+  for (int i = 5; i < argc; ++i) batches.push_back(std::atoll(argv[i]));
+  if (batches.empty()) batches = {1, 16, 64};
+  const char* group_env = std::getenv("GRPO_BENCH_G");  // samples per prompt (default 8)
+  const int64_t group = group_env ? std::atoll(group_env) : 8;
+  at::set_num_threads(threads);
+  at::manual_seed(0);
+
+  Decoder model{nullptr};
+  if (which == "qwen2.5-0.5b" || which == "demo-2.9m") {
+    model = Decoder(shape(which));
+    at::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) p.normal_(0, 0.02);
+  } else {
+    auto loaded = grpo::load_decoder(which, "float32");
+    if (!loaded) {
+      std::fprintf(stderr, "%s\n", loaded.status().message().c_str());
+      return 1;
+    }
+    model = *loaded;
+  }
+  int64_t params = 0;
+  for (const auto& p : model->parameters()) params += p.numel();
+  std::printf("model %s: %.2fM parameters, float32, %d thread(s), prompt %lld + %lld new tokens, G=%lld\n",
+              which.c_str(), params / 1e6, threads, (long long)prompt_len, (long long)new_tokens, (long long)group);
+  std::printf("%-10s %8s %14s %14s %16s %8s\n", "prompts", "rows", "prefill tok/s", "decode tok/s", "no-cache tok/s",
+              "speedup");
+
+  const int64_t vocab = model->options().vocab_size;
+  for (int64_t b : batches) {
+    std::vector<std::vector<int64_t>> prompts;
+    for (int64_t i = 0; i < b; ++i) {
+      const at::Tensor ids = at::randint(1, vocab, {prompt_len}, at::kLong);
+      prompts.emplace_back(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + prompt_len);
+    }
+    std::vector<uint64_t> keys(b);
+    for (int64_t i = 0; i < b; ++i) keys[i] = i;
+    grpo::GenerationOptions options;
+    options.max_new_tokens = new_tokens;
+    options.group_size = group;
+    const auto seeds = grpo::rollout_seeds(1, keys, group);
+
+    at::NoGradGuard no_grad;
+    // Prefill alone, to split the engine's time into prefill and decode.
+    double t0 = now();
+    {
+      at::Tensor ids = at::empty({b, prompt_len}, at::kLong);
+      for (int64_t i = 0; i < b; ++i) ids[i].copy_(at::tensor(prompts[i], at::kLong));
+      grpo::KvCache cache = model->make_cache(b, prompt_len + 1);
+      model->forward(ids, at::Tensor(), &cache);
+    }
+    const double prefill_s = now() - t0;
+    t0 = now();
+    const grpo::RolloutBatch out = grpo::generate(model, prompts, options, seeds);
+    const double total_s = now() - t0;
+    const double decode_s = std::max(1e-9, total_s - prefill_s);
+    const double rows = static_cast<double>(b * group);
+    const double generated = out.completion_mask.sum().item<double>();
+
+    // Baseline: a few steps of cache-free decoding of the same rows (full recompute per token).
+    // GRPO_BENCH_BASELINE_STEPS=0 skips it (it is slow on large models by design).
+    const char* steps_env = std::getenv("GRPO_BENCH_BASELINE_STEPS");
+    const int64_t baseline_steps = std::min<int64_t>(new_tokens, steps_env ? std::atoll(steps_env) : 8);
+    if (baseline_steps == 0) {
+      std::printf("%-10lld %8lld %14.0f %14.0f %16s %8s\n", (long long)b, (long long)(b * group), b * prompt_len / prefill_s,
+                  generated / decode_s, "-", "-");
+      std::fflush(stdout);
+      continue;
+    }
+    at::Tensor seq = at::randint(1, vocab, {b * group, prompt_len}, at::kLong);
+    t0 = now();
+    for (int64_t s = 0; s < baseline_steps; ++s) {
+      const at::Tensor next = model->forward(seq).select(1, -1).argmax(-1, true);
+      seq = at::cat({seq, next}, 1);
+    }
+    const double baseline_tps = rows * baseline_steps / (now() - t0);
+    const double decode_tps = generated / decode_s;
+    std::printf("%-10lld %8lld %14.0f %14.0f %16.0f %7.1fx\n", (long long)b, (long long)(b * group),
+                b * prompt_len / prefill_s, decode_tps, baseline_tps, decode_tps / baseline_tps);
+    std::fflush(stdout);
+  }
+  return 0;
+}
