@@ -17,7 +17,8 @@ namespace grpo {
 
 const char* const kGenerateUsage =
     "grpo generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3 | --input prompts.jsonl) [options]\n\n"
-    "  --tokenizer DIR        tokenizer.json directory (default: the model directory, if it has one)\n"
+    "  --tokenizer DIR        tokenizer.json directory (default: the model directory, if it has one);\n"
+    "                         builtin:bytes is one token per byte, for tiny test models\n"
     "  --prompt TEXT          a prompt (repeatable); needs a tokenizer\n"
     "  --prompt-ids LIST      a prompt as comma-separated token ids (repeatable)\n"
     "  --input FILE           JSON lines with \"prompt\" (text), \"prompt_ids\" or \"messages\"\n"
@@ -57,7 +58,9 @@ int run_generate(const Arguments& args) {
 
   std::optional<Tokenizer> tokenizer;
   const std::string tokenizer_dir = args.value("--tokenizer").value_or(model_dir);
-  if (args.value("--tokenizer") || ::access((tokenizer_dir + "/tokenizer.json").c_str(), F_OK) == 0) {
+  if (tokenizer_dir == "builtin:bytes") {
+    tokenizer = Tokenizer::byte_level();
+  } else if (args.value("--tokenizer") || ::access((tokenizer_dir + "/tokenizer.json").c_str(), F_OK) == 0) {
     StatusOr<Tokenizer> loaded = Tokenizer::load(tokenizer_dir);
     if (!loaded) throw UsageError(loaded.status().message());
     tokenizer = *loaded;

@@ -474,6 +474,22 @@ StatusOr<Tokenizer> Tokenizer::from_json(const std::string& tokenizer_text, cons
   return Tokenizer(std::move(impl));
 }
 
+Tokenizer Tokenizer::byte_level() {
+  json vocab = json::object();
+  const auto& alphabet = byte_level_alphabet();
+  for (int b = 0; b < 256; ++b) {
+    std::string token;
+    append_utf8(token, alphabet[static_cast<size_t>(b)]);
+    vocab[token] = b;
+  }
+  const json tokenizer = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}},
+                          {"pre_tokenizer", {{"type", "ByteLevel"}, {"use_regex", false}}},
+                          {"decoder", {{"type", "ByteLevel"}}}};
+  StatusOr<Tokenizer> result = from_json(tokenizer.dump(), "", "builtin:bytes");
+  if (!result) throw std::logic_error(result.status().message());
+  return *result;
+}
+
 std::vector<int64_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
   std::vector<int64_t> ids;
   if (add_special_tokens) ids = impl_->prefix_ids;

@@ -32,6 +32,10 @@ class Tokenizer {
   static StatusOr<Tokenizer> from_json(const std::string& tokenizer_json, const std::string& config_json,
                                        const std::string& source);
 
+  // A tokenizer with one token per byte (ids 0-255, byte-level spelling, no merges): for tiny
+  // test models whose checkpoints ship without a tokenizer (`--tokenizer builtin:bytes`).
+  static Tokenizer byte_level();
+
   // Token ids of `text`. With add_special_tokens, BOS/EOS are added as transformers does:
   // tokenizer.json's post-processor, or add_bos_token/add_eos_token for Llama-class tokenizers.
   std::vector<int64_t> encode(std::string_view text, bool add_special_tokens = false) const;

@@ -110,6 +110,14 @@ TEST(Cli, GenerateGreedyOnFixtureModelMatchesTransformers) {
   EXPECT_NE(run.output.find("\"finish_reason\":\"length\""), std::string::npos);
 }
 
+TEST(Cli, GeneratePrintsTextWithATokenizer) {
+  const CliRun run = run_grpo("generate --model " + shared("fixtures/models/llama-tiny") +
+                              " --tokenizer builtin:bytes --prompt hello --max-new-tokens 8 --seed 3");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("\"completion\":\""), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("\"finish_reason\":"), std::string::npos);
+}
+
 TEST(Cli, GenerateRejectsBadInputWithExitCode2) {
   const std::string model = " --model " + shared("fixtures/models/qwen2-tiny");
   EXPECT_EQ(run_grpo("generate" + model).exit_code, 2);  // no prompt

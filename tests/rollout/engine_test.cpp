@@ -12,7 +12,6 @@
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_file.h"
-#include "models/unicode_text.h"
 
 namespace grpo {
 namespace {
@@ -100,26 +99,8 @@ TEST_F(EngineTest, SameSeedSameTokensWhateverTheBatchComposition) {
   EXPECT_FALSE(at::equal(alone.completion_ids, other.completion_ids));
 }
 
-// A byte-level tokenizer over the fixture model's first 256 ids (one token per byte), enough to
-// decode its samples and test stop strings.
-Tokenizer byte_tokenizer() {
-  nlohmann::json vocab = nlohmann::json::object();
-  const auto& alphabet = byte_level_alphabet();
-  for (int b = 0; b < 256; ++b) {
-    std::string token;
-    append_utf8(token, alphabet[b]);
-    vocab[token] = b;
-  }
-  nlohmann::json tokenizer = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}},
-                              {"pre_tokenizer", {{"type", "ByteLevel"}, {"use_regex", false}}},
-                              {"decoder", {{"type", "ByteLevel"}}}};
-  StatusOr<Tokenizer> t = Tokenizer::from_json(tokenizer.dump(), "", "byte-tokenizer");
-  EXPECT_TRUE(t.is_ok()) << t.status().message();
-  return *t;
-}
-
 TEST_F(EngineTest, StopStringsEndASampleAndKeepTheCompletingToken) {
-  const Tokenizer tokenizer = byte_tokenizer();
+  const Tokenizer tokenizer = Tokenizer::byte_level();
   GenerationOptions options;
   options.sampling.temperature = 0;
   options.max_new_tokens = 16;
