@@ -1,0 +1,118 @@
+#include "rewards/reward.h"
+
+#include <mutex>
+
+#include <fmt/format.h>
+
+#include "core/string_distance.h"
+#include "rewards/builtin_rewards.h"
+
+namespace grpo {
+namespace {
+
+struct Registry {
+  std::mutex mutex;
+  std::map<std::string, RewardFactory> factories;
+};
+
+Registry& registry() {
+  static Registry* instance = [] {
+    auto* r = new Registry();
+    register_builtin_rewards([r](const std::string& name, RewardFactory f) { r->factories[name] = std::move(f); });
+    return r;
+  }();
+  return *instance;
+}
+
+}  // namespace
+
+void register_reward(const std::string& name, RewardFactory factory) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  r.factories[name] = std::move(factory);
+}
+
+std::vector<std::string> registered_rewards() {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  std::vector<std::string> names;
+  for (const auto& [name, factory] : r.factories) names.push_back(name);
+  return names;
+}
+
+StatusOr<std::unique_ptr<Reward>> make_reward(const std::string& name, const nlohmann::json& options) {
+  RewardFactory factory;
+  {
+    Registry& r = registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    const auto it = r.factories.find(name);
+    if (it == r.factories.end()) {
+      std::vector<std::string> names;
+      for (const auto& entry : r.factories) names.push_back(entry.first);
+      const std::string near = closest_name(name, names);
+      return Status::error(fmt::format("unknown reward '{}'{} (registered: {})", name,
+                                       near.empty() ? "" : fmt::format("; did you mean '{}'?", near),
+                                       fmt::join(names, ", ")));
+    }
+    factory = it->second;
+  }
+  if (!options.is_null() && !options.is_object())
+    return Status::error(fmt::format("reward '{}': options must be a mapping", name));
+  return factory(options.is_null() ? nlohmann::json::object() : options);
+}
+
+void RewardOptions::fail(const std::string& message) {
+  if (error_.empty()) error_ = fmt::format("reward '{}': {}", reward_, message);
+}
+
+std::string RewardOptions::string(const std::string& key, const std::string& fallback) {
+  known_.push_back(key);
+  if (!options_.contains(key)) return fallback;
+  if (!options_[key].is_string()) {
+    fail(fmt::format("option '{}' must be a string, got {}", key, options_[key].dump()));
+    return fallback;
+  }
+  return options_[key].get<std::string>();
+}
+
+double RewardOptions::number(const std::string& key, double fallback) {
+  known_.push_back(key);
+  if (!options_.contains(key)) return fallback;
+  if (!options_[key].is_number()) {
+    fail(fmt::format("option '{}' must be a number, got {}", key, options_[key].dump()));
+    return fallback;
+  }
+  return options_[key].get<double>();
+}
+
+int64_t RewardOptions::integer(const std::string& key, int64_t fallback) {
+  known_.push_back(key);
+  if (!options_.contains(key)) return fallback;
+  if (!options_[key].is_number_integer()) {
+    fail(fmt::format("option '{}' must be an integer, got {}", key, options_[key].dump()));
+    return fallback;
+  }
+  return options_[key].get<int64_t>();
+}
+
+bool RewardOptions::boolean(const std::string& key, bool fallback) {
+  known_.push_back(key);
+  if (!options_.contains(key)) return fallback;
+  if (!options_[key].is_boolean()) {
+    fail(fmt::format("option '{}' must be true or false, got {}", key, options_[key].dump()));
+    return fallback;
+  }
+  return options_[key].get<bool>();
+}
+
+Status RewardOptions::finish() {
+  for (const auto& [key, value] : options_.items()) {
+    if (std::find(known_.begin(), known_.end(), key) != known_.end()) continue;
+    const std::string near = closest_name(key, known_);
+    fail(fmt::format("unknown option '{}'{} (options: {})", key,
+                     near.empty() ? "" : fmt::format("; did you mean '{}'?", near), fmt::join(known_, ", ")));
+  }
+  return error_.empty() ? Status::ok() : Status::error(error_);
+}
+
+}  // namespace grpo

@@ -1,0 +1,68 @@
+#pragma once
+// The reward interface. A Reward scores one sample and returns a score, named components and a
+// short reason; it throws when it cannot score (the scorer reports that loudly, never as a
+// silent 0). Rewards know nothing of tensors.
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/status.h"
+
+namespace grpo {
+
+struct RewardSample {
+  std::string id;            // names the sample in errors and logs
+  std::string prompt;
+  std::string completion;
+  nlohmann::json fields;     // dataset fields: gold answer, tests, target language, ...
+  int64_t completion_tokens = -1;  // length in tokens when known (the length reward needs it)
+};
+
+struct RewardScore {
+  double score = 0.0;
+  std::map<std::string, double> components;
+  std::string reason;
+};
+
+class Reward {
+ public:
+  virtual ~Reward() = default;
+  virtual RewardScore score(const RewardSample& sample) const = 0;
+};
+
+// Builds a reward from its options (a JSON object); invalid options are a Status that names the
+// option and what was expected.
+using RewardFactory = std::function<StatusOr<std::unique_ptr<Reward>>(const nlohmann::json& options)>;
+
+// The registry of reward names. Built-in rewards register themselves on first use; plugins and
+// user code may add more.
+void register_reward(const std::string& name, RewardFactory factory);
+std::vector<std::string> registered_rewards();
+StatusOr<std::unique_ptr<Reward>> make_reward(const std::string& name, const nlohmann::json& options);
+
+// Reads options with errors that name the reward and the option. Unknown options are errors.
+class RewardOptions {
+ public:
+  RewardOptions(std::string reward, const nlohmann::json& options) : reward_(std::move(reward)), options_(options) {}
+  std::string string(const std::string& key, const std::string& fallback);
+  double number(const std::string& key, double fallback);
+  int64_t integer(const std::string& key, int64_t fallback);
+  bool boolean(const std::string& key, bool fallback);
+  // Call after reading every option: the first problem, or an unknown key.
+  Status finish();
+
+ private:
+  void fail(const std::string& message);
+  std::string reward_;
+  const nlohmann::json& options_;
+  std::vector<std::string> known_;
+  std::string error_;
+};
+
+}  // namespace grpo
