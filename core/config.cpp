@@ -42,8 +42,7 @@ const EnumNames kLogLevelNames = {{int(LogLevel::kDebug), "debug"},
 
 void describe(ConfigVisitor& v, ModelConfig& c) {
   v.visit(field("path", "Hugging Face checkpoint directory (config.json, model.safetensors, tokenizer.json), "
-                        "or `builtin:NAME` for a model the project defines.")
-              .is_required(),
+                        "or `builtin:NAME` for a model the project defines. Needed by the verbs that use a model."),
           c.path);
   v.visit(field("dtype", "Parameter and activation dtype."), c.dtype, kDTypeNames);
   v.visit(field("device", "Where the model runs; `cuda` needs a CUDA build of LibTorch."), c.device, kDeviceNames);
@@ -70,7 +69,18 @@ void describe(ConfigVisitor& v, RolloutConfig& c) {
   v.visit(field("stop", "Stop strings, in addition to the tokenizer's end-of-sequence token."), c.stop);
 }
 
+void describe(ConfigVisitor& v, RewardFunctionConfig& c) {
+  v.visit(field("name", "Registered reward: math, format, language, length, code, plugin, subprocess.").is_required(),
+          c.name);
+  v.visit(field("label", "Name in metrics and output (default: the reward's name)."), c.label);
+  v.visit(field("weight", "Weight in the total reward."), c.weight);
+  v.visit(field("options", "The reward's options (docs/rewards.md)."), c.options);
+}
+
 void describe(ConfigVisitor& v, RewardConfig& c) {
+  v.visit_list(field("functions", "Reward functions; the total is their weighted sum."), c.functions,
+               [](ConfigVisitor& item, RewardFunctionConfig& f) { describe(item, f); });
+  v.visit(field("threads", "Threads that score samples; 0 uses every core.").at_least(0), c.threads);
   v.visit(field("timeout_s", "Wall-clock limit for scoring one sample.").above(0), c.timeout_s);
   v.visit(field("on_error", "A reward that throws or times out: `fail` stops the step naming the sample; "
                             "`score` gives it error_score and counts it."),

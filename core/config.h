@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/grpo_options.h"
 #include "core/logging.h"
 #include "core/status.h"
@@ -17,7 +19,7 @@ enum class DType { kFloat32, kBFloat16 };
 enum class DeviceKind { kCpu, kCuda };
 
 struct ModelConfig {
-  std::string path;  // Required: a Hugging Face checkpoint directory, or `builtin:NAME`.
+  std::string path;  // A Hugging Face checkpoint directory, or `builtin:NAME`; needed by model verbs.
   DType dtype = DType::kFloat32;
   DeviceKind device = DeviceKind::kCpu;
 };
@@ -41,7 +43,17 @@ struct RolloutConfig {
 
 enum class RewardErrorPolicy { kFail, kScore };
 
+// One reward function of the weighted sum.
+struct RewardFunctionConfig {
+  std::string name;              // a registered reward: math, format, language, length, code, plugin, subprocess
+  std::string label;             // name in metrics and output; defaults to `name`
+  double weight = 1.0;
+  nlohmann::json options = nlohmann::json::object();  // the reward's own options (docs/rewards.md)
+};
+
 struct RewardConfig {
+  std::vector<RewardFunctionConfig> functions;
+  int64_t threads = 0;           // scoring threads; 0 = available cores
   double timeout_s = 10.0;
   RewardErrorPolicy on_error = RewardErrorPolicy::kFail;
   double error_score = 0.0;  // Score given to a failed sample when on_error = score.

@@ -78,6 +78,30 @@ std::string with_range(std::string_view expected, const FieldSpec& spec) {
   return range.empty() ? std::string(expected) : fmt::format("{} {}", expected, range);
 }
 
+// A YAML subtree as JSON: scalars become null, booleans, integers, numbers or strings.
+nlohmann::json yaml_to_json(const YAML::Node& node) {
+  if (node.IsMap()) {
+    nlohmann::json object = nlohmann::json::object();
+    for (const auto& entry : node) object[entry.first.Scalar()] = yaml_to_json(entry.second);
+    return object;
+  }
+  if (node.IsSequence()) {
+    nlohmann::json array = nlohmann::json::array();
+    for (const auto& item : node) array.push_back(yaml_to_json(item));
+    return array;
+  }
+  if (node.IsNull()) return nullptr;
+  const std::string& text = node.Scalar();
+  if (node.Tag() == "!") return text;  // quoted: always a string
+  bool b = false;
+  if (YAML::convert<bool>::decode(node, b)) return b;
+  int64_t i = 0;
+  if (parse_int64(text, i)) return i;
+  double d = 0;
+  if (YAML::convert<double>::decode(node, d)) return d;
+  return text;
+}
+
 bool parse_double(const YAML::Node& node, double& out) {
   if (!node.IsScalar()) return false;
   return YAML::convert<double>::decode(node, out);
@@ -201,6 +225,39 @@ class YamlReader final : public ConfigVisitor {
       const std::string near = closest_name(node.Scalar(), all);
       return near.empty() ? expected : fmt::format("{} (did you mean '{}'?)", expected, near);
     });
+  }
+
+  void visit(const FieldSpec& spec, nlohmann::json& value) override {
+    read(spec, [&](const YAML::Node& node) -> std::string {
+      if (!node.IsMap() && !node.IsNull()) return "expected a mapping";
+      value = node.IsNull() ? nlohmann::json::object() : yaml_to_json(node);
+      return "";
+    });
+  }
+
+  void list(const FieldSpec& spec, size_t, const std::function<void(size_t)>& resize,
+            const std::function<void(ConfigVisitor&, size_t)>& item) override {
+    known_.emplace_back(spec.name);
+    last_assigned_ = false;
+    const std::string path = join_path(prefix_, spec.name);
+    const YAML::Node node = lookup(spec.name);
+    if (!node || node.IsNull()) return;
+    if (!node.IsSequence()) {
+      context_.error(path, node, fmt::format("expected a list, got {}", describe_node(node)));
+      return;
+    }
+    resize(node.size());
+    for (size_t i = 0; i < node.size(); ++i) {
+      const std::string item_path = fmt::format("{}[{}]", path, i);
+      if (!node[i].IsMap()) {
+        context_.error(item_path, node[i], fmt::format("expected a mapping, got {}", describe_node(node[i])));
+        continue;
+      }
+      YamlReader reader(context_, node[i], item_path);
+      item(reader, i);
+      reader.report_unknown_keys();
+    }
+    last_assigned_ = true;
   }
 
   void section(std::string_view name, std::string_view doc, const DescribeFn& describe_fields) override {
@@ -327,6 +384,22 @@ class YamlWriter final : public ConfigVisitor {
   void visit_enum(const FieldSpec& spec, int& value, const EnumNames& names) override {
     line(spec.name, enum_name(value, names));
   }
+  void visit(const FieldSpec& spec, nlohmann::json& value) override { line(spec.name, value.dump()); }
+  void list(const FieldSpec& spec, size_t count, const std::function<void(size_t)>&,
+            const std::function<void(ConfigVisitor&, size_t)>& item) override {
+    if (count == 0) {
+      line(spec.name, "[]");
+      return;
+    }
+    out_ << std::string(indent_, ' ') << spec.name << ":\n";
+    for (size_t i = 0; i < count; ++i) {
+      YamlWriter child(indent_ + 4);
+      item(child, i);
+      std::string text = child.text();
+      text.replace(static_cast<size_t>(indent_), 2, "- ");  // "    key" -> "  - key"
+      out_ << text;
+    }
+  }
   void section(std::string_view name, std::string_view, const DescribeFn& describe_fields) override {
     out_ << std::string(indent_, ' ') << name << ":\n";
     YamlWriter child(indent_ + 2);
@@ -365,6 +438,16 @@ class MarkdownWriter final : public ConfigVisitor {
     std::vector<std::string> shown;
     for (const auto& [v, name] : names) shown.push_back("`" + name + "`");
     row(spec, "one of " + fmt::format("{}", fmt::join(shown, ", ")), enum_name(value, names));
+  }
+  void visit(const FieldSpec& spec, nlohmann::json& value) override { row(spec, "mapping", value.dump()); }
+  void list(const FieldSpec& spec, size_t, const std::function<void(size_t)>& resize,
+            const std::function<void(ConfigVisitor&, size_t)>& item) override {
+    row(spec, "list", "[]");
+    resize(1);  // document the fields of one default item
+    MarkdownWriter child(join_path(prefix_, spec.name) + "[]");
+    item(child, 0);
+    resize(0);
+    rows_ << child.rows_.str();
   }
   void section(std::string_view name, std::string_view doc, const DescribeFn& describe_fields) override {
     const std::string path = join_path(prefix_, name);

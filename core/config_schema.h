@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace grpo {
 
 // One field: its YAML key, its documentation and the values it accepts.
@@ -55,11 +57,23 @@ class ConfigVisitor {
   virtual void visit(const FieldSpec& spec, std::string& value) = 0;
   virtual void visit(const FieldSpec& spec, std::vector<std::string>& value) = 0;
   virtual void visit_enum(const FieldSpec& spec, int& value, const EnumNames& names) = 0;
+  // A free-form mapping (e.g. a reward's options), checked by whoever consumes it.
+  virtual void visit(const FieldSpec& spec, nlohmann::json& value) = 0;
+  // A list of structs: `resize` sets the number of items, `item` describes item i's fields.
+  virtual void list(const FieldSpec& spec, size_t count, const std::function<void(size_t)>& resize,
+                    const std::function<void(ConfigVisitor&, size_t)>& item) = 0;
   virtual void section(std::string_view name, std::string_view doc,
                        const std::function<void(ConfigVisitor&)>& describe_fields) = 0;
   // True when the field visited last was just assigned from input (only readers assign);
   // lets a preset field reset its section's defaults before the remaining keys are read.
   virtual bool assigned_last_field() const { return false; }
+
+  template <class T, class Describe>
+  void visit_list(const FieldSpec& spec, std::vector<T>& items, Describe describe) {
+    list(
+        spec, items.size(), [&](size_t n) { items.resize(n); },
+        [&](ConfigVisitor& v, size_t i) { describe(v, items[i]); });
+  }
 
   template <class Enum>
   void visit(const FieldSpec& spec, Enum& value, const EnumNames& names) {

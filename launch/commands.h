@@ -28,9 +28,13 @@ struct Arguments {
   int64_t integer(const std::string& name, int64_t fallback) const;
 };
 
+struct Config;
+
 extern const char* const kGenerateUsage;
+extern const char* const kRewardUsage;
 extern const char* const kTokenizeUsage;
 int run_generate(const Arguments& args);
 int run_tokenize(const Arguments& args);
+int run_reward(const Arguments& args, const Config& config);
 
 }  // namespace grpo

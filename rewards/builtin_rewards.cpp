@@ -1,6 +1,7 @@
 #include "rewards/builtin_rewards.h"
 
 #include <algorithm>
+#include <cctype>
 #include <map>
 #include <regex>
 #include <set>
@@ -11,6 +12,7 @@
 
 #include "rewards/code_reward.h"
 #include "rewards/math_grader.h"
+#include "rewards/plugin_rewards.h"
 
 namespace grpo {
 namespace {
@@ -275,6 +277,16 @@ double language_share(const std::string& text, const std::string& language) {
     run_length = 0;
   };
   for (size_t i = 0; i < text.size();) {
+    // Markup such as <think> or </answer> is not language.
+    if (text[i] == '<') {
+      size_t j = i + 1;
+      while (j < text.size() && j - i < 32 && (std::isalpha(static_cast<unsigned char>(text[j])) || text[j] == '/' || text[j] == '_')) ++j;
+      if (j < text.size() && text[j] == '>' && j > i + 1) {
+        close_word();
+        i = j + 1;
+        continue;
+      }
+    }
     const uint32_t cp = decode_utf8(text, i);
     const Script s = script_of(cp);
     if (in_command) {
@@ -311,6 +323,8 @@ void register_builtin_rewards(const std::function<void(const std::string&, Rewar
   add("language", LanguageReward::create);
   add("length", LengthReward::create);
   add("code", create_code_reward);
+  add("plugin", create_plugin_reward);
+  add("subprocess", create_subprocess_reward);
 }
 
 }  // namespace grpo

@@ -270,11 +270,11 @@ bool sets_equal(const std::vector<MathExprPtr>& a, const std::vector<MathExprPtr
 bool answers_equal(const Answer& c, const Answer& g, std::string& reason) {
   using K = Answer::Kind;
   if (c.kind == K::kScalar && g.kind == K::kScalar) {
-    reason = "same value";
+    reason = "compared as values";
     return expressions_equal(c.items[0], g.items[0]);
   }
   if (c.kind == K::kEquation && g.kind == K::kEquation) {
-    reason = "same equation up to a constant factor";
+    reason = "compared as equations (up to a constant factor)";
     const MathExprPtr fc = std::make_shared<MathExpr>(MathExpr{MathExpr::Kind::kSub, {}, {}, {c.items[0], c.items[1]}});
     const MathExprPtr fg = std::make_shared<MathExpr>(MathExpr{MathExpr::Kind::kSub, {}, {}, {g.items[0], g.items[1]}});
     return expressions_proportional(fc, fg);
@@ -293,24 +293,24 @@ bool answers_equal(const Answer& c, const Answer& g, std::string& reason) {
     return answers_equal(c, rhs, reason);
   }
   if (c.kind == K::kTuple && g.kind == K::kTuple) {
-    reason = "same tuple";
+    reason = "compared as tuples";
     return tuples_equal(c, g);
   }
   if (c.kind == K::kIntervals || g.kind == K::kIntervals) {
     const std::vector<Answer> cs = c.kind == K::kIntervals ? c.parts : std::vector<Answer>{c};
     const std::vector<Answer> gs = g.kind == K::kIntervals ? g.parts : std::vector<Answer>{g};
-    reason = "same union of intervals";
+    reason = "compared as intervals";
     if (cs.size() != gs.size()) return false;
     for (size_t i = 0; i < cs.size(); ++i)
       if (cs[i].kind != K::kTuple || gs[i].kind != K::kTuple || !tuples_equal(cs[i], gs[i])) return false;
     return true;
   }
   if ((c.kind == K::kSet || c.kind == K::kScalar) && (g.kind == K::kSet || g.kind == K::kScalar)) {
-    reason = "same set of values";
+    reason = "compared as sets";
     return sets_equal(c.items, g.items);
   }
   if (c.kind == K::kMatrix && g.kind == K::kMatrix) {
-    reason = "same matrix";
+    reason = "compared as matrices";
     if (c.rows.size() != g.rows.size()) return false;
     for (size_t r = 0; r < c.rows.size(); ++r) {
       if (c.rows[r].size() != g.rows[r].size()) return false;
@@ -401,13 +401,13 @@ MathVerdict math_equivalent(std::string_view candidate, std::string_view gold) {
   // Text answers (a name, a letter choice, a word) are compared as text.
   if (is_text_wrapped(g) || is_text_wrapped(c)) {
     verdict.equivalent = ct == gt;
-    verdict.reason = "text comparison";
+    verdict.reason = "compared as text";
     return verdict;
   }
   const Answer ca = parse_answer(c), ga = parse_answer(g);
   if (ca.kind == Answer::Kind::kInvalid || ga.kind == Answer::Kind::kInvalid) {
     verdict.equivalent = ct == gt;
-    verdict.reason = "unparsed; text comparison";
+    verdict.reason = "not parsed as math; compared as text";
     return verdict;
   }
   verdict.equivalent = answers_equal(ca, ga, verdict.reason);

@@ -105,6 +105,31 @@ bool RewardOptions::boolean(const std::string& key, bool fallback) {
   return options_[key].get<bool>();
 }
 
+nlohmann::json RewardOptions::object(const std::string& key) {
+  known_.push_back(key);
+  if (!options_.contains(key)) return nlohmann::json::object();
+  if (!options_[key].is_object()) {
+    fail(fmt::format("option '{}' must be a mapping, got {}", key, options_[key].dump()));
+    return nlohmann::json::object();
+  }
+  return options_[key];
+}
+
+std::vector<std::string> RewardOptions::strings(const std::string& key) {
+  known_.push_back(key);
+  std::vector<std::string> out;
+  if (!options_.contains(key)) return out;
+  const auto& value = options_[key];
+  bool ok = value.is_array();
+  for (const auto& item : value) ok = ok && item.is_string();
+  if (!ok) {
+    fail(fmt::format("option '{}' must be a list of strings, got {}", key, value.dump()));
+    return out;
+  }
+  for (const auto& item : value) out.push_back(item.get<std::string>());
+  return out;
+}
+
 Status RewardOptions::finish() {
   for (const auto& [key, value] : options_.items()) {
     if (std::find(known_.begin(), known_.end(), key) != known_.end()) continue;

@@ -54,6 +54,8 @@ class RewardOptions {
   double number(const std::string& key, double fallback);
   int64_t integer(const std::string& key, int64_t fallback);
   bool boolean(const std::string& key, bool fallback);
+  nlohmann::json object(const std::string& key);               // a mapping; {} when absent
+  std::vector<std::string> strings(const std::string& key);    // a list of strings; {} when absent
   // Call after reading every option: the first problem, or an unknown key.
   Status finish();
 

@@ -41,7 +41,7 @@ std::string write_temp(const std::string& name, const std::string& contents) {
 TEST(Cli, HelpListsOnlyWorkingCommands) {
   const CliRun run = run_grpo("--help");
   EXPECT_EQ(run.exit_code, 0);
-  for (const char* verb : {"config", "generate", "tokenize", "toy", "version"}) EXPECT_NE(run.output.find(verb), std::string::npos) << verb;
+  for (const char* verb : {"config", "generate", "reward", "tokenize", "toy", "version"}) EXPECT_NE(run.output.find(verb), std::string::npos) << verb;
   EXPECT_EQ(run.output.find("  train"), std::string::npos) << "train is not implemented yet and must not be listed";
 }
 
@@ -141,6 +141,34 @@ TEST(Cli, TokenizeMatchesTransformersIdsAndNamesMalformedLines) {
   const CliRun failed = run_grpo("tokenize --tokenizer " + shared("fixtures/tokenizers/qwen3") + " --input " + bad);
   EXPECT_EQ(failed.exit_code, 2);
   EXPECT_NE(failed.output.find(bad + ":2:"), std::string::npos) << failed.output;
+}
+
+TEST(Cli, RewardScoresOfflineAndNamesMalformedLines) {
+  const std::string input = write_temp("completions.jsonl",
+                                       "{\"id\": \"a\", \"completion\": \"<think>two plus two</think><answer>4</answer>\", \"answer\": \"4\"}\n"
+                                       "\n"
+                                       "{\"id\": \"b\", \"completion\": \"<answer>5</answer>\", \"answer\": \"4\"}\n");
+  const std::string output = write_temp("scored.jsonl", "");
+  const std::string config = std::string(GRPO_SOURCE_DIR) + "/configs/rewards/r1_math.yaml";
+  const CliRun run = run_grpo("reward --config " + config + " --input " + input + " --output " + output);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  std::ifstream in(output);
+  std::string first, second;
+  std::getline(in, first);
+  std::getline(in, second);
+  EXPECT_NE(first.find("\"reward\":1.2"), std::string::npos) << first;   // math 1 + 0.1 format + 0.1 language
+  EXPECT_NE(second.find("\"reward\":0.0"), std::string::npos) << second;
+  EXPECT_NE(second.find("\"math\":0.0"), std::string::npos) << second;
+
+  const std::string bad = write_temp("bad_completions.jsonl", "{\"completion\": \"ok\", \"answer\": \"1\"}\n{\"answer\": 1}\n");
+  const CliRun failed = run_grpo("reward --config " + config + " --input " + bad + " --output " + output);
+  EXPECT_EQ(failed.exit_code, 2);
+  EXPECT_NE(failed.output.find(bad + ":2: expected an object with a string \"completion\""), std::string::npos) << failed.output;
+  // A gold answer missing is a reward failure: with on_error=fail the run stops naming the sample.
+  const std::string no_gold = write_temp("no_gold.jsonl", "{\"id\": \"q7\", \"completion\": \"\\\\boxed{1}\"}\n");
+  const CliRun stopped = run_grpo("reward --config " + config + " --input " + no_gold + " --output " + output);
+  EXPECT_EQ(stopped.exit_code, 1);
+  EXPECT_NE(stopped.output.find("reward 'math' failed on sample 'q7'"), std::string::npos) << stopped.output;
 }
 
 TEST(Cli, ToyRejectsAnotherModel) {

@@ -1,0 +1,112 @@
+#include "rewards/reward_set.h"
+
+#include <chrono>
+#include <future>
+#include <set>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+namespace grpo {
+namespace {
+
+struct TaskOutcome {
+  RewardScore score;
+  std::string error;  // empty when scored
+};
+
+}  // namespace
+
+StatusOr<RewardSet> RewardSet::create(const std::vector<RewardFunctionConfig>& functions) {
+  if (functions.empty()) return Status::error("reward.functions is empty: name at least one reward");
+  RewardSet set;
+  std::set<std::string> seen;
+  for (size_t i = 0; i < functions.size(); ++i) {
+    const RewardFunctionConfig& f = functions[i];
+    StatusOr<std::unique_ptr<Reward>> reward = make_reward(f.name, f.options);
+    if (!reward) return Status::error(fmt::format("reward.functions[{}]: {}", i, reward.status().message()));
+    const std::string label = f.label.empty() ? f.name : f.label;
+    if (!seen.insert(label).second)
+      return Status::error(fmt::format("reward.functions[{}]: label '{}' is used twice; set `label`", i, label));
+    set.rewards_.push_back(std::shared_ptr<const Reward>(std::move(reward).value()));
+    set.labels_.push_back(label);
+    set.weights_.push_back(f.weight);
+  }
+  return set;
+}
+
+std::vector<SampleScores> RewardSet::score(const std::vector<RewardSample>& samples, const RewardConfig& policy,
+                                           ThreadPool& pool, ScoringStats* stats) const {
+  using Clock = std::chrono::steady_clock;
+  struct Task {
+    std::shared_ptr<std::atomic<int64_t>> started_ns = std::make_shared<std::atomic<int64_t>>(0);
+    std::future<TaskOutcome> future;
+  };
+  std::vector<Task> tasks;
+  tasks.reserve(samples.size() * rewards_.size());
+  for (const RewardSample& sample : samples) {
+    for (const auto& reward : rewards_) {
+      Task task;
+      auto started = task.started_ns;
+      // The task owns copies of what it needs: a timed-out task may outlive this call.
+      task.future = pool.submit([reward, sample, started]() -> TaskOutcome {
+        started->store(Clock::now().time_since_epoch().count());
+        TaskOutcome outcome;
+        try {
+          outcome.score = reward->score(sample);
+        } catch (const std::exception& e) {
+          outcome.error = e.what();
+        } catch (...) {
+          outcome.error = "unknown exception";
+        }
+        return outcome;
+      });
+      tasks.push_back(std::move(task));
+    }
+  }
+
+  ScoringStats local;
+  std::vector<SampleScores> results(samples.size());
+  const auto timeout = std::chrono::duration<double>(policy.timeout_s);
+  for (size_t s = 0; s < samples.size(); ++s) {
+    SampleScores& out = results[s];
+    for (size_t r = 0; r < rewards_.size(); ++r) {
+      Task& task = tasks[s * rewards_.size() + r];
+      const std::string& label = labels_[r];
+      std::string error;
+      TaskOutcome outcome;
+      // The clock starts when a worker picks the task up, not while it waits in the queue.
+      for (;;) {
+        if (task.future.wait_for(std::chrono::milliseconds(5)) == std::future_status::ready) {
+          outcome = task.future.get();
+          error = outcome.error;
+          break;
+        }
+        const int64_t started = task.started_ns->load();
+        if (started != 0 && Clock::now() - Clock::time_point(Clock::duration(started)) > timeout) {
+          error = fmt::format("timed out after {} s", policy.timeout_s);
+          ++local.timeouts;
+          break;
+        }
+      }
+      if (!error.empty()) {
+        ++local.errors;
+        const std::string message = fmt::format("reward '{}' failed on sample '{}': {}", label, samples[s].id, error);
+        if (policy.on_error == RewardErrorPolicy::kFail) throw std::runtime_error(message);
+        out.errors.push_back(message);
+        out.rewards[label] = policy.error_score;
+        out.total += weights_[r] * policy.error_score;
+        continue;
+      }
+      out.rewards[label] = outcome.score.score;
+      out.total += weights_[r] * outcome.score.score;
+      out.reasons[label] = outcome.score.reason;
+      for (const auto& [name, value] : outcome.score.components) out.components[label + "." + name] = value;
+    }
+  }
+  local.samples = static_cast<int64_t>(samples.size());
+  if (stats) *stats = local;
+  return results;
+}
+
+}  // namespace grpo
