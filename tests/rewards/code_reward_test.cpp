@@ -54,6 +54,32 @@ TEST(CodeReward, HumanEvalCanonicalSolutionsPassAndMutantsFail) {
               mutants_failed, problems->records.size());
 }
 
+std::string mbpp_path() {
+  if (const char* path = std::getenv("GRPO_MBPP")) return path;
+  return std::string(GRPO_SHARED_DIR) + "/data/mbpp/mbpp.jsonl";
+}
+
+// MBPP's own records (code + test_list + test_setup_code): every reference solution passes every
+// assert, each assert run on its own.
+TEST(CodeReward, MbppReferenceSolutionsPass) {
+  if (Status s = sandbox_available(); !s.is_ok()) GTEST_SKIP() << s.message();
+  StatusOr<JsonlRecords> problems = read_jsonl(mbpp_path());
+  ASSERT_TRUE(problems.is_ok()) << problems.status().message();
+  auto reward = make_reward("code", nlohmann::json::object());
+  ASSERT_TRUE(reward.is_ok());
+  int passed = 0;
+  for (const auto& p : problems->records) {
+    RewardSample sample;
+    sample.id = p["task_id"].dump();
+    sample.fields = p;
+    sample.completion = p["code"];
+    const RewardScore score = (*reward)->score(sample);
+    if (score.score == 1.0) ++passed;
+    else ADD_FAILURE() << "MBPP " << sample.id << ": " << score.reason;
+  }
+  EXPECT_EQ(passed, static_cast<int>(problems->records.size()));
+}
+
 TEST(CodeReward, MbppAssertsScoreAShareAndStdioTestsCompareOutput) {
   if (Status s = sandbox_available(); !s.is_ok()) GTEST_SKIP() << s.message();
   auto reward = make_reward("code", nlohmann::json::object());
