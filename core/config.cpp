@@ -46,14 +46,22 @@ void describe(ConfigVisitor& v, ModelConfig& c) {
           c.path);
   v.visit(field("dtype", "Parameter and activation dtype."), c.dtype, kDTypeNames);
   v.visit(field("device", "Where the model runs; `cuda` needs a CUDA build of LibTorch."), c.device, kDeviceNames);
+  v.visit(field("chat_template", "How prompts become model input: \"\" as written, or qwen3, deepseek_v3, r1_zero, "
+                                 "tokenizer (the tokenizer's own template)."),
+          c.chat_template);
 }
 
 void describe(ConfigVisitor& v, DataConfig& c) {
-  v.visit(field("train_path", "JSONL file of training prompts."), c.train_path);
-  v.visit(field("eval_path", "JSONL file of held-out prompts."), c.eval_path);
+  v.visit(field("train_path", "Training set: a JSONL file, or builtin:addition?n=..&digits=a-b&hard_digits=c-d&"
+                              "hard_fraction=f&seed=s (docs/training.md)."),
+          c.train_path);
+  v.visit(field("eval_path", "Held-out set, in the same forms."), c.eval_path);
   v.visit(field("prompt_field", "Field of each JSONL record that holds the prompt."), c.prompt_field);
   v.visit(field("answer_field", "Field of each JSONL record that holds the gold answer."), c.answer_field);
+  v.visit(field("response_field", "Field that holds a worked solution (the SFT target)."), c.response_field);
   v.visit(field("shuffle", "Shuffle the training set each epoch (seeded by trainer.seed)."), c.shuffle);
+  v.visit(field("skip_malformed", "Skip (and count) malformed JSONL lines instead of stopping with their line number."),
+          c.skip_malformed);
 }
 
 void describe(ConfigVisitor& v, RolloutConfig& c) {
@@ -150,6 +158,10 @@ void describe(ConfigVisitor& v, GrpoConfig& c) {
   if (v.assigned_last_field()) apply_grpo_preset(c.preset, c);
   v.visit(field("group_size", "G: completions sampled per prompt.").at_least(1), c.group_size);
   v.visit(field("updates_per_batch", "mu: policy updates on each rollout batch.").at_least(1), c.updates_per_batch);
+  v.visit(field("filter_zero_std_groups", "Leave out groups whose samples all score the same: they carry no signal "
+                                          "and would only dilute the token mean (DAPO's dynamic sampling, without "
+                                          "resampling)."),
+          c.filter_zero_std_groups);
   v.section("advantage", "Group-relative advantages from rewards.", [&](ConfigVisitor& s) { describe(s, c.advantage); });
   v.section("policy_loss", "The per-token policy objective.", [&](ConfigVisitor& s) { describe(s, c.policy_loss); });
   v.section("kl", "KL penalty to the frozen reference model.", [&](ConfigVisitor& s) { describe(s, c.kl); });
@@ -182,12 +194,27 @@ void describe(ConfigVisitor& v, TrainerConfig& c) {
   v.visit(field("run_dir", "Directory for the resolved config, metrics, samples and checkpoints."), c.run_dir);
   v.visit(field("threads", "Intra-op threads per rank; 0 = available cores divided by local ranks.").at_least(0),
           c.threads);
+  v.visit(field("mask_truncated", "GRPO: completions cut at rollout.max_new_tokens get no gradient."), c.mask_truncated);
+  v.visit(field("max_seconds", "Stop (and checkpoint) after this much wall-clock time; 0 = no limit.").at_least(0),
+          c.max_seconds);
+}
+
+void describe(ConfigVisitor& v, EvalConfig& c) {
+  v.visit(field("samples", "k: completions sampled per problem (pass@1 is their mean, cons@k their majority vote).")
+              .at_least(1),
+          c.samples);
+  v.visit(field("temperature", "Sampling temperature (DeepSeek-R1 evaluates at 0.6).").at_least(0), c.temperature);
+  v.visit(field("top_p", "Nucleus sampling (DeepSeek-R1: 0.95).").above(0).at_most(1), c.top_p);
+  v.visit(field("max_problems", "Evaluate only the first N problems; 0 = all.").at_least(0), c.max_problems);
+  v.visit(field("output", "Where the results JSON goes; \"\" = <trainer.run_dir>/eval.json."), c.output);
 }
 
 void describe(ConfigVisitor& v, CheckpointConfig& c) {
   v.visit(field("every_steps", "Save a checkpoint every N steps; 0 saves only at the end.").at_least(0),
           c.every_steps);
   v.visit(field("keep_last", "Keep the newest K complete checkpoints.").at_least(1), c.keep_last);
+  v.visit(field("resume", "none, auto (the newest complete checkpoint in the run directory), or a checkpoint path."),
+          c.resume);
 }
 
 void describe(ConfigVisitor& v, LoggingConfig& c) {
@@ -210,6 +237,7 @@ void describe(ConfigVisitor& v, Config& c) {
   add_section(v, "optimizer", "AdamW and the learning-rate schedule.", c.optimizer);
   add_section(v, "trainer", "The training loop.", c.trainer);
   add_section(v, "checkpoint", "Checkpoint frequency and retention.", c.checkpoint);
+  add_section(v, "eval", "Evaluation: pass@1 over k samples, pass@k, cons@k.", c.eval);
   add_section(v, "logging", "Console and file logging.", c.logging);
 }
 

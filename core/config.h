@@ -22,14 +22,17 @@ struct ModelConfig {
   std::string path;  // A Hugging Face checkpoint directory, or `builtin:NAME`; needed by model verbs.
   DType dtype = DType::kFloat32;
   DeviceKind device = DeviceKind::kCpu;
+  std::string chat_template;  // "" = prompts are used as written; else qwen3, deepseek_v3, r1_zero, tokenizer
 };
 
 struct DataConfig {
-  std::string train_path;  // JSONL file of training prompts.
-  std::string eval_path;   // JSONL file of held-out prompts.
+  std::string train_path;  // JSONL file, or builtin:addition?... (trainer/data.h)
+  std::string eval_path;   // held-out set, same forms
   std::string prompt_field = "prompt";
   std::string answer_field = "answer";
+  std::string response_field = "response";  // worked solution, for SFT
   bool shuffle = true;
+  bool skip_malformed = false;  // skip and count malformed lines instead of failing
 };
 
 struct RolloutConfig {
@@ -65,6 +68,7 @@ struct GrpoConfig {
   GrpoPreset preset = GrpoPreset::kR1;
   int64_t group_size = 8;         // G: completions sampled per prompt.
   int64_t updates_per_batch = 1;  // mu: policy updates per rollout batch.
+  bool filter_zero_std_groups = false;  // drop groups whose rewards are all equal (DAPO dynamic sampling)
   AdvantageOptions advantage;
   PolicyLossOptions policy_loss;
   KlOptions kl;
@@ -91,11 +95,22 @@ struct TrainerConfig {
   int64_t seed = 42;
   std::string run_dir = "runs/grpo";
   int64_t threads = 0;  // Intra-op threads per rank; 0 = cores / local ranks.
+  bool mask_truncated = false;  // GRPO: completions cut at max_new_tokens get no gradient
+  double max_seconds = 0;       // stop after this much training time (0 = no limit)
 };
 
 struct CheckpointConfig {
   int64_t every_steps = 0;  // 0 = only at the end of training.
   int64_t keep_last = 3;
+  std::string resume = "auto";  // none, auto (newest complete checkpoint in run_dir), or a path
+};
+
+struct EvalConfig {
+  int64_t samples = 4;          // k completions per problem
+  double temperature = 0.6;
+  double top_p = 0.95;
+  int64_t max_problems = 0;     // 0 = the whole eval set
+  std::string output;           // JSON results; "" = <run_dir>/eval.json
 };
 
 struct LoggingConfig {
@@ -113,6 +128,7 @@ struct Config {
   OptimizerConfig optimizer;
   TrainerConfig trainer;
   CheckpointConfig checkpoint;
+  EvalConfig eval;
   LoggingConfig logging;
 };
 

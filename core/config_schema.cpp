@@ -278,8 +278,16 @@ class YamlReader final : public ConfigVisitor {
 
   void report_unknown_keys() {
     if (!map_ || !map_.IsMap()) return;
+    std::map<std::string, int> first_line;
     for (const auto& entry : map_) {
       const std::string key = entry.first.Scalar();
+      // YAML parsers keep one of two equal keys silently; a config must not lose a setting.
+      const auto [it, inserted] = first_line.emplace(key, entry.first.Mark().line + 1);
+      if (!inserted) {
+        context_.error(join_path(prefix_, key), entry.first,
+                       fmt::format("duplicate key (first written at line {})", it->second));
+        continue;
+      }
       if (std::find(known_.begin(), known_.end(), key) != known_.end()) continue;
       const std::string near = closest_name(key, known_);
       const std::string path = join_path(prefix_, key);

@@ -32,9 +32,15 @@ struct Config;
 
 extern const char* const kGenerateUsage;
 extern const char* const kRewardUsage;
+extern const char* const kSftUsage;
+extern const char* const kTrainUsage;
+extern const char* const kEvalUsage;
+extern const char* const kConvertUsage;
 extern const char* const kTokenizeUsage;
 int run_generate(const Arguments& args);
 int run_tokenize(const Arguments& args);
 int run_reward(const Arguments& args, const Config& config);
+int run_training_verb(const std::string& verb, const Arguments& args, const Config& config);
+int run_convert(const Arguments& args);
 
 }  // namespace grpo

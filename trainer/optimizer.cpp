@@ -34,6 +34,18 @@ void AdamW::step(double lr) {
   }
 }
 
+void AdamW::load_state(int64_t steps_taken, const std::vector<at::Tensor>& exp_avg,
+                       const std::vector<at::Tensor>& exp_avg_sq) {
+  TORCH_CHECK(exp_avg.size() == params_.size() && exp_avg_sq.size() == params_.size(), "AdamW::load_state: ",
+              exp_avg.size(), " moments for ", params_.size(), " parameters");
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    exp_avg_[i].copy_(exp_avg[i]);
+    exp_avg_sq_[i].copy_(exp_avg_sq[i]);
+  }
+  step_ = steps_taken;
+}
+
 void AdamW::zero_grad() {
   for (at::Tensor& p : params_) {
     if (p.grad().defined()) p.mutable_grad().zero_();

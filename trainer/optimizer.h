@@ -20,6 +20,8 @@ class AdamW {
   void zero_grad();
 
   int64_t steps_taken() const { return step_; }
+  // Restores the state a checkpoint saved (moment tensors are copied into place).
+  void load_state(int64_t steps_taken, const std::vector<at::Tensor>& exp_avg, const std::vector<at::Tensor>& exp_avg_sq);
   const std::vector<at::Tensor>& params() const { return params_; }
   const std::vector<at::Tensor>& exp_avg() const { return exp_avg_; }
   const std::vector<at::Tensor>& exp_avg_sq() const { return exp_avg_sq_; }

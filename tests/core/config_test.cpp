@@ -119,6 +119,11 @@ TEST(Config, EveryProblemIsReportedOneLineEachInFileOrder) {
             "run.yaml:5: trainer.sed: unknown key; did you mean 'trainer.seed'?");
 }
 
+TEST(Config, DuplicateKeysAreErrors) {
+  EXPECT_EQ(parse_error("model:\n  path: a\ntrainer:\n  steps: 3\ntrainer:\n  steps: 4\n"),
+            "run.yaml:5: trainer: duplicate key (first written at line 3)");
+}
+
 TEST(Config, InvalidYamlNamesTheLine) {
   EXPECT_NE(parse_error("model:\n  path: [unclosed\n").find("run.yaml:"), std::string::npos);
 }

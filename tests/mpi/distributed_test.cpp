@@ -1,0 +1,215 @@
+// The training verbs under mpirun, as a user runs them: N ranks give the same parameters as one
+// rank; a run killed with SIGKILL and resumed equals an uninterrupted one bit for bit (1 and 2
+// ranks, and across an epoch boundary); a failing rank ends the whole job promptly.
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "models/safetensors.h"
+
+namespace grpo {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path kWork = fs::temp_directory_path() / ("grpo_mpi_" + std::to_string(::getpid()));
+
+std::string launcher(int ranks) {
+  return std::string(GRPO_MPIEXEC) + " --allow-run-as-root --oversubscribe -np " + std::to_string(ranks) + " ";
+}
+
+struct Result {
+  int exit_code = -1;
+  std::string output;
+  double seconds = 0;
+};
+
+Result run(const std::string& command) {
+  const auto start = std::chrono::steady_clock::now();
+  Result r;
+  FILE* pipe = ::popen(("timeout 300 " + command + " 2>&1").c_str(), "r");
+  char buffer[4096];
+  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) r.output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return r;
+}
+
+std::string write_config(const std::string& name, const std::string& body) {
+  fs::create_directories(kWork);
+  const fs::path path = kWork / name;
+  std::ofstream(path) << body;
+  return path.string();
+}
+
+// A tiny SFT recipe and a tiny GRPO one whose reward varies even for an untrained model.
+// AdamW with eps = 1 updates by about lr * gradient (like SGD) instead of normalizing each
+// coordinate, so parameter differences measure gradient differences directly instead of
+// amplifying float noise in near-zero gradients.
+const char* kSft =
+    "model: {path: \"builtin:demo-qwen2\"}\n"
+    "data: {train_path: \"builtin:addition?n=64&digits=1-3&seed=5\"}\n"
+    "optimizer: {lr: 1.0e-3}\n"
+    "trainer: {steps: 3, prompts_per_step: 8, seed: 3, threads: 1}\n"
+    "checkpoint: {every_steps: 0, resume: none}\n";
+const char* kGrpo =
+    "model: {path: \"builtin:demo-qwen2\"}\n"
+    "data: {train_path: \"builtin:addition?n=64&digits=1-3&seed=5\"}\n"
+    "rollout: {max_new_tokens: 20, temperature: 1.0}\n"
+    "reward: {functions: [{name: language, options: {language: en, empty_score: 0.0}}]}\n"
+    "grpo: {group_size: 4, kl: {beta: 0.01}}\n"
+    "optimizer: {lr: 1.0e-3}\n"
+    "trainer: {steps: 2, prompts_per_step: 4, seed: 3, threads: 1}\n"
+    "checkpoint: {every_steps: 0, resume: none}\n";
+
+TensorMap final_weights(const fs::path& run_dir) {
+  StatusOr<TensorMap> t = read_safetensors((run_dir / "final" / "model.safetensors").string());
+  EXPECT_TRUE(t.is_ok()) << t.status().message();
+  TensorMap copy;
+  if (t.is_ok())
+    for (const auto& [name, tensor] : *t) copy[name] = tensor.clone();
+  return copy;
+}
+
+double max_difference(const TensorMap& a, const TensorMap& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (const auto& [name, t] : a) {
+    if (!b.count(name)) return 1e30;
+    worst = std::max(worst, (t - b.at(name)).abs().max().item<double>());
+  }
+  return worst;
+}
+
+// Logged metrics by step (the last line for a step wins), without the wall-clock ones.
+std::map<int64_t, nlohmann::json> metrics_by_step(const fs::path& run_dir) {
+  std::map<int64_t, nlohmann::json> out;
+  std::ifstream in(run_dir / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    nlohmann::json m = nlohmann::json::parse(line);
+    for (const char* timing : {"step_s", "rollout_s", "reward_s", "train_s", "tokens_per_s"}) m.erase(timing);
+    out[m["step"].get<int64_t>()] = m;
+  }
+  return out;
+}
+
+TEST(Distributed, DataParallelSftMatchesOneRank) {
+  const std::string config = write_config("sft.yaml", kSft);
+  std::map<int, TensorMap> weights;
+  for (int ranks : {1, 2, 4}) {
+    const fs::path dir = kWork / ("sft_np" + std::to_string(ranks));
+    const Result r = run(launcher(ranks) + GRPO_BINARY + " sft --config " + config + " trainer.run_dir=" + dir.string() +
+                         " optimizer.lr=0.1 optimizer.eps=1.0");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    weights[ranks] = final_weights(dir);
+  }
+  EXPECT_LE(max_difference(weights[1], weights[2]), 1e-6);
+  EXPECT_LE(max_difference(weights[1], weights[4]), 1e-6);
+}
+
+TEST(Distributed, DataParallelGrpoMatchesOneRank) {
+  const std::string config = write_config("grpo.yaml", kGrpo);
+  std::map<int, TensorMap> weights;
+  for (int ranks : {1, 2}) {
+    const fs::path dir = kWork / ("grpo_np" + std::to_string(ranks));
+    const Result r = run(launcher(ranks) + GRPO_BINARY + " train --config " + config + " trainer.run_dir=" + dir.string() +
+                         " optimizer.lr=0.1 optimizer.eps=1.0");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    weights[ranks] = final_weights(dir);
+  }
+  EXPECT_LE(max_difference(weights[1], weights[2]), 1e-6);
+  // ... and the update is not trivially zero: a zero-step run ends elsewhere.
+  const fs::path dir = kWork / "grpo_untrained";
+  const Result r = run(launcher(1) + GRPO_BINARY + " train --config " + config + " trainer.steps=1 optimizer.lr=1.0e-30 optimizer.eps=1.0" +
+                       " trainer.run_dir=" + dir.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_GT(max_difference(weights[1], final_weights(dir)), 1e-5);
+}
+
+// Runs `command` in its own process group and SIGKILLs the whole group once `marker` exists.
+void run_and_kill_when(const std::string& command, const fs::path& marker) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    ::execl("/bin/sh", "sh", "-c", (command + " > /dev/null 2>&1").c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::setpgid(pid, pid);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!fs::exists(marker) && std::chrono::steady_clock::now() < deadline) {
+    if (::waitpid(pid, nullptr, WNOHANG) == pid) return;  // finished before the marker: nothing to kill
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ::kill(-pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  // Ranks that a launcher put in process groups of their own die too.
+  (void)std::system(("pkill -9 -f '" + marker.parent_path().parent_path().parent_path().string() + "' 2>/dev/null").c_str());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+}
+
+void expect_kill_and_resume_is_exact(const std::string& verb, const std::string& config, int ranks, int steps,
+                                     int every, const std::string& name) {
+  const fs::path straight = kWork / (name + "_straight"), resumed = kWork / (name + "_resumed");
+  const std::string common = std::string(GRPO_BINARY) + " " + verb + " --config " + config + " trainer.steps=" +
+                             std::to_string(steps) + " checkpoint.every_steps=" + std::to_string(every);
+  Result a = run(launcher(ranks) + common + " trainer.run_dir=" + straight.string());
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  run_and_kill_when(launcher(ranks) + common + " trainer.run_dir=" + resumed.string(),
+                    resumed / "checkpoints" / ("step-" + std::to_string(every)) / "manifest.json");
+  EXPECT_FALSE(fs::exists(resumed / "final" / "model.safetensors")) << "the run finished before it was killed";
+  Result b = run(launcher(ranks) + common + " trainer.run_dir=" + resumed.string() + " --resume auto");
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  EXPECT_NE(b.output.find("resumed from"), std::string::npos) << b.output;
+  EXPECT_EQ(max_difference(final_weights(straight), final_weights(resumed)), 0.0) << "parameters differ after resume";
+  const auto ma = metrics_by_step(straight), mb = metrics_by_step(resumed);
+  ASSERT_EQ(ma.size(), static_cast<size_t>(steps));
+  for (const auto& [step, m] : ma) {
+    ASSERT_TRUE(mb.count(step)) << "step " << step;
+    EXPECT_EQ(m, mb.at(step)) << "metrics differ at step " << step;
+  }
+}
+
+TEST(Distributed, KilledGrpoRunResumesBitForBit) {
+  const std::string config = write_config("grpo_resume.yaml", kGrpo);
+  expect_kill_and_resume_is_exact("train", config, 1, 12, 3, "grpo_kill_np1");
+  expect_kill_and_resume_is_exact("train", config, 2, 12, 3, "grpo_kill_np2");
+}
+
+TEST(Distributed, ResumeExactlyAtAnEpochBoundary) {
+  // 8 examples, 4 per step: every second step ends an epoch, and checkpoints land exactly there.
+  const std::string config = write_config(
+      "sft_epoch.yaml", "model: {path: \"builtin:demo-qwen2\"}\n"
+                        "data: {train_path: \"builtin:addition?n=8&digits=1-2&seed=5\"}\n"
+                        "trainer: {prompts_per_step: 4, seed: 3, threads: 1}\noptimizer: {lr: 1.0e-3}\n"
+                        "checkpoint: {resume: none}\n");
+  expect_kill_and_resume_is_exact("sft", config, 1, 40, 2, "sft_epoch");
+}
+
+TEST(Distributed, AFailingRankEndsTheWholeJob) {
+  const std::string good = write_config("good.yaml", kGrpo);
+  const std::string bad = write_config("bad.yaml", kGrpo);
+  const std::string dir = (kWork / "failing").string();
+  const Result r = run(std::string(GRPO_MPIEXEC) + " --allow-run-as-root --oversubscribe -np 1 " + GRPO_BINARY +
+                       " train --config " + good + " trainer.run_dir=" + dir + " trainer.steps=1000 : -np 1 " +
+                       GRPO_BINARY + " train --config " + bad + " trainer.run_dir=" + dir + " trainer.steps=1000 data.train_path=/nonexistent/data.jsonl");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_LT(r.seconds, 60);
+  EXPECT_NE(r.output.find("rank 1 ERROR"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("/nonexistent/data.jsonl"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace grpo

@@ -1,0 +1,186 @@
+// Checkpoints, TensorBoard records, data order and the synthetic task.
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "core/atomic_file.h"
+#include "core/crc32c.h"
+#include "trainer/checkpoint.h"
+#include "trainer/data.h"
+#include "trainer/metrics.h"
+#include "trainer/trainers.h"
+
+namespace grpo {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path fresh_dir(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / ("grpo_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+TEST(Crc32c, KnownVectors) {
+  EXPECT_EQ(crc32c("123456789"), 0xE3069283u);  // the standard check value of CRC-32C
+  EXPECT_EQ(crc32c(""), 0u);
+}
+
+uint64_t read_u64(const std::string& s, size_t pos) {
+  uint64_t v = 0;
+  std::memcpy(&v, s.data() + pos, 8);
+  return v;
+}
+uint32_t read_u32(const std::string& s, size_t pos) {
+  uint32_t v = 0;
+  std::memcpy(&v, s.data() + pos, 4);
+  return v;
+}
+
+// Reads the event file back: every record's framing and both CRCs, and the scalar it carries.
+TEST(TensorBoard, RecordsAreFramedWithValidCrcs) {
+  const fs::path dir = fresh_dir("tb");
+  std::string path;
+  {
+    TensorBoardWriter writer(dir.string());
+    writer.add_scalars(7, {{"reward", 0.25}, {"kl", 0.5}});
+    path = writer.path();
+  }
+  StatusOr<std::string> bytes = read_file(path);
+  ASSERT_TRUE(bytes.is_ok());
+  size_t pos = 0;
+  int records = 0;
+  std::string last_payload;
+  while (pos < bytes->size()) {
+    ASSERT_LE(pos + 12, bytes->size());
+    const uint64_t length = read_u64(*bytes, pos);
+    EXPECT_EQ(read_u32(*bytes, pos + 8), masked_crc32c(crc32c(bytes->data() + pos, 8)));
+    ASSERT_LE(pos + 12 + length + 4, bytes->size());
+    last_payload = bytes->substr(pos + 12, length);
+    EXPECT_EQ(read_u32(*bytes, pos + 12 + length), masked_crc32c(crc32c(last_payload)));
+    pos += 12 + length + 4;
+    ++records;
+  }
+  EXPECT_EQ(records, 2);  // file_version, then one summary
+  EXPECT_NE(last_payload.find("reward"), std::string::npos);
+  const float quarter = 0.25f;
+  EXPECT_NE(last_payload.find(std::string(reinterpret_cast<const char*>(&quarter), 4)), std::string::npos);
+  fs::remove_all(dir);
+}
+
+CheckpointContents sample_checkpoint(int64_t step) {
+  CheckpointContents c;
+  c.step = step;
+  c.model["w"] = at::arange(6, at::kFloat).view({2, 3}) * static_cast<float>(step);
+  c.optimizer["exp_avg.w"] = at::ones({2, 3});
+  c.state = {{"data", {{"epoch", 1}, {"position", 3}}}};
+  c.files["config.json"] = "{}";
+  return c;
+}
+
+TEST(Checkpoint, RoundTripsVerifiesAndKeepsTheNewest) {
+  const fs::path dir = fresh_dir("ckpt");
+  for (int64_t step : {1, 2, 3}) ASSERT_TRUE(save_checkpoint(dir.string(), sample_checkpoint(step), 2).is_ok());
+  EXPECT_FALSE(fs::exists(dir / "step-1"));  // keep_last = 2
+  StatusOr<CheckpointContents> loaded = load_checkpoint((dir / "step-3").string());
+  ASSERT_TRUE(loaded.is_ok()) << loaded.status().message();
+  EXPECT_EQ(loaded->step, 3);
+  EXPECT_TRUE(at::equal(loaded->model.at("w"), sample_checkpoint(3).model.at("w")));
+  EXPECT_EQ(loaded->state["data"]["position"], 3);
+
+  // Corrupt one byte of step-3's weights: it is reported and step-2 is used instead.
+  {
+    std::fstream f(dir / "step-3" / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-1, std::ios::end);
+    f.put('\x7f');
+  }
+  std::vector<std::string> skipped;
+  std::string from;
+  auto latest = load_latest_checkpoint(dir.string(), &skipped, &from);
+  ASSERT_TRUE(latest.has_value());
+  EXPECT_EQ(latest->step, 2);
+  ASSERT_EQ(skipped.size(), 1u);
+  EXPECT_NE(skipped[0].find("model.safetensors does not match its checksum"), std::string::npos) << skipped[0];
+
+  // A directory without a manifest (a crash mid-write) is incomplete and skipped.
+  fs::create_directories(dir / "step-9");
+  std::ofstream(dir / "step-9" / "model.safetensors") << "partial";
+  skipped.clear();
+  latest = load_latest_checkpoint(dir.string(), &skipped);
+  EXPECT_EQ(latest->step, 2);
+  EXPECT_NE(skipped[0].find("no manifest.json"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST(Data, AdditionExamplesAreCorrectWorkedSolutions) {
+  const auto examples = make_addition_examples(200, 1, 5, 3);
+  for (const Example& e : examples) {
+    const auto plus = e.prompt.find('+');
+    const long long a = std::stoll(e.prompt.substr(0, plus)), b = std::stoll(e.prompt.substr(plus + 1));
+    EXPECT_EQ(e.answer, std::to_string(a + b));
+    EXPECT_EQ(e.response.rfind("<think>", 0), 0u);
+    EXPECT_NE(e.response.find("<answer>" + e.answer + "</answer>"), std::string::npos);
+  }
+  EXPECT_EQ(make_addition_examples(5, 2, 2, 9)[0].prompt, make_addition_examples(5, 2, 2, 9)[0].prompt);  // seeded
+}
+
+TEST(Data, OrderCrossesEpochsAndResumesExactly) {
+  DataOrder a(10, 4, true);
+  std::vector<int64_t> first = a.next(7), second = a.next(7);  // crosses into epoch 1
+  EXPECT_EQ(a.epoch(), 1);
+  std::vector<int64_t> epoch0(first);
+  epoch0.insert(epoch0.end(), second.begin(), second.begin() + 3);
+  std::sort(epoch0.begin(), epoch0.end());
+  for (int64_t i = 0; i < 10; ++i) EXPECT_EQ(epoch0[static_cast<size_t>(i)], i);  // a permutation
+  DataOrder b(10, 4, true);
+  b.restore(a.cursor());
+  EXPECT_EQ(a.next(12), b.next(12));
+}
+
+TEST(Data, JsonlMappingAndMalformedLines) {
+  const fs::path dir = fresh_dir("data");
+  const std::string path = (dir / "d.jsonl").string();
+  std::ofstream(path) << "{\"question\": \"1+1?\", \"answer\": \"so 2\\n#### 2\"}\n{bad\n{\"question\": \"2+2?\", \"answer\": \"#### 4\"}\n";
+  DataConfig mapping;
+  mapping.prompt_field = "question";
+  StatusOr<Dataset> strict = load_dataset(path, mapping);
+  ASSERT_FALSE(strict.is_ok());
+  EXPECT_NE(strict.status().message().find(path + ":2:"), std::string::npos) << strict.status().message();
+  mapping.skip_malformed = true;
+  StatusOr<Dataset> lenient = load_dataset(path, mapping);
+  ASSERT_TRUE(lenient.is_ok());
+  EXPECT_EQ(lenient->examples.size(), 2u);
+  EXPECT_EQ(lenient->skipped_lines, 1);
+  EXPECT_EQ(lenient->examples[1].prompt, "2+2?");
+  EXPECT_FALSE(load_dataset("builtin:addition?n=5&colour=red", mapping).is_ok());
+  fs::remove_all(dir);
+}
+
+TEST(Data, Gsm8kAndMathLoadWithAFieldMapping) {
+  DataConfig gsm8k;
+  gsm8k.prompt_field = "question";
+  StatusOr<Dataset> g = load_dataset(std::string(GRPO_SHARED_DIR) + "/data/gsm8k/test.jsonl", gsm8k);
+  ASSERT_TRUE(g.is_ok()) << g.status().message();
+  EXPECT_GT(g->examples.size(), 1000u);
+  EXPECT_NE(g->examples[0].answer.find("####"), std::string::npos);
+  DataConfig math;
+  math.prompt_field = "problem";
+  StatusOr<Dataset> m = load_dataset(std::string(GRPO_SHARED_DIR) + "/data/math500/test.jsonl", math);
+  ASSERT_TRUE(m.is_ok()) << m.status().message();
+  EXPECT_EQ(m->examples.size(), 500u);
+}
+
+TEST(Eval, PassAtKIsTheUnbiasedEstimator) {
+  EXPECT_DOUBLE_EQ(pass_at_k(4, 0, 4), 0.0);
+  EXPECT_DOUBLE_EQ(pass_at_k(4, 1, 4), 1.0);
+  EXPECT_DOUBLE_EQ(pass_at_k(4, 1, 1), 0.25);
+  EXPECT_NEAR(pass_at_k(10, 3, 2), 1.0 - (7.0 * 6.0) / (10.0 * 9.0), 1e-12);  // 1 - C(7,2)/C(10,2)
+}
+
+}  // namespace
+}  // namespace grpo

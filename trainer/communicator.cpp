@@ -1,0 +1,124 @@
+#include "trainer/communicator.h"
+
+#include <mpi.h>
+
+#include <cstdlib>
+#include <memory>
+
+#include <ATen/ATen.h>
+
+namespace grpo {
+namespace {
+
+bool launched_by_mpi() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
+    if (std::getenv(name) != nullptr) return true;
+  return false;
+}
+
+MPI_Datatype mpi_type(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat: return MPI_FLOAT;
+    case at::kDouble: return MPI_DOUBLE;
+    case at::kLong: return MPI_INT64_T;
+    case at::kInt: return MPI_INT32_T;
+    default: TORCH_CHECK(false, "communicator: unsupported dtype ", type);
+  }
+}
+
+class LocalCommunicator final : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  void all_reduce_sum(at::Tensor&) override {}
+  void all_reduce_sum(std::vector<double>&) override {}
+  void broadcast(at::Tensor&, int) override {}
+  at::Tensor all_gather(const at::Tensor& local) override { return local.unsqueeze(0).clone(); }
+  at::Tensor reduce_scatter_sum(const at::Tensor& tensor) override { return tensor.clone(); }
+  void barrier() override {}
+  [[noreturn]] void abort(int exit_code) override { std::exit(exit_code); }
+};
+
+class MpiCommunicator final : public Communicator {
+ public:
+  MpiCommunicator() {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized) {
+      int provided = 0;
+      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+    }
+    // Errors abort the job (all ranks) instead of returning codes nobody checks.
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  void all_reduce_sum(at::Tensor& tensor) override {
+    TORCH_CHECK(tensor.device().is_cpu() && tensor.is_contiguous(), "all_reduce_sum: needs a contiguous CPU tensor");
+    if (size_ == 1) return;
+    MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor.scalar_type()),
+                  MPI_SUM, MPI_COMM_WORLD);
+  }
+  void all_reduce_sum(std::vector<double>& values) override {
+    if (size_ == 1 || values.empty()) return;
+    MPI_Allreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  }
+  void broadcast(at::Tensor& tensor, int root) override {
+    TORCH_CHECK(tensor.device().is_cpu() && tensor.is_contiguous(), "broadcast: needs a contiguous CPU tensor");
+    if (size_ == 1) return;
+    MPI_Bcast(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor.scalar_type()), root, MPI_COMM_WORLD);
+  }
+  at::Tensor all_gather(const at::Tensor& local) override {
+    const at::Tensor send = local.contiguous();
+    std::vector<int64_t> shape{size_};
+    for (int64_t d : send.sizes()) shape.push_back(d);
+    at::Tensor out = at::empty(shape, send.options());
+    MPI_Allgather(send.data_ptr(), static_cast<int>(send.numel()), mpi_type(send.scalar_type()), out.data_ptr(),
+                  static_cast<int>(send.numel()), mpi_type(send.scalar_type()), MPI_COMM_WORLD);
+    return out;
+  }
+  at::Tensor reduce_scatter_sum(const at::Tensor& tensor) override {
+    const at::Tensor send = tensor.contiguous();
+    TORCH_CHECK(send.numel() % size_ == 0, "reduce_scatter_sum: ", send.numel(), " elements over ", size_, " ranks");
+    at::Tensor out = at::empty({send.numel() / size_}, send.options());
+    MPI_Reduce_scatter_block(send.data_ptr(), out.data_ptr(), static_cast<int>(out.numel()), mpi_type(send.scalar_type()),
+                             MPI_SUM, MPI_COMM_WORLD);
+    return out;
+  }
+  void barrier() override { MPI_Barrier(MPI_COMM_WORLD); }
+  [[noreturn]] void abort(int exit_code) override {
+    MPI_Abort(MPI_COMM_WORLD, exit_code);
+    std::exit(exit_code);
+  }
+
+ private:
+  int rank_ = 0, size_ = 1;
+};
+
+std::unique_ptr<Communicator>& instance() {
+  static std::unique_ptr<Communicator> communicator;
+  return communicator;
+}
+
+}  // namespace
+
+Communicator& world() {
+  auto& c = instance();
+  if (!c) {
+    if (launched_by_mpi()) c = std::make_unique<MpiCommunicator>();
+    else c = std::make_unique<LocalCommunicator>();
+  }
+  return *c;
+}
+
+void shutdown_world() {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Finalize();
+}
+
+}  // namespace grpo

@@ -1,0 +1,245 @@
+// One GRPO step, top to bottom (../shared/DESIGN.md): this rank's prompts -> G samples each ->
+// rewards -> group advantages -> old/reference log-probs -> mu updates with grpo_loss, gradients
+// summed over ranks, global-norm clipping, AdamW -> metrics reduced over ranks -> checkpoint.
+
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "core/logging.h"
+#include "core/thread_pool.h"
+#include "rewards/reward_set.h"
+#include "rollout/engine.h"
+#include "trainer/data.h"
+#include "trainer/grpo_loss.h"
+#include "trainer/train_common.h"
+#include "trainer/trainers.h"
+
+namespace grpo {
+namespace {
+
+// The reference policy for the KL term: the starting model (model.path), loaded afresh so that a
+// resumed run compares with the same reference as an uninterrupted one, and frozen.
+Decoder load_reference(const Config& config) {
+  StatusOr<Policy> reference = load_policy(config.model, static_cast<uint64_t>(config.trainer.seed));
+  if (!reference) throw std::runtime_error("reference model: " + reference.status().message());
+  for (auto& p : reference->model->parameters()) p.set_requires_grad(false);
+  return reference->model;
+}
+
+}  // namespace
+
+RunSummary run_grpo(const Config& config) {
+  auto run = start_training_run(config, "grpo");
+  Communicator& comm = *run->comm;
+  StatusOr<Dataset> data = load_dataset(config.data.train_path, config.data);
+  if (!data) throw std::runtime_error("data.train_path: " + data.status().message());
+  if (data->examples.empty()) throw std::runtime_error("data.train_path: no examples");
+  StatusOr<RewardSet> rewards = RewardSet::create(config.reward.functions);
+  if (!rewards) throw std::runtime_error(rewards.status().message());
+  ThreadPool reward_pool(config.reward.threads > 0 ? static_cast<size_t>(config.reward.threads) : 1);
+  DataOrder order(static_cast<int64_t>(data->examples.size()), static_cast<uint64_t>(config.trainer.seed), config.data.shuffle);
+  if (!run->resumed_state.is_null()) order.restore(run->resumed_state.at("data"));
+  const bool use_kl = config.grpo.kl.beta > 0;
+  Decoder reference = use_kl ? load_reference(config) : Decoder(nullptr);
+
+  const int64_t prompts_per_step = config.trainer.prompts_per_step, g = config.grpo.group_size;
+  const int64_t begin = prompts_per_step * comm.rank() / comm.size();
+  const int64_t end = prompts_per_step * (comm.rank() + 1) / comm.size();
+  GenerationOptions generation;
+  generation.sampling.temperature = config.rollout.temperature;
+  generation.sampling.top_p = config.rollout.top_p;
+  generation.sampling.top_k = config.rollout.top_k;
+  generation.sampling.min_p = config.rollout.min_p;
+  generation.max_new_tokens = config.rollout.max_new_tokens;
+  generation.group_size = g;
+  generation.stop_token_ids = run->policy.stop_token_ids;
+  generation.stop_strings = config.rollout.stop;
+  generation.pad_id = run->policy.pad_id;
+  const GrpoLossOptions loss_options{config.grpo.policy_loss, config.grpo.kl, config.grpo.aggregation};
+
+  RunSummary summary;
+  summary.first_step = run->step;
+  const auto started = std::chrono::steady_clock::now();
+  while (run->step < config.trainer.steps) {
+    const auto step_start = std::chrono::steady_clock::now();
+    // 1. This rank's prompts (a prompt's G samples stay on one rank).
+    const std::vector<int64_t> indices = order.next(prompts_per_step);
+    std::vector<const Example*> examples;
+    std::vector<std::vector<int64_t>> prompts;
+    std::vector<uint64_t> keys;
+    for (int64_t i = begin; i < end; ++i) {
+      examples.push_back(&data->examples[static_cast<size_t>(indices[static_cast<size_t>(i)])]);
+      prompts.push_back(encode_prompt(run->policy, examples.back()->prompt));
+      keys.push_back(static_cast<uint64_t>(run->step * prompts_per_step + i));  // independent of the rank count
+    }
+
+    // 2. Rollout.
+    const auto rollout_start = std::chrono::steady_clock::now();
+    const RolloutBatch batch = generate(run->policy.model, prompts, generation,
+                                        rollout_seeds(static_cast<uint64_t>(config.trainer.seed), keys, g),
+                                        &*run->policy.tokenizer);
+    const double rollout_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - rollout_start).count();
+    const int64_t n = batch.completion_ids.size(0);
+
+    // 3. Rewards.
+    const auto reward_start = std::chrono::steady_clock::now();
+    std::vector<RewardSample> samples;
+    at::Tensor mask = batch.completion_mask.clone();
+    int64_t truncated = 0;
+    for (int64_t row = 0; row < n; ++row) {
+      const Example& e = *examples[static_cast<size_t>(row / g)];
+      const int64_t len = mask[row].sum().item<int64_t>();
+      const at::Tensor ids = batch.completion_ids[row].narrow(0, 0, len).contiguous();
+      RewardSample s;
+      s.id = fmt::format("{}#{}", e.id, row % g);
+      s.prompt = e.prompt;
+      s.completion = run->policy.tokenizer->decode(std::vector<int64_t>(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + len), true);
+      s.fields = e.fields;
+      s.completion_tokens = len;
+      samples.push_back(std::move(s));
+      if (batch.finish_reasons[static_cast<size_t>(row)] == FinishReason::kLength) {
+        ++truncated;
+        if (config.trainer.mask_truncated) mask[row].fill_(false);
+      }
+    }
+    const std::vector<SampleScores> scores = rewards->score(samples, config.reward, reward_pool);
+    std::vector<float> totals;
+    for (const SampleScores& s : scores) totals.push_back(static_cast<float>(s.total));
+    const double reward_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - reward_start).count();
+    const auto train_start = std::chrono::steady_clock::now();
+
+    // 4. Advantages within each group.
+    const at::Tensor reward_tensor = at::tensor(totals, at::kFloat);
+    const at::Tensor advantages = group_advantages(reward_tensor, g, config.grpo.advantage);
+    const at::Tensor flat_group = std::get<0>(reward_tensor.view({-1, g}).max(1)) == std::get<0>(reward_tensor.view({-1, g}).min(1));
+    if (config.grpo.filter_zero_std_groups)
+      mask.masked_fill_(flat_group.repeat_interleave(g).unsqueeze(1), false);
+
+    // 5. Global normalizers, old and reference log-probs.
+    std::vector<double> counts{mask.sum().item<double>(), static_cast<double>((mask.sum(1) > 0).sum().item<int64_t>())};
+    comm.all_reduce_sum(counts);
+    const double temperature = config.rollout.temperature > 0 ? config.rollout.temperature : 1.0;
+    at::Tensor old_logp, ref_logp;
+    if (config.grpo.updates_per_batch > 1 || use_kl) {
+      at::NoGradGuard no_grad;
+      if (config.grpo.updates_per_batch > 1)
+        old_logp = completion_logprobs(run->policy.model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, mask,
+                                       temperature);
+      if (use_kl)
+        ref_logp = completion_logprobs(reference, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, mask, temperature);
+    }
+
+    // 6. mu policy updates (none when no group carries signal anywhere).
+    const double lr = scheduled_lr(config.optimizer, run->step, config.trainer.steps);
+    GrpoLossResult result;
+    at::Tensor entropy = at::zeros_like(mask, at::kFloat);
+    double grad_norm = 0;
+    int64_t skipped = 0;
+    const int64_t updates = counts[0] > 0 ? config.grpo.updates_per_batch : 0;
+    if (updates == 0) {
+      result.loss = at::zeros({});
+      result.kl = at::zeros_like(mask, at::kFloat);
+      result.metrics.clip_frac = at::zeros({});
+    }
+    for (int64_t update = 0; update < updates; ++update) {
+      GrpoLossInputs in;
+      in.logp = completion_logprobs(run->policy.model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, mask,
+                                    temperature, update == 0 ? &entropy : nullptr);
+      in.old_logp = config.grpo.updates_per_batch > 1 ? old_logp : in.logp.detach();  // on-policy: ratio 1
+      in.ref_logp = ref_logp;
+      in.advantages = advantages;
+      in.mask = mask;
+      in.global_token_count = counts[0];
+      in.global_sequence_count = counts[1];
+      result = grpo_loss(in, loss_options);
+      // Each rank's loss is divided by the global token/sequence counts (or a constant), so the
+      // gradients summed over ranks are exactly those of the whole batch on one rank.
+      run->optimizer->zero_grad();
+      result.loss.backward();
+      all_reduce_gradients(*run);
+      grad_norm = clip_grad_norm(run->params, config.optimizer.max_grad_norm).item<double>();
+      if (std::isfinite(grad_norm)) {
+        run->optimizer->step(lr);
+      } else {
+        ++skipped;
+        log_warn("step {}: non-finite gradient norm, update skipped on every rank", run->step + 1);
+      }
+    }
+    ++run->step;
+    const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - train_start).count();
+
+    // 7. Metrics, reduced over ranks.
+    const at::Tensor valid = mask.to(at::kFloat);
+    std::map<std::string, double> local_sums = {
+        {"reward", at::tensor(totals).sum().item<double>()},
+        {"response_tokens", batch.completion_mask.sum().item<double>()},
+        {"truncated", static_cast<double>(truncated)},
+        {"kl", (result.kl.detach() * valid).sum().item<double>()},
+        {"clip_frac", result.metrics.clip_frac.item<double>() * valid.sum().item<double>()},
+        {"entropy", (entropy * valid).sum().item<double>()},
+        {"zero_std_groups", flat_group.sum().item<double>()}};
+    for (const SampleScores& s : scores)
+      for (const auto& [label, value] : s.rewards) local_sums["reward/" + label] += value;
+    for (const SampleScores& s : scores)
+      for (const auto& [name, value] : s.components) local_sums["component/" + name] += value;
+    std::vector<std::string> names;
+    std::vector<double> values;
+    for (const auto& [k, v] : local_sums) {
+      names.push_back(k);
+      values.push_back(v);
+    }
+    comm.all_reduce_sum(values);
+    const double rows = static_cast<double>(prompts_per_step * g);
+    const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
+    std::map<std::string, double> metrics;
+    for (size_t i = 0; i < names.size(); ++i) metrics[names[i]] = values[i] / rows;
+    metrics["kl"] = values[std::find(names.begin(), names.end(), "kl") - names.begin()] / std::max(counts[0], 1.0);
+    metrics["entropy"] = values[std::find(names.begin(), names.end(), "entropy") - names.begin()] / std::max(counts[0], 1.0);
+    metrics["clip_frac"] = values[std::find(names.begin(), names.end(), "clip_frac") - names.begin()] / std::max(counts[0], 1.0);
+    metrics["zero_std_groups"] *= static_cast<double>(g);  // share of groups, not rows
+    if (metrics.count("component/math.correct")) metrics["accuracy"] = metrics["component/math.correct"];
+    metrics["loss"] = result.loss.item<double>();
+    metrics["grad_norm"] = grad_norm;
+    metrics["lr"] = lr;
+    metrics["skipped_updates"] = static_cast<double>(skipped);
+    metrics["rollout_s"] = rollout_seconds;
+    metrics["reward_s"] = reward_seconds;
+    metrics["train_s"] = train_seconds;
+    metrics["step_s"] = step_seconds;
+    metrics["tokens_per_s"] = metrics["response_tokens"] * rows / std::max(step_seconds, 1e-9);
+    summary.last_metrics = metrics;
+    if (run->metrics) run->metrics->log(run->step, metrics);
+    if (comm.rank() == 0 && !samples.empty()) {
+      // A few decoded samples per step, for reading what the policy does.
+      std::ofstream out(config.trainer.run_dir + "/samples.jsonl", std::ios::app);
+      for (size_t i = 0; i < std::min<size_t>(2, samples.size()); ++i)
+        out << nlohmann::json{{"step", run->step}, {"prompt", samples[i].prompt}, {"completion", samples[i].completion},
+                              {"reward", scores[i].total}}
+                   .dump()
+            << "\n";
+    }
+    if (run->step % config.logging.every_steps == 0 || run->step == config.trainer.steps)
+      log_info("{}", progress_line(*run, metrics, {"reward", "accuracy", "kl", "clip_frac", "entropy", "response_tokens",
+                                                   "truncated", "tokens_per_s"},
+                                   step_seconds));
+
+    const bool last = run->step == config.trainer.steps;
+    const bool stop = should_stop(*run);
+    if ((config.checkpoint.every_steps > 0 && run->step % config.checkpoint.every_steps == 0) || last || stop)
+      save_training_checkpoint(*run, "grpo", {{"data", order.cursor()}});
+    if (stop) {
+      log_info("trainer.max_seconds reached after step {}", run->step);
+      break;
+    }
+  }
+  export_final(*run);
+  summary.last_step = run->step;
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return summary;
+}
+
+}  // namespace grpo

@@ -1,0 +1,175 @@
+#include "trainer/policy.h"
+
+#include <sys/stat.h>
+
+#include <random>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <torch/nn/module.h>
+
+#include "core/atomic_file.h"
+#include "models/unicode_text.h"
+
+namespace grpo {
+namespace {
+
+// One token per byte plus the R1 tags and an end-of-text token.
+std::string demo_tokenizer_json() {
+  nlohmann::json vocab = nlohmann::json::object();
+  const auto& alphabet = byte_level_alphabet();
+  for (int b = 0; b < 256; ++b) {
+    std::string token;
+    append_utf8(token, alphabet[static_cast<size_t>(b)]);
+    vocab[token] = b;
+  }
+  nlohmann::json added = nlohmann::json::array();
+  int64_t id = 256;
+  for (const char* tag : {"<think>", "</think>", "<answer>", "</answer>"})
+    added.push_back({{"id", id++}, {"content", tag}, {"special", false}, {"normalized", false}});
+  added.push_back({{"id", id++}, {"content", "<|endoftext|>"}, {"special", true}, {"normalized", false}});
+  const nlohmann::json tokenizer = {
+      {"version", "1.0"},
+      {"added_tokens", added},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}},
+      {"post_processor", nullptr},
+      {"decoder", {{"type", "ByteLevel"}}},
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
+  return tokenizer.dump();
+}
+
+const char* kDemoTokenizerConfig = R"({"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "bos_token": null})";
+
+DecoderOptions demo_options() {
+  DecoderOptions o;  // the shape ../shared/notes/demo-feasibility.md found to learn on 2 cores
+  o.architecture = DecoderArchitecture::kQwen2;
+  o.vocab_size = 261;
+  o.hidden_size = 128;
+  o.intermediate_size = 336;
+  o.num_layers = 4;
+  o.num_heads = 4;
+  o.num_kv_heads = 2;
+  o.head_dim = 32;
+  o.qkv_bias = true;
+  o.tie_word_embeddings = true;
+  o.max_position_embeddings = 512;
+  o.eos_token_ids = {260};
+  return o;
+}
+
+// transformers' Qwen2 initialization: N(0, 0.02) weights, zero biases, unit norms.
+void init_weights(Decoder& model, uint64_t seed) {
+  at::NoGradGuard no_grad;
+  auto generator = at::detail::createCPUGenerator(seed);
+  for (auto& item : model->named_parameters()) {
+    const std::string& name = item.key();
+    at::Tensor p = item.value();
+    if (name.find("norm") != std::string::npos) p.fill_(1.0);
+    else if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) p.zero_();
+    else p.normal_(0.0, 0.02, generator);
+  }
+}
+
+}  // namespace
+
+StatusOr<Policy> load_policy(const ModelConfig& config, uint64_t seed) {
+  Policy policy;
+  const std::string dtype = config.dtype == DType::kBFloat16 ? "bfloat16" : "float32";
+  const std::string device = config.device == DeviceKind::kCuda ? "cuda" : "cpu";
+  if (config.path.empty()) return Status::error("model.path is required");
+  if (config.path == "builtin:demo-qwen2") {
+    policy.model = Decoder(demo_options());
+    init_weights(policy.model, seed);
+    policy.model->to(torch::Device(device), dtype == "bfloat16" ? at::kBFloat16 : at::kFloat);
+    policy.tokenizer_json = demo_tokenizer_json();
+    policy.tokenizer_config_json = kDemoTokenizerConfig;
+  } else if (config.path.rfind("builtin:", 0) == 0) {
+    return Status::error(fmt::format("model.path: unknown builtin model '{}' (builtin:demo-qwen2)", config.path));
+  } else {
+    StatusOr<Decoder> model = load_decoder(config.path, dtype, device);
+    if (!model) return model.status();
+    policy.model = *model;
+    StatusOr<std::string> tok = read_file(config.path + "/tokenizer.json");
+    if (!tok) return Status::error(fmt::format("model.path: {} has no tokenizer.json", config.path));
+    policy.tokenizer_json = *tok;
+    StatusOr<std::string> tok_config = read_file(config.path + "/tokenizer_config.json");
+    if (tok_config) policy.tokenizer_config_json = *tok_config;
+  }
+  StatusOr<Tokenizer> tokenizer = Tokenizer::from_json(policy.tokenizer_json, policy.tokenizer_config_json, config.path);
+  if (!tokenizer) return tokenizer.status();
+  policy.tokenizer = *tokenizer;
+  if (!config.chat_template.empty()) {
+    StatusOr<ChatTemplate> chat = config.chat_template == "tokenizer"
+                                      ? ChatTemplate::from_tokenizer(*policy.tokenizer)
+                                      : ChatTemplate::named(config.chat_template, policy.tokenizer->bos_token());
+    if (!chat) return Status::error("model.chat_template: " + chat.status().message());
+    policy.chat = *chat;
+  }
+  policy.stop_token_ids = policy.model->options().eos_token_ids;
+  if (auto eos = policy.tokenizer->eos_id()) policy.stop_token_ids.push_back(*eos);
+  policy.pad_id = policy.tokenizer->pad_id().value_or(policy.tokenizer->eos_id().value_or(0));
+  return policy;
+}
+
+std::vector<int64_t> encode_prompt(const Policy& policy, const std::string& prompt) {
+  if (!policy.chat) return policy.tokenizer->encode(prompt, /*add_special_tokens=*/true);
+  StatusOr<std::string> rendered = policy.chat->render({{"user", prompt}});
+  if (!rendered) throw std::runtime_error(rendered.status().message());
+  return policy.tokenizer->encode(*rendered);
+}
+
+Status export_policy(Policy& policy, const std::string& dir) {
+  ::mkdir(dir.c_str(), 0755);
+  if (Status s = save_decoder(policy.model, dir); !s.is_ok()) return s;
+  if (Status s = write_file_atomic(dir + "/tokenizer.json", policy.tokenizer_json); !s.is_ok()) return s;
+  if (!policy.tokenizer_config_json.empty())
+    return write_file_atomic(dir + "/tokenizer_config.json", policy.tokenizer_config_json);
+  return Status::ok();
+}
+
+PaddedBatch pad_batch(const std::vector<std::vector<int64_t>>& prompts,
+                      const std::vector<std::vector<int64_t>>& completions, int64_t pad_id) {
+  const int64_t n = static_cast<int64_t>(prompts.size());
+  int64_t p = 1, c = 1;
+  for (const auto& x : prompts) p = std::max<int64_t>(p, static_cast<int64_t>(x.size()));
+  for (const auto& x : completions) c = std::max<int64_t>(c, static_cast<int64_t>(x.size()));
+  PaddedBatch b;
+  b.prompt_ids = at::full({n, p}, pad_id, at::kLong);
+  b.prompt_mask = at::zeros({n, p}, at::kBool);
+  b.completion_ids = at::full({n, c}, pad_id, at::kLong);
+  b.completion_mask = at::zeros({n, c}, at::kBool);
+  for (int64_t i = 0; i < n; ++i) {
+    const auto& pi = prompts[static_cast<size_t>(i)];
+    const auto& ci = completions[static_cast<size_t>(i)];
+    const auto lp = static_cast<int64_t>(pi.size()), lc = static_cast<int64_t>(ci.size());
+    if (lp > 0) {
+      b.prompt_ids[i].narrow(0, p - lp, lp).copy_(at::tensor(pi, at::kLong));
+      b.prompt_mask[i].narrow(0, p - lp, lp).fill_(true);
+    }
+    if (lc > 0) {
+      b.completion_ids[i].narrow(0, 0, lc).copy_(at::tensor(ci, at::kLong));
+      b.completion_mask[i].narrow(0, 0, lc).fill_(true);
+    }
+  }
+  return b;
+}
+
+at::Tensor completion_logprobs(Decoder& model, const at::Tensor& prompt_ids, const at::Tensor& prompt_mask,
+                               const at::Tensor& completion_ids, const at::Tensor& completion_mask, double temperature,
+                               at::Tensor* entropy) {
+  const int64_t p = prompt_ids.size(1), c = completion_ids.size(1);
+  const at::Tensor ids = at::cat({prompt_ids, completion_ids}, 1);
+  const at::Tensor mask = at::cat({prompt_mask, completion_mask}, 1);
+  // Only the positions that predict completion tokens go through the head.
+  const at::Tensor hidden = model->hidden(ids, mask).narrow(1, p - 1, c);
+  at::Tensor logits = model->logits_from_hidden(hidden);
+  if (temperature > 0 && temperature != 1.0) logits = logits / temperature;
+  const at::Tensor logp_all = at::log_softmax(logits, -1);
+  if (entropy) *entropy = -(logp_all.exp() * logp_all).sum(-1).detach();
+  return logp_all.gather(2, completion_ids.unsqueeze(2)).squeeze(2);
+}
+
+}  // namespace grpo

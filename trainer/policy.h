@@ -1,0 +1,49 @@
+#pragma once
+// The model being trained with its tokenizer and prompt template, loaded from model.* config:
+// a Hugging Face directory, or `builtin:demo-qwen2` (a tiny randomly initialized Qwen2 with a
+// byte-level tokenizer, for the CPU demo and tests).
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "models/chat_template.h"
+#include "models/decoder.h"
+#include "models/tokenizer.h"
+
+namespace grpo {
+
+struct Policy {
+  Decoder model{nullptr};
+  std::optional<Tokenizer> tokenizer;
+  std::optional<ChatTemplate> chat;       // unset: prompts are encoded as written
+  std::string tokenizer_json;             // written next to exported weights
+  std::string tokenizer_config_json;
+  std::vector<int64_t> stop_token_ids;    // EOS ids of the tokenizer and config
+  int64_t pad_id = 0;
+};
+
+StatusOr<Policy> load_policy(const ModelConfig& config, uint64_t seed);
+
+// Prompt token ids: the chat template's rendering of one user message, or the text as written.
+std::vector<int64_t> encode_prompt(const Policy& policy, const std::string& prompt);
+
+// Writes a Hugging Face directory (config.json, model.safetensors, tokenizer files) that
+// load_policy and `grpo generate` read back.
+Status export_policy(Policy& policy, const std::string& dir);
+
+// log pi(completion token | everything before it) [N, C] for left-padded prompts followed by
+// right-padded completions, at `temperature`; optionally the policy's entropy at those tokens.
+at::Tensor completion_logprobs(Decoder& model, const at::Tensor& prompt_ids, const at::Tensor& prompt_mask,
+                               const at::Tensor& completion_ids, const at::Tensor& completion_mask, double temperature,
+                               at::Tensor* entropy = nullptr);
+
+// Left-pads prompts and right-pads completions into the layout completion_logprobs takes.
+struct PaddedBatch {
+  at::Tensor prompt_ids, prompt_mask, completion_ids, completion_mask;
+};
+PaddedBatch pad_batch(const std::vector<std::vector<int64_t>>& prompts,
+                      const std::vector<std::vector<int64_t>>& completions, int64_t pad_id);
+
+}  // namespace grpo

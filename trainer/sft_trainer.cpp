@@ -1,0 +1,92 @@
+// Supervised fine-tuning: cross-entropy on response tokens only, averaged over every response
+// token of the global batch (all ranks), then the same AdamW/schedule/clipping as GRPO.
+
+#include <chrono>
+#include <cmath>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "core/logging.h"
+#include "trainer/data.h"
+#include "trainer/train_common.h"
+#include "trainer/trainers.h"
+
+namespace grpo {
+
+RunSummary run_sft(const Config& config) {
+  auto run = start_training_run(config, "sft");
+  Communicator& comm = *run->comm;
+  StatusOr<Dataset> data = load_dataset(config.data.train_path, config.data);
+  if (!data) throw std::runtime_error("data.train_path: " + data.status().message());
+  if (data->examples.empty()) throw std::runtime_error("data.train_path: no examples");
+  if (data->skipped_lines > 0) log_warn("skipped {} malformed lines of {}", data->skipped_lines, config.data.train_path);
+  DataOrder order(static_cast<int64_t>(data->examples.size()), static_cast<uint64_t>(config.trainer.seed), config.data.shuffle);
+  if (!run->resumed_state.is_null()) order.restore(run->resumed_state.at("data"));
+
+  const int64_t batch = config.trainer.prompts_per_step;
+  const int64_t begin = batch * comm.rank() / comm.size(), end = batch * (comm.rank() + 1) / comm.size();
+  const int64_t eos = run->policy.stop_token_ids.empty() ? run->policy.pad_id : run->policy.stop_token_ids.back();
+  RunSummary summary;
+  summary.first_step = run->step;
+  const auto started = std::chrono::steady_clock::now();
+  double step_seconds = 0;
+
+  while (run->step < config.trainer.steps) {
+    const auto step_start = std::chrono::steady_clock::now();
+    const std::vector<int64_t> indices = order.next(batch);  // the same global batch on every rank
+    std::vector<std::vector<int64_t>> prompts, responses;
+    for (int64_t i = begin; i < end; ++i) {
+      const Example& e = data->examples[static_cast<size_t>(indices[static_cast<size_t>(i)])];
+      prompts.push_back(encode_prompt(run->policy, e.prompt));
+      std::vector<int64_t> response = run->policy.tokenizer->encode(e.response);
+      response.push_back(eos);
+      responses.push_back(std::move(response));
+    }
+    const PaddedBatch b = pad_batch(prompts, responses, run->policy.pad_id);
+    const at::Tensor logp = completion_logprobs(run->policy.model, b.prompt_ids, b.prompt_mask, b.completion_ids,
+                                               b.completion_mask, 1.0);
+    const at::Tensor mask = b.completion_mask.to(at::kFloat);
+    std::vector<double> counts{mask.sum().item<double>()};
+    comm.all_reduce_sum(counts);  // global response tokens
+    const at::Tensor nll_sum = -(logp * mask).sum();
+    const at::Tensor loss = nll_sum / std::max(counts[0], 1.0);
+
+    run->optimizer->zero_grad();
+    loss.backward();
+    all_reduce_gradients(*run);
+    const double grad_norm = clip_grad_norm(run->params, config.optimizer.max_grad_norm).item<double>();
+    const double lr = scheduled_lr(config.optimizer, run->step, config.trainer.steps);
+    const bool finite = std::isfinite(grad_norm);
+    if (finite) run->optimizer->step(lr);
+    else log_warn("step {}: non-finite gradient norm, update skipped on every rank", run->step + 1);
+    ++run->step;
+
+    std::vector<double> sums{nll_sum.item<double>()};
+    comm.all_reduce_sum(sums);
+    step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
+    const std::map<std::string, double> metrics = {
+        {"loss", sums[0] / std::max(counts[0], 1.0)}, {"grad_norm", grad_norm}, {"lr", lr},
+        {"tokens_per_s", counts[0] / std::max(step_seconds, 1e-9)}, {"skipped", finite ? 0.0 : 1.0},
+        {"epoch", static_cast<double>(order.epoch())}};
+    summary.last_metrics = metrics;
+    if (run->metrics) run->metrics->log(run->step, metrics);
+    if (run->step % config.logging.every_steps == 0 || run->step == config.trainer.steps)
+      log_info("{}", progress_line(*run, metrics, {"loss", "grad_norm", "lr", "tokens_per_s"}, step_seconds));
+
+    const bool last = run->step == config.trainer.steps;
+    const bool stop = should_stop(*run);
+    if ((config.checkpoint.every_steps > 0 && run->step % config.checkpoint.every_steps == 0) || last || stop)
+      save_training_checkpoint(*run, "sft", {{"data", order.cursor()}});
+    if (stop) {
+      log_info("trainer.max_seconds reached after step {}", run->step);
+      break;
+    }
+  }
+  export_final(*run);
+  summary.last_step = run->step;
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return summary;
+}
+
+}  // namespace grpo

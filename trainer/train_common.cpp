@@ -1,0 +1,172 @@
+#include "trainer/train_common.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <thread>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+
+#include "core/atomic_file.h"
+#include "core/logging.h"
+#include "trainer/checkpoint.h"
+
+namespace grpo {
+namespace {
+
+int local_ranks() {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
+    if (const char* v = std::getenv(name)) return std::max(1, std::atoi(v));
+  return 1;
+}
+
+std::string format_duration(double seconds) {
+  const auto s = static_cast<int64_t>(seconds);
+  if (s >= 3600) return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
+
+}  // namespace
+
+std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std::string& kind) {
+  auto run = std::make_unique<TrainingRun>();
+  run->config = config;
+  run->comm = &world();
+  Communicator& comm = *run->comm;
+  configure_logging(comm.rank(), LogSettings{config.logging.level, config.logging.all_ranks});
+  const int threads = config.trainer.threads > 0
+                          ? static_cast<int>(config.trainer.threads)
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_ranks());
+  at::set_num_threads(threads);
+
+  const std::string& dir = config.trainer.run_dir;
+  if (comm.rank() == 0) {
+    std::filesystem::create_directories(dir);
+    if (Status s = write_file_atomic(dir + "/config.yaml", config_to_yaml(config)); !s.is_ok())
+      throw std::runtime_error(s.message());
+    run->metrics = std::make_unique<MetricsWriter>(dir);
+  }
+  comm.barrier();
+
+  StatusOr<Policy> policy = load_policy(config.model, static_cast<uint64_t>(config.trainer.seed));
+  if (!policy) throw std::runtime_error(policy.status().message());
+  run->policy = std::move(policy).value();
+  for (auto& item : run->policy.model->named_parameters()) {
+    run->param_names.push_back(item.key());
+    run->params.push_back(item.value());
+  }
+  run->optimizer = std::make_unique<AdamW>(run->params, config.optimizer);
+
+  // Resume.
+  const std::string& resume = config.checkpoint.resume;
+  std::optional<CheckpointContents> checkpoint;
+  std::string from;
+  if (resume == "auto") {
+    std::vector<std::string> skipped;
+    checkpoint = load_latest_checkpoint(dir + "/checkpoints", &skipped, &from);
+    for (const std::string& why : skipped) log_warn("skipping checkpoint: {}", why);
+  } else if (resume != "none" && !resume.empty()) {
+    StatusOr<CheckpointContents> loaded = load_checkpoint(resume);
+    if (!loaded) throw std::runtime_error("checkpoint.resume: " + loaded.status().message());
+    checkpoint = std::move(loaded).value();
+    from = resume;
+  }
+  if (checkpoint) {
+    if (checkpoint->state.value("kind", kind) != kind)
+      throw std::runtime_error(fmt::format("{} is a {} checkpoint, not {}", from, checkpoint->state.value("kind", ""), kind));
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> exp_avg, exp_avg_sq;
+    for (size_t i = 0; i < run->params.size(); ++i) {
+      const std::string& name = run->param_names[i];
+      if (!checkpoint->model.count(name) || !checkpoint->optimizer.count("exp_avg." + name))
+        throw std::runtime_error(fmt::format("{}: tensor '{}' missing", from, name));
+      run->params[i].copy_(checkpoint->model.at(name));
+      exp_avg.push_back(checkpoint->optimizer.at("exp_avg." + name));
+      exp_avg_sq.push_back(checkpoint->optimizer.at("exp_avg_sq." + name));
+    }
+    run->optimizer->load_state(checkpoint->state.value("optimizer_steps", checkpoint->step), exp_avg, exp_avg_sq);
+    run->step = checkpoint->step;
+    run->resumed_state = checkpoint->state;
+    log_info("resumed from {} at step {}", from, run->step);
+  }
+  return run;
+}
+
+void all_reduce_gradients(TrainingRun& run) {
+  if (run.comm->size() == 1) return;
+  std::vector<at::Tensor> grads;
+  for (at::Tensor& p : run.params) {
+    if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+    grads.push_back(p.grad().reshape({-1}));
+  }
+  at::Tensor flat = at::cat(grads);
+  run.comm->all_reduce_sum(flat);
+  int64_t offset = 0;
+  for (at::Tensor& p : run.params) {
+    const int64_t n = p.numel();
+    p.mutable_grad().copy_(flat.narrow(0, offset, n).view_as(p));
+    offset += n;
+  }
+}
+
+void save_training_checkpoint(TrainingRun& run, const std::string& kind, const nlohmann::json& state) {
+  if (run.comm->rank() == 0) {
+    CheckpointContents c;
+    c.step = run.step;
+    c.state = state;
+    c.state["kind"] = kind;
+    c.state["optimizer_steps"] = run.optimizer->steps_taken();
+    for (size_t i = 0; i < run.params.size(); ++i) {
+      c.model[run.param_names[i]] = run.params[i].detach();
+      c.optimizer["exp_avg." + run.param_names[i]] = run.optimizer->exp_avg()[i];
+      c.optimizer["exp_avg_sq." + run.param_names[i]] = run.optimizer->exp_avg_sq()[i];
+    }
+    DecoderOptions options = run.policy.model->options();
+    c.files["config.json"] = decoder_config_json(options);
+    c.files["tokenizer.json"] = run.policy.tokenizer_json;
+    if (!run.policy.tokenizer_config_json.empty()) c.files["tokenizer_config.json"] = run.policy.tokenizer_config_json;
+    c.files["config.yaml"] = config_to_yaml(run.config);
+    if (Status s = save_checkpoint(run.config.trainer.run_dir + "/checkpoints", c, run.config.checkpoint.keep_last);
+        !s.is_ok())
+      throw std::runtime_error(s.message());
+    log_info("checkpoint step-{} written", run.step);
+  }
+  run.comm->barrier();
+}
+
+bool should_stop(TrainingRun& run) {
+  double stop = 0;
+  if (run.comm->rank() == 0 && run.config.trainer.max_seconds > 0) {
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - run.started).count();
+    stop = elapsed >= run.config.trainer.max_seconds ? 1.0 : 0.0;
+  }
+  std::vector<double> flag{stop};
+  run.comm->all_reduce_sum(flag);
+  return flag[0] > 0;
+}
+
+std::string progress_line(const TrainingRun& run, const std::map<std::string, double>& metrics,
+                          const std::vector<std::string>& keys, double step_seconds) {
+  std::string line = fmt::format("step {}/{}", run.step, run.config.trainer.steps);
+  for (const std::string& key : keys) {
+    const auto it = metrics.find(key);
+    if (it != metrics.end()) line += fmt::format(" | {} {:.4g}", key, it->second);
+  }
+  const double eta = step_seconds * static_cast<double>(run.config.trainer.steps - run.step);
+  line += fmt::format(" | {:.2f} s/step | ETA {}", step_seconds, format_duration(eta));
+  return line;
+}
+
+void export_final(TrainingRun& run) {
+  if (run.comm->rank() == 0) {
+    const std::string dir = run.config.trainer.run_dir + "/final";
+    std::filesystem::create_directories(dir);
+    if (Status s = export_policy(run.policy, dir); !s.is_ok()) throw std::runtime_error(s.message());
+    log_info("exported the policy to {}", dir);
+  }
+  run.comm->barrier();
+}
+
+}  // namespace grpo

@@ -1,0 +1,54 @@
+#pragma once
+// What the SFT and GRPO loops share: the run directory, the policy and its optimizer, resuming,
+// gradient averaging over ranks, checkpoints and the progress line.
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/config.h"
+#include "trainer/communicator.h"
+#include "trainer/metrics.h"
+#include "trainer/optimizer.h"
+#include "trainer/policy.h"
+
+namespace grpo {
+
+struct TrainingRun {
+  Config config;
+  Communicator* comm = nullptr;
+  Policy policy;
+  std::vector<std::string> param_names;
+  std::vector<at::Tensor> params;
+  std::unique_ptr<AdamW> optimizer;
+  std::unique_ptr<MetricsWriter> metrics;  // rank 0 only
+  int64_t step = 0;                        // optimizer steps completed (a resumed run starts here)
+  nlohmann::json resumed_state;            // state.json of the checkpoint resumed from, or null
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+};
+
+// Sets threads, creates the run directory (rank 0) with the resolved config.yaml, loads the policy
+// and builds AdamW; then resumes per checkpoint.resume. `kind` (sft, grpo) is stored in checkpoints.
+std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std::string& kind);
+
+// Sums every parameter's gradient over the ranks (one flat buffer, one collective).
+void all_reduce_gradients(TrainingRun& run);
+
+// Writes step-<run.step> (rank 0) and waits for it on every rank.
+void save_training_checkpoint(TrainingRun& run, const std::string& kind, const nlohmann::json& state);
+
+// True on every rank when any rank says stop (the time limit is read on rank 0 only, so all agree).
+bool should_stop(TrainingRun& run);
+
+// "step 12/300 | loss 0.41 | ... | 3.2 s/step | ETA 15m20s"
+std::string progress_line(const TrainingRun& run, const std::map<std::string, double>& metrics,
+                          const std::vector<std::string>& keys, double step_seconds);
+
+// Exports the trained policy as a Hugging Face directory <run_dir>/final (rank 0).
+void export_final(TrainingRun& run);
+
+}  // namespace grpo
