@@ -171,6 +171,24 @@ TEST(Cli, RewardScoresOfflineAndNamesMalformedLines) {
   EXPECT_NE(stopped.output.find("reward 'math' failed on sample 'q7'"), std::string::npos) << stopped.output;
 }
 
+TEST(Cli, ConvertExportsAVerifiedCheckpoint) {
+  const std::string dir = std::filesystem::temp_directory_path() / ("grpo_convert_" + std::to_string(::getpid()));
+  const CliRun trained = run_grpo("sft --config " + std::string(GRPO_SOURCE_DIR) + "/configs/demo/sft.yaml trainer.steps=2 "
+                                  "'data.train_path=builtin:addition?n=16&seed=2' trainer.prompts_per_step=4 "
+                                  "checkpoint.resume=none trainer.run_dir=" + dir);
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  const CliRun converted = run_grpo("convert --checkpoint " + dir + "/checkpoints/step-2 --output " + dir + "/hf");
+  ASSERT_EQ(converted.exit_code, 0) << converted.output;
+  for (const char* file : {"config.json", "model.safetensors", "tokenizer.json"})
+    EXPECT_TRUE(std::filesystem::exists(dir + "/hf/" + file)) << file;
+  const CliRun generated = run_grpo("generate --model " + dir + "/hf --prompt 12+34= --max-new-tokens 4 --temperature 0");
+  EXPECT_EQ(generated.exit_code, 0) << generated.output;
+  EXPECT_NE(generated.output.find("\"completion\""), std::string::npos) << generated.output;
+  const CliRun missing = run_grpo("convert --checkpoint " + dir + "/checkpoints/step-99 --output " + dir + "/x");
+  EXPECT_EQ(missing.exit_code, 2);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Cli, ToyRejectsAnotherModel) {
   const CliRun run = run_grpo(std::string("toy --config ") + GRPO_SOURCE_DIR + "/configs/demo/toy.yaml model.path=/x");
   EXPECT_EQ(run.exit_code, 2);
