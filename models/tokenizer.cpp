@@ -474,7 +474,7 @@ StatusOr<Tokenizer> Tokenizer::from_json(const std::string& tokenizer_text, cons
   return Tokenizer(std::move(impl));
 }
 
-Tokenizer Tokenizer::byte_level() {
+std::string Tokenizer::byte_level_json(const std::vector<AddedToken>& added) {
   json vocab = json::object();
   const auto& alphabet = byte_level_alphabet();
   for (int b = 0; b < 256; ++b) {
@@ -482,10 +482,22 @@ Tokenizer Tokenizer::byte_level() {
     append_utf8(token, alphabet[static_cast<size_t>(b)]);
     vocab[token] = b;
   }
-  const json tokenizer = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}},
-                          {"pre_tokenizer", {{"type", "ByteLevel"}, {"use_regex", false}}},
-                          {"decoder", {{"type", "ByteLevel"}}}};
-  StatusOr<Tokenizer> result = from_json(tokenizer.dump(), "", "builtin:bytes");
+  json added_tokens = json::array();
+  for (const AddedToken& t : added)
+    added_tokens.push_back({{"id", t.id}, {"content", t.content}, {"special", t.special}, {"normalized", t.normalized},
+                            {"lstrip", t.lstrip}, {"rstrip", t.rstrip}});
+  const json tokenizer = {{"version", "1.0"},
+                          {"added_tokens", added_tokens},
+                          {"normalizer", nullptr},
+                          {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}},
+                          {"post_processor", nullptr},
+                          {"decoder", {{"type", "ByteLevel"}}},
+                          {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}}};
+  return tokenizer.dump();
+}
+
+Tokenizer Tokenizer::byte_level() {
+  StatusOr<Tokenizer> result = from_json(byte_level_json(), "", "builtin:bytes");
   if (!result) throw std::logic_error(result.status().message());
   return *result;
 }

@@ -35,6 +35,8 @@ class Tokenizer {
   // A tokenizer with one token per byte (ids 0-255, byte-level spelling, no merges): for tiny
   // test models whose checkpoints ship without a tokenizer (`--tokenizer builtin:bytes`).
   static Tokenizer byte_level();
+  // The tokenizer.json text of such a tokenizer with `added` tokens after the 256 bytes.
+  static std::string byte_level_json(const std::vector<AddedToken>& added = {});
 
   // Token ids of `text`. With add_special_tokens, BOS/EOS are added as transformers does:
   // tokenizer.json's post-processor, or add_bos_token/add_eos_token for Llama-class tokenizers.

@@ -212,7 +212,6 @@ RunSummary run_grpo(const Config& config) {
     metrics["step_s"] = step_seconds;
     metrics["tokens_per_s"] = metrics["response_tokens"] * rows / std::max(step_seconds, 1e-9);
     summary.last_metrics = metrics;
-    if (run->metrics) run->metrics->log(run->step, metrics);
     if (comm.rank() == 0 && !samples.empty()) {
       // A few decoded samples per step, for reading what the policy does.
       std::ofstream out(config.trainer.run_dir + "/samples.jsonl", std::ios::app);
@@ -222,19 +221,10 @@ RunSummary run_grpo(const Config& config) {
                    .dump()
             << "\n";
     }
-    if (run->step % config.logging.every_steps == 0 || run->step == config.trainer.steps)
-      log_info("{}", progress_line(*run, metrics, {"reward", "accuracy", "kl", "clip_frac", "entropy", "response_tokens",
-                                                   "truncated", "tokens_per_s"},
-                                   step_seconds));
-
-    const bool last = run->step == config.trainer.steps;
-    const bool stop = should_stop(*run);
-    if ((config.checkpoint.every_steps > 0 && run->step % config.checkpoint.every_steps == 0) || last || stop)
-      save_training_checkpoint(*run, "grpo", {{"data", order.cursor()}});
-    if (stop) {
-      log_info("trainer.max_seconds reached after step {}", run->step);
+    if (finish_step(*run, "grpo", {{"data", order.cursor()}}, metrics,
+                    {"reward", "accuracy", "kl", "clip_frac", "entropy", "response_tokens", "truncated", "tokens_per_s"},
+                    step_seconds))
       break;
-    }
   }
   export_final(*run);
   summary.last_step = run->step;

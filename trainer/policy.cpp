@@ -11,34 +11,17 @@
 #include <torch/nn/module.h>
 
 #include "core/atomic_file.h"
-#include "models/unicode_text.h"
 
 namespace grpo {
 namespace {
 
 // One token per byte plus the R1 tags and an end-of-text token.
 std::string demo_tokenizer_json() {
-  nlohmann::json vocab = nlohmann::json::object();
-  const auto& alphabet = byte_level_alphabet();
-  for (int b = 0; b < 256; ++b) {
-    std::string token;
-    append_utf8(token, alphabet[static_cast<size_t>(b)]);
-    vocab[token] = b;
-  }
-  nlohmann::json added = nlohmann::json::array();
+  std::vector<AddedToken> added;
   int64_t id = 256;
-  for (const char* tag : {"<think>", "</think>", "<answer>", "</answer>"})
-    added.push_back({{"id", id++}, {"content", tag}, {"special", false}, {"normalized", false}});
-  added.push_back({{"id", id++}, {"content", "<|endoftext|>"}, {"special", true}, {"normalized", false}});
-  const nlohmann::json tokenizer = {
-      {"version", "1.0"},
-      {"added_tokens", added},
-      {"normalizer", nullptr},
-      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}},
-      {"post_processor", nullptr},
-      {"decoder", {{"type", "ByteLevel"}}},
-      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
-  return tokenizer.dump();
+  for (const char* tag : {"<think>", "</think>", "<answer>", "</answer>"}) added.push_back({id++, tag});
+  added.push_back({id++, "<|endoftext|>", /*special=*/true});
+  return Tokenizer::byte_level_json(added);
 }
 
 const char* kDemoTokenizerConfig = R"({"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "bos_token": null})";

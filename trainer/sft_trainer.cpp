@@ -70,18 +70,9 @@ RunSummary run_sft(const Config& config) {
         {"tokens_per_s", counts[0] / std::max(step_seconds, 1e-9)}, {"skipped", finite ? 0.0 : 1.0},
         {"epoch", static_cast<double>(order.epoch())}};
     summary.last_metrics = metrics;
-    if (run->metrics) run->metrics->log(run->step, metrics);
-    if (run->step % config.logging.every_steps == 0 || run->step == config.trainer.steps)
-      log_info("{}", progress_line(*run, metrics, {"loss", "grad_norm", "lr", "tokens_per_s"}, step_seconds));
-
-    const bool last = run->step == config.trainer.steps;
-    const bool stop = should_stop(*run);
-    if ((config.checkpoint.every_steps > 0 && run->step % config.checkpoint.every_steps == 0) || last || stop)
-      save_training_checkpoint(*run, "sft", {{"data", order.cursor()}});
-    if (stop) {
-      log_info("trainer.max_seconds reached after step {}", run->step);
+    if (finish_step(*run, "sft", {{"data", order.cursor()}}, metrics, {"loss", "grad_norm", "lr", "tokens_per_s"},
+                    step_seconds))
       break;
-    }
   }
   export_final(*run);
   summary.last_step = run->step;

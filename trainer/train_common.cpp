@@ -147,6 +147,21 @@ bool should_stop(TrainingRun& run) {
   return flag[0] > 0;
 }
 
+bool finish_step(TrainingRun& run, const std::string& kind, const nlohmann::json& state,
+                 const std::map<std::string, double>& metrics, const std::vector<std::string>& console_keys,
+                 double step_seconds) {
+  const Config& config = run.config;
+  if (run.metrics) run.metrics->log(run.step, metrics);
+  const bool last = run.step == config.trainer.steps;
+  if (run.step % config.logging.every_steps == 0 || last)
+    log_info("{}", progress_line(run, metrics, console_keys, step_seconds));
+  const bool stop = should_stop(run);
+  if ((config.checkpoint.every_steps > 0 && run.step % config.checkpoint.every_steps == 0) || last || stop)
+    save_training_checkpoint(run, kind, state);
+  if (stop) log_info("trainer.max_seconds reached after step {}", run.step);
+  return stop;
+}
+
 std::string progress_line(const TrainingRun& run, const std::map<std::string, double>& metrics,
                           const std::vector<std::string>& keys, double step_seconds) {
   std::string line = fmt::format("step {}/{}", run.step, run.config.trainer.steps);

@@ -44,6 +44,12 @@ void save_training_checkpoint(TrainingRun& run, const std::string& kind, const n
 // True on every rank when any rank says stop (the time limit is read on rank 0 only, so all agree).
 bool should_stop(TrainingRun& run);
 
+// After a step: logs `metrics` (metrics.jsonl, TensorBoard, the progress line with `console_keys`),
+// checkpoints when due (every_steps, the last step, or a stop), and says whether to stop now.
+bool finish_step(TrainingRun& run, const std::string& kind, const nlohmann::json& state,
+                 const std::map<std::string, double>& metrics, const std::vector<std::string>& console_keys,
+                 double step_seconds);
+
 // "step 12/300 | loss 0.41 | ... | 3.2 s/step | ETA 15m20s"
 std::string progress_line(const TrainingRun& run, const std::map<std::string, double>& metrics,
                           const std::vector<std::string>& keys, double step_seconds);
