@@ -221,10 +221,11 @@ RunSummary run_grpo(const Config& config) {
                    .dump()
             << "\n";
     }
-    if (finish_step(*run, "grpo", {{"data", order.cursor()}}, metrics,
-                    {"reward", "accuracy", "kl", "clip_frac", "entropy", "response_tokens", "truncated", "tokens_per_s"},
-                    step_seconds))
-      break;
+    std::vector<std::string> console = {"reward"};
+    for (const std::string& label : rewards->labels()) console.push_back("reward/" + label);
+    for (const char* key : {"accuracy", "kl", "clip_frac", "entropy", "response_tokens", "truncated", "tokens_per_s"})
+      console.push_back(key);
+    if (finish_step(*run, "grpo", {{"data", order.cursor()}}, metrics, console, step_seconds)) break;
   }
   export_final(*run);
   summary.last_step = run->step;
