@@ -4,6 +4,8 @@
 
 #include <chrono>
 #include <cmath>
+#include <optional>
+#include <set>
 #include <thread>
 
 #include <ATen/ATen.h>
@@ -28,6 +30,34 @@ Decoder load_reference(const Config& config) {
   if (!reference) throw std::runtime_error("reference model: " + reference.status().message());
   for (auto& p : reference->model->parameters()) p.set_requires_grad(false);
   return reference->model;
+}
+
+// The names every rank will reduce: rank 0's reward components, broadcast as bytes.
+std::vector<std::string> agree_on_names(Communicator& comm, const std::vector<SampleScores>& scores) {
+  std::string joined;
+  if (comm.rank() == 0) {
+    std::set<std::string> names;
+    for (const SampleScores& s : scores)
+      for (const auto& entry : s.components) names.insert(entry.first);
+    for (const std::string& name : names) joined += name + "\n";
+  }
+  at::Tensor length = at::full({1}, static_cast<int64_t>(joined.size()), at::kLong);
+  comm.broadcast(length, 0);
+  at::Tensor bytes = at::zeros({length.item<int64_t>()}, at::kInt);
+  for (size_t i = 0; i < joined.size(); ++i) bytes[static_cast<int64_t>(i)] = static_cast<int>(static_cast<unsigned char>(joined[i]));
+  comm.broadcast(bytes, 0);
+  std::vector<std::string> out;
+  std::string current;
+  const int* data = bytes.data_ptr<int>();
+  for (int64_t i = 0; i < bytes.numel(); ++i) {
+    if (data[i] == '\n') {
+      out.push_back(current);
+      current.clear();
+    } else {
+      current.push_back(static_cast<char>(data[i]));
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -63,6 +93,7 @@ RunSummary run_grpo(const Config& config) {
 
   RunSummary summary;
   summary.first_step = run->step;
+  std::optional<std::vector<std::string>> component_names;
   const auto started = std::chrono::steady_clock::now();
   while (run->step < config.trainer.steps) {
     const auto step_start = std::chrono::steady_clock::now();
@@ -172,37 +203,42 @@ RunSummary run_grpo(const Config& config) {
     ++run->step;
     const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - train_start).count();
 
-    // 7. Metrics, reduced over ranks.
+    // 7. Metrics, reduced over ranks. Every rank must reduce the same names in the same order, so
+    // reward components are those rank 0 saw at the first step, agreed once by broadcast.
+    if (!component_names) component_names = agree_on_names(comm, scores);
     const at::Tensor valid = mask.to(at::kFloat);
-    std::map<std::string, double> local_sums = {
-        {"reward", at::tensor(totals).sum().item<double>()},
-        {"response_tokens", batch.completion_mask.sum().item<double>()},
-        {"truncated", static_cast<double>(truncated)},
-        {"kl", (result.kl.detach() * valid).sum().item<double>()},
-        {"clip_frac", result.metrics.clip_frac.item<double>() * valid.sum().item<double>()},
-        {"entropy", (entropy * valid).sum().item<double>()},
-        {"zero_std_groups", flat_group.sum().item<double>()}};
-    for (const SampleScores& s : scores)
-      for (const auto& [label, value] : s.rewards) local_sums["reward/" + label] += value;
-    for (const SampleScores& s : scores)
-      for (const auto& [name, value] : s.components) local_sums["component/" + name] += value;
-    std::vector<std::string> names;
-    std::vector<double> values;
-    for (const auto& [k, v] : local_sums) {
-      names.push_back(k);
-      values.push_back(v);
+    const double rows = static_cast<double>(prompts_per_step * g), tokens = std::max(counts[0], 1.0);
+    std::vector<std::pair<std::string, double>> sums;  // name, local sum
+    std::vector<double> divisors;
+    auto add = [&](const std::string& name, double local_sum, double divisor) {
+      sums.emplace_back(name, local_sum);
+      divisors.push_back(divisor);
+    };
+    add("reward", reward_tensor.sum().item<double>(), rows);
+    for (const std::string& label : rewards->labels()) {
+      double sum = 0;
+      for (const SampleScores& sc : scores) sum += sc.rewards.count(label) ? sc.rewards.at(label) : 0.0;
+      add("reward/" + label, sum, rows);
     }
+    for (const std::string& name : *component_names) {
+      double sum = 0;
+      for (const SampleScores& sc : scores) sum += sc.components.count(name) ? sc.components.at(name) : 0.0;
+      add("component/" + name, sum, rows);
+    }
+    add("response_tokens", batch.completion_mask.sum().item<double>(), rows);
+    add("truncated", static_cast<double>(truncated), rows);
+    add("zero_std_groups", flat_group.sum().item<double>(), static_cast<double>(prompts_per_step));
+    add("kl", (result.kl.detach() * valid).sum().item<double>(), tokens);
+    add("entropy", (entropy * valid).sum().item<double>(), tokens);
+    add("clip_frac", result.metrics.clip_frac.item<double>() * valid.sum().item<double>(), tokens);
+    add("loss", result.loss.item<double>(), 1.0);  // each rank's part of the globally normalized loss
+    std::vector<double> values;
+    for (const auto& entry : sums) values.push_back(entry.second);
     comm.all_reduce_sum(values);
-    const double rows = static_cast<double>(prompts_per_step * g);
-    const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     std::map<std::string, double> metrics;
-    for (size_t i = 0; i < names.size(); ++i) metrics[names[i]] = values[i] / rows;
-    metrics["kl"] = values[std::find(names.begin(), names.end(), "kl") - names.begin()] / std::max(counts[0], 1.0);
-    metrics["entropy"] = values[std::find(names.begin(), names.end(), "entropy") - names.begin()] / std::max(counts[0], 1.0);
-    metrics["clip_frac"] = values[std::find(names.begin(), names.end(), "clip_frac") - names.begin()] / std::max(counts[0], 1.0);
-    metrics["zero_std_groups"] *= static_cast<double>(g);  // share of groups, not rows
+    for (size_t i = 0; i < sums.size(); ++i) metrics[sums[i].first] = values[i] / divisors[i];
     if (metrics.count("component/math.correct")) metrics["accuracy"] = metrics["component/math.correct"];
-    metrics["loss"] = result.loss.item<double>();
+    const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     metrics["grad_norm"] = grad_norm;
     metrics["lr"] = lr;
     metrics["skipped_updates"] = static_cast<double>(skipped);
