@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "core/utf8.h"
+
 namespace grpo {
 
 // Replaces each maximal invalid subpart with U+FFFD, as Rust's String::from_utf8_lossy and the
@@ -16,11 +18,6 @@ std::string utf8_lossy(std::string_view bytes);
 enum class UnicodeForm { kNfc, kNfd, kNfkc, kNfkd };
 // Normalizes valid UTF-8 text (utf8proc); invalid input is returned unchanged.
 std::string unicode_normalize(std::string_view text, UnicodeForm form);
-
-// Decodes one code point at `pos` of valid UTF-8 and advances pos; returns U+FFFD and advances
-// by one byte on invalid input.
-uint32_t next_code_point(std::string_view text, size_t& pos);
-void append_utf8(std::string& out, uint32_t code_point);
 
 // GPT-2's byte-to-code-point table: printable bytes map to themselves, the rest to U+0100+.
 const std::array<uint32_t, 256>& byte_level_alphabet();

@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "core/utf8.h"
 #include "rewards/code_reward.h"
 #include "rewards/math_grader.h"
 #include "rewards/plugin_rewards.h"
@@ -167,19 +168,6 @@ std::vector<Script> scripts_of_language(const std::string& language) {
   return {};
 }
 
-uint32_t decode_utf8(const std::string& s, size_t& i) {
-  const auto c = static_cast<unsigned char>(s[i]);
-  const int extra = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : -1;
-  if (extra <= 0 || i + extra >= s.size()) {
-    ++i;
-    return extra == 0 ? c : 0xFFFD;
-  }
-  uint32_t cp = c & (0x3F >> extra);
-  for (int k = 1; k <= extra; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
-  i += static_cast<size_t>(extra) + 1;
-  return cp;
-}
-
 class LanguageReward final : public Reward {
  public:
   static StatusOr<std::unique_ptr<Reward>> create(const nlohmann::json& options) {
@@ -287,7 +275,7 @@ double language_share(const std::string& text, const std::string& language) {
         continue;
       }
     }
-    const uint32_t cp = decode_utf8(text, i);
+    const uint32_t cp = next_code_point(text, i);
     const Script s = script_of(cp);
     if (in_command) {
       if (s == Script::kLatin && cp < 0x80) continue;
