@@ -3,34 +3,20 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
-#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
 #include "core/config.h"
+#include "tests/support/run_command.h"
 
 namespace grpo {
 namespace {
 
-struct CliRun {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
+using CliRun = testing::CommandResult;
 
-CliRun run_grpo(const std::string& arguments) {
-  const std::string command = std::string(GRPO_BINARY) + " " + arguments + " 2>&1";
-  CliRun run;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) return run;
-  std::array<char, 4096> buffer{};
-  size_t n = 0;
-  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) run.output.append(buffer.data(), n);
-  const int status = ::pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
-}
+CliRun run_grpo(const std::string& arguments) { return testing::run_command(std::string(GRPO_BINARY) + " " + arguments); }
 
 std::string write_temp(const std::string& name, const std::string& contents) {
   const auto path = std::filesystem::temp_directory_path() / (std::to_string(::getpid()) + "_" + name);

@@ -2,24 +2,22 @@
 // then GRPO on 3-digit problems rewarded by accuracy and format. The reward must rise.
 
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
+
+#include "tests/support/run_command.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
 int run(const std::string& command, std::string* output) {
-  FILE* pipe = ::popen(("timeout 600 " + command + " 2>&1").c_str(), "r");
-  char buffer[4096];
-  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) output->append(buffer, n);
-  const int status = ::pclose(pipe);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  const grpo::testing::CommandResult result = grpo::testing::run_command("timeout 600 " + command);
+  *output += result.output;
+  return result.exit_code;
 }
 
 TEST(Demo, ShortenedRecipeRaisesReward) {

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/safetensors.h"
+#include "tests/support/run_command.h"
 
 namespace grpo {
 namespace {
@@ -30,23 +31,9 @@ std::string launcher(int ranks) {
   return std::string(GRPO_MPIEXEC) + " --allow-run-as-root --oversubscribe -np " + std::to_string(ranks) + " ";
 }
 
-struct Result {
-  int exit_code = -1;
-  std::string output;
-  double seconds = 0;
-};
+using Result = testing::CommandResult;
 
-Result run(const std::string& command) {
-  const auto start = std::chrono::steady_clock::now();
-  Result r;
-  FILE* pipe = ::popen(("timeout 300 " + command + " 2>&1").c_str(), "r");
-  char buffer[4096];
-  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) r.output.append(buffer, n);
-  const int status = ::pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return r;
-}
+Result run(const std::string& command) { return testing::run_command("timeout 300 " + command); }
 
 std::string write_config(const std::string& name, const std::string& body) {
   fs::create_directories(kWork);

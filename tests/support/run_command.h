@@ -1,0 +1,32 @@
+#pragma once
+// Runs a shell command the way a user would, for end-to-end tests: its stdout and stderr
+// together, its exit code, and how long it took.
+
+#include <sys/wait.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+namespace grpo::testing {
+
+struct CommandResult {
+  int exit_code = -1;  // -1 when it did not exit normally
+  std::string output;
+  double seconds = 0;
+};
+
+inline CommandResult run_command(const std::string& command) {
+  const auto start = std::chrono::steady_clock::now();
+  CommandResult result;
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return result;
+  char buffer[4096];
+  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) result.output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+}  // namespace grpo::testing
