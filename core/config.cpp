@@ -45,7 +45,7 @@ void describe(ConfigVisitor& v, ModelConfig& c) {
                         "or `builtin:NAME` for a model the project defines. Needed by the verbs that use a model."),
           c.path);
   v.visit(field("dtype", "Parameter and activation dtype."), c.dtype, kDTypeNames);
-  v.visit(field("device", "Where the model runs; `cuda` needs a CUDA build of LibTorch."), c.device, kDeviceNames);
+  v.visit(field("device", "Where the model runs; `cuda` puts each rank on GPU (local rank mod visible GPUs), needs a CUDA LibTorch."), c.device, kDeviceNames);
   v.visit(field("chat_template", "How prompts become model input: \"\" as written, or qwen3, deepseek_v3, r1_zero, "
                                  "tokenizer (the tokenizer's own template)."),
           c.chat_template);
@@ -197,6 +197,12 @@ void describe(ConfigVisitor& v, TrainerConfig& c) {
   v.visit(field("mask_truncated", "GRPO: completions cut at rollout.max_new_tokens get no gradient."), c.mask_truncated);
   v.visit(field("max_seconds", "Stop (and checkpoint) after this much wall-clock time; 0 = no limit.").at_least(0),
           c.max_seconds);
+  v.visit(field("zero_stage", "Optimizer sharding over ranks (DeepSpeed's ZeRO stages): 0 = AdamW state whole on "
+                              "every rank; 1 = split over ranks; 2 = gradients reduce-scattered too. Parameter "
+                              "sharding (stage 3) is not implemented.")
+              .at_least(0)
+              .at_most(2),
+          c.zero_stage);
 }
 
 void describe(ConfigVisitor& v, EvalConfig& c) {

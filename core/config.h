@@ -97,6 +97,7 @@ struct TrainerConfig {
   int64_t threads = 0;  // Intra-op threads per rank; 0 = cores / local ranks.
   bool mask_truncated = false;  // GRPO: completions cut at max_new_tokens get no gradient
   double max_seconds = 0;       // stop after this much training time (0 = no limit)
+  int64_t zero_stage = 0;       // optimizer state: 0 whole on every rank, 1 split over ranks, 2 gradients split too
 };
 
 struct CheckpointConfig {

@@ -20,6 +20,7 @@
 #include "core/logging.h"
 #include "core/version.h"
 #include "launch/commands.h"
+#include "trainer/communicator.h"
 #include "trainer/toy_policy.h"
 
 namespace grpo {
@@ -102,8 +103,7 @@ int run_version(const Arguments&) {
   fmt::print("LibTorch {}.{}.{}\n", TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH);
   fmt::print("CUDA: {}\n", kBuiltWithCuda ? (at::hasCUDA() ? "built, device available" : "built, no device")
                                           : "not built (CPU LibTorch)");
-  fmt::print("NCCL: {}\n", kBuiltWithCuda ? "not built yet (arrives with the distributed trainer)"
-                                          : "not built (needs a CUDA LibTorch)");
+  fmt::print("NCCL: {}\n", nccl_build_summary());
   fmt::print("MPI: {}\n", mpi_library_version());
   fmt::print("intra-op threads: {}\n", at::get_num_threads());
   return kExitOk;

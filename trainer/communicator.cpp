@@ -2,10 +2,17 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <initializer_list>
+#include <map>
 #include <memory>
 
 #include <ATen/ATen.h>
+
+#if GRPO_LINK_NCCL
+#include "trainer/nccl_communicator.h"
+#endif
 
 namespace grpo {
 namespace {
@@ -22,6 +29,8 @@ MPI_Datatype mpi_type(at::ScalarType type) {
     case at::kDouble: return MPI_DOUBLE;
     case at::kLong: return MPI_INT64_T;
     case at::kInt: return MPI_INT32_T;
+    case at::kByte: return MPI_UINT8_T;
+    case at::kChar: return MPI_INT8_T;
     default: TORCH_CHECK(false, "communicator: unsupported dtype ", type);
   }
 }
@@ -57,8 +66,9 @@ class MpiCommunicator final : public Communicator {
   int size() const override { return size_; }
 
   void all_reduce_sum(at::Tensor& tensor) override {
-    TORCH_CHECK(tensor.device().is_cpu() && tensor.is_contiguous(), "all_reduce_sum: needs a contiguous CPU tensor");
+    TORCH_CHECK(tensor.is_contiguous(), "all_reduce_sum: needs a contiguous tensor");
     if (size_ == 1) return;
+    if (!tensor.device().is_cpu()) return staged(tensor, [&](at::Tensor& host) { all_reduce_sum(host); });
     MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor.scalar_type()),
                   MPI_SUM, MPI_COMM_WORLD);
   }
@@ -67,11 +77,13 @@ class MpiCommunicator final : public Communicator {
     MPI_Allreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
   }
   void broadcast(at::Tensor& tensor, int root) override {
-    TORCH_CHECK(tensor.device().is_cpu() && tensor.is_contiguous(), "broadcast: needs a contiguous CPU tensor");
+    TORCH_CHECK(tensor.is_contiguous(), "broadcast: needs a contiguous tensor");
     if (size_ == 1) return;
+    if (!tensor.device().is_cpu()) return staged(tensor, [&](at::Tensor& host) { broadcast(host, root); });
     MPI_Bcast(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor.scalar_type()), root, MPI_COMM_WORLD);
   }
   at::Tensor all_gather(const at::Tensor& local) override {
+    if (!local.device().is_cpu()) return all_gather(local.to(at::kCPU)).to(local.device());
     const at::Tensor send = local.contiguous();
     std::vector<int64_t> shape{size_};
     for (int64_t d : send.sizes()) shape.push_back(d);
@@ -81,6 +93,7 @@ class MpiCommunicator final : public Communicator {
     return out;
   }
   at::Tensor reduce_scatter_sum(const at::Tensor& tensor) override {
+    if (!tensor.device().is_cpu()) return reduce_scatter_sum(tensor.to(at::kCPU)).to(tensor.device());
     const at::Tensor send = tensor.contiguous();
     TORCH_CHECK(send.numel() % size_ == 0, "reduce_scatter_sum: ", send.numel(), " elements over ", size_, " ranks");
     at::Tensor out = at::empty({send.numel() / size_}, send.options());
@@ -95,12 +108,31 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
+  // MPI here is not assumed CUDA-aware: a device tensor is copied to the host, moved, copied back.
+  template <typename Collective>
+  static void staged(at::Tensor& tensor, Collective&& collective) {
+    at::Tensor host = tensor.to(at::kCPU).contiguous();
+    collective(host);
+    tensor.copy_(host);
+  }
+
   int rank_ = 0, size_ = 1;
 };
 
 std::unique_ptr<Communicator>& instance() {
   static std::unique_ptr<Communicator> communicator;
   return communicator;
+}
+
+std::map<int, std::unique_ptr<Communicator>>& cuda_instances() {
+  static std::map<int, std::unique_ptr<Communicator>> communicators;  // by CUDA device index
+  return communicators;
+}
+
+int env_int(std::initializer_list<const char*> names, int fallback) {
+  for (const char* name : names)
+    if (const char* v = std::getenv(name)) return std::atoi(v);
+  return fallback;
 }
 
 }  // namespace
@@ -114,7 +146,44 @@ Communicator& world() {
   return *c;
 }
 
+Communicator& communicator_for(const at::Device& device) {
+  if (!device.is_cuda() || !nccl_linked()) return world();
+  const int index = device.has_index() ? device.index() : 0;
+  auto& c = cuda_instances()[index];
+#if GRPO_LINK_NCCL
+  if (!c) c = make_nccl_communicator(world(), index);
+#endif
+  return *c;
+}
+
+bool nccl_linked() {
+#if GRPO_LINK_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string nccl_build_summary() {
+#if GRPO_LINK_NCCL
+  return "linked, NCCL " + nccl_version() + ", " + std::to_string(nccl_visible_devices()) + " visible device(s)";
+#elif GRPO_HAVE_NCCL
+  return "compiled, not linked (this LibTorch has no CUDA, so there are no CUDA tensors to move)";
+#else
+  return "not built (no CUDA toolkit with NCCL found at configure time)";
+#endif
+}
+
+int local_rank() {
+  return std::max(0, env_int({"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "PMI_LOCAL_RANK"}, 0));
+}
+
+int local_size() {
+  return std::max(1, env_int({"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}, 1));
+}
+
 void shutdown_world() {
+  cuda_instances().clear();
   int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);

@@ -1,7 +1,7 @@
 #pragma once
-// Collective operations between ranks. The MPI implementation moves CPU tensors; with one process
-// (no launcher) every operation is local. A CUDA build would add an NCCL implementation whose id is
-// broadcast over MPI; this build has none (docs/architecture.md).
+// Collective operations between ranks. The MPI implementation moves CPU tensors (and stages any
+// other device's tensors through host memory); with one process (no launcher) every operation is
+// local. CUDA tensors go through NCCL (trainer/nccl_communicator.h) when the build links it.
 // Lives in trainer/, not core/, because it moves tensors and core stays free of LibTorch.
 
 #include <cstdint>
@@ -17,7 +17,7 @@ class Communicator {
   virtual ~Communicator() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  // In place over every rank: sum of a contiguous CPU float/double tensor.
+  // In place over every rank: sum of a contiguous tensor.
   virtual void all_reduce_sum(at::Tensor& tensor) = 0;
   virtual void all_reduce_sum(std::vector<double>& values) = 0;
   virtual void broadcast(at::Tensor& tensor, int root) = 0;
@@ -33,7 +33,22 @@ class Communicator {
 // The process-wide communicator: MPI when started by mpirun/srun (initialized on first use),
 // else a single rank.
 Communicator& world();
-// Finalizes MPI if it was initialized (call once, at the end of main).
+// The communicator for tensors on `device`, created on first use (every rank must ask together):
+// world() for CPU; for CUDA, NCCL bootstrapped over world() when this build links NCCL, else
+// world() itself, which stages CUDA tensors through host memory.
+Communicator& communicator_for(const at::Device& device);
+// True when CUDA tensors move over NCCL in this build.
+bool nccl_linked();
+// One line for `grpo version`: linked (with NCCL's version), compiled only, or not built.
+std::string nccl_build_summary();
+
+// This process's index among the ranks on its node, and their number (launcher environment; 0 and 1
+// without one). Picks each rank's CUDA device and its share of the cores.
+int local_rank();
+int local_size();
+
+// Releases the device communicators, then finalizes MPI if it was initialized (call once, at the
+// end of main).
 void shutdown_world();
 
 }  // namespace grpo

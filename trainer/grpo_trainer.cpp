@@ -90,6 +90,7 @@ RunSummary run_grpo(const Config& config) {
   generation.stop_strings = config.rollout.stop;
   generation.pad_id = run->policy.pad_id;
   const GrpoLossOptions loss_options{config.grpo.policy_loss, config.grpo.kl, config.grpo.aggregation};
+  const at::Device device = run->params.front().device();
 
   RunSummary summary;
   summary.first_step = run->step;
@@ -145,10 +146,11 @@ RunSummary run_grpo(const Config& config) {
 
     // 4. Advantages within each group.
     const at::Tensor reward_tensor = at::tensor(totals, at::kFloat);
-    const at::Tensor advantages = group_advantages(reward_tensor, g, config.grpo.advantage);
+    const at::Tensor advantages = group_advantages(reward_tensor, g, config.grpo.advantage).to(device);
     const at::Tensor flat_group = std::get<0>(reward_tensor.view({-1, g}).max(1)) == std::get<0>(reward_tensor.view({-1, g}).min(1));
     if (config.grpo.filter_zero_std_groups)
       mask.masked_fill_(flat_group.repeat_interleave(g).unsqueeze(1), false);
+    const at::Tensor mask_on_device = mask.to(device);  // the batch is built on the host, the loss runs where the model is
 
     // 5. Global normalizers, old and reference log-probs.
     std::vector<double> counts{mask.sum().item<double>(), static_cast<double>((mask.sum(1) > 0).sum().item<int64_t>())};
@@ -167,13 +169,13 @@ RunSummary run_grpo(const Config& config) {
     // 6. mu policy updates (none when no group carries signal anywhere).
     const double lr = scheduled_lr(config.optimizer, run->step, config.trainer.steps);
     GrpoLossResult result;
-    at::Tensor entropy = at::zeros_like(mask, at::kFloat);
+    at::Tensor entropy = at::zeros_like(mask_on_device, at::kFloat);
     double grad_norm = 0;
     int64_t skipped = 0;
     const int64_t updates = counts[0] > 0 ? config.grpo.updates_per_batch : 0;
     if (updates == 0) {
       result.loss = at::zeros({});
-      result.kl = at::zeros_like(mask, at::kFloat);
+      result.kl = at::zeros_like(mask_on_device, at::kFloat);
       result.metrics.clip_frac = at::zeros({});
     }
     for (int64_t update = 0; update < updates; ++update) {
@@ -183,7 +185,7 @@ RunSummary run_grpo(const Config& config) {
       in.old_logp = config.grpo.updates_per_batch > 1 ? old_logp : in.logp.detach();  // on-policy: ratio 1
       in.ref_logp = ref_logp;
       in.advantages = advantages;
-      in.mask = mask;
+      in.mask = mask_on_device;
       in.global_token_count = counts[0];
       in.global_sequence_count = counts[1];
       result = grpo_loss(in, loss_options);
@@ -191,11 +193,8 @@ RunSummary run_grpo(const Config& config) {
       // gradients summed over ranks are exactly those of the whole batch on one rank.
       run->optimizer->zero_grad();
       result.loss.backward();
-      all_reduce_gradients(*run);
-      grad_norm = clip_grad_norm(run->params, config.optimizer.max_grad_norm).item<double>();
-      if (std::isfinite(grad_norm)) {
-        run->optimizer->step(lr);
-      } else {
+      grad_norm = run->optimizer->step(lr);  // summed over ranks, clipped, AdamW; skipped if not finite
+      if (!std::isfinite(grad_norm)) {
         ++skipped;
         log_warn("step {}: non-finite gradient norm, update skipped on every rank", run->step + 1);
       }
@@ -206,7 +205,7 @@ RunSummary run_grpo(const Config& config) {
     // 7. Metrics, reduced over ranks. Every rank must reduce the same names in the same order, so
     // reward components are those rank 0 saw at the first step, agreed once by broadcast.
     if (!component_names) component_names = agree_on_names(comm, scores);
-    const at::Tensor valid = mask.to(at::kFloat);
+    const at::Tensor valid = mask_on_device.to(at::kFloat);
     const double rows = static_cast<double>(prompts_per_step * g), tokens = std::max(counts[0], 1.0);
     std::vector<std::pair<std::string, double>> sums;  // name, local sum
     std::vector<double> divisors;

@@ -8,9 +8,11 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <torch/cuda.h>
 #include <torch/nn/module.h>
 
 #include "core/atomic_file.h"
+#include "trainer/communicator.h"
 
 namespace grpo {
 namespace {
@@ -58,11 +60,24 @@ void init_weights(Decoder& model, uint64_t seed) {
 
 }  // namespace
 
+StatusOr<std::string> placement(DeviceKind kind) {
+  if (kind == DeviceKind::kCpu) return std::string("cpu");
+  if (!at::hasCUDA())
+    return Status::error("model.device: cuda, but this build's LibTorch has no CUDA support (`grpo version` shows "
+                         "the build); use model.device: cpu, or build against a CUDA LibTorch (docs/performance.md)");
+  const auto count = static_cast<int>(torch::cuda::device_count());
+  if (count == 0)
+    return Status::error("model.device: cuda, but no CUDA device is visible (see nvidia-smi and CUDA_VISIBLE_DEVICES)");
+  return fmt::format("cuda:{}", local_rank() % count);
+}
+
 StatusOr<Policy> load_policy(const ModelConfig& config, uint64_t seed) {
   Policy policy;
   const std::string dtype = config.dtype == DType::kBFloat16 ? "bfloat16" : "float32";
-  const std::string device = config.device == DeviceKind::kCuda ? "cuda" : "cpu";
   if (config.path.empty()) return Status::error("model.path is required");
+  StatusOr<std::string> placed = placement(config.device);
+  if (!placed) return placed.status();
+  const std::string device = *placed;
   if (config.path == "builtin:demo-qwen2") {
     policy.model = Decoder(demo_options());
     init_weights(policy.model, seed);
@@ -99,7 +114,7 @@ StatusOr<Policy> load_policy(const ModelConfig& config, uint64_t seed) {
 
 std::vector<int64_t> encode_prompt(const Policy& policy, const std::string& prompt) {
   if (!policy.chat) return policy.tokenizer->encode(prompt, /*add_special_tokens=*/true);
-  StatusOr<std::string> rendered = policy.chat->render({{"user", prompt}});
+  StatusOr<std::string> rendered = policy.chat->render({ChatMessage{"user", prompt, std::nullopt}});
   if (!rendered) throw std::runtime_error(rendered.status().message());
   return policy.tokenizer->encode(*rendered);
 }
@@ -144,15 +159,16 @@ at::Tensor completion_logprobs(Decoder& model, const at::Tensor& prompt_ids, con
                                const at::Tensor& completion_ids, const at::Tensor& completion_mask, double temperature,
                                at::Tensor* entropy) {
   const int64_t p = prompt_ids.size(1), c = completion_ids.size(1);
-  const at::Tensor ids = at::cat({prompt_ids, completion_ids}, 1);
-  const at::Tensor mask = at::cat({prompt_mask, completion_mask}, 1);
+  const at::Device device = model->parameters().front().device();  // batches are built on the host
+  const at::Tensor ids = at::cat({prompt_ids, completion_ids}, 1).to(device);
+  const at::Tensor mask = at::cat({prompt_mask, completion_mask}, 1).to(device);
   // Only the positions that predict completion tokens go through the head.
   const at::Tensor hidden = model->hidden(ids, mask).narrow(1, p - 1, c);
   at::Tensor logits = model->logits_from_hidden(hidden);
   if (temperature > 0 && temperature != 1.0) logits = logits / temperature;
   const at::Tensor logp_all = at::log_softmax(logits, -1);
   if (entropy) *entropy = -(logp_all.exp() * logp_all).sum(-1).detach();
-  return logp_all.gather(2, completion_ids.unsqueeze(2)).squeeze(2);
+  return logp_all.gather(2, completion_ids.to(device).unsqueeze(2)).squeeze(2);
 }
 
 }  // namespace grpo

@@ -26,6 +26,10 @@ struct Policy {
 
 StatusOr<Policy> load_policy(const ModelConfig& config, uint64_t seed);
 
+// Where model.device puts this rank's model: "cpu", or "cuda:K" with K its local rank modulo the
+// visible GPUs; an error naming model.device when LibTorch has no CUDA or no GPU is visible.
+StatusOr<std::string> placement(DeviceKind kind);
+
 // Prompt token ids: the chat template's rendering of one user message, or the text as written.
 std::vector<int64_t> encode_prompt(const Policy& policy, const std::string& prompt);
 

@@ -46,7 +46,7 @@ RunSummary run_sft(const Config& config) {
     const PaddedBatch b = pad_batch(prompts, responses, run->policy.pad_id);
     const at::Tensor logp = completion_logprobs(run->policy.model, b.prompt_ids, b.prompt_mask, b.completion_ids,
                                                b.completion_mask, 1.0);
-    const at::Tensor mask = b.completion_mask.to(at::kFloat);
+    const at::Tensor mask = b.completion_mask.to(logp.device(), at::kFloat);
     std::vector<double> counts{mask.sum().item<double>()};
     comm.all_reduce_sum(counts);  // global response tokens
     const at::Tensor nll_sum = -(logp * mask).sum();
@@ -54,12 +54,10 @@ RunSummary run_sft(const Config& config) {
 
     run->optimizer->zero_grad();
     loss.backward();
-    all_reduce_gradients(*run);
-    const double grad_norm = clip_grad_norm(run->params, config.optimizer.max_grad_norm).item<double>();
     const double lr = scheduled_lr(config.optimizer, run->step, config.trainer.steps);
+    const double grad_norm = run->optimizer->step(lr);
     const bool finite = std::isfinite(grad_norm);
-    if (finite) run->optimizer->step(lr);
-    else log_warn("step {}: non-finite gradient norm, update skipped on every rank", run->step + 1);
+    if (!finite) log_warn("step {}: non-finite gradient norm, update skipped on every rank", run->step + 1);
     ++run->step;
 
     std::vector<double> sums{nll_sum.item<double>()};

@@ -15,12 +15,6 @@
 namespace grpo {
 namespace {
 
-int local_ranks() {
-  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
-    if (const char* v = std::getenv(name)) return std::max(1, std::atoi(v));
-  return 1;
-}
-
 std::string format_duration(double seconds) {
   const auto s = static_cast<int64_t>(seconds);
   if (s >= 3600) return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
@@ -38,8 +32,11 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
   configure_logging(comm.rank(), LogSettings{config.logging.level, config.logging.all_ranks});
   const int threads = config.trainer.threads > 0
                           ? static_cast<int>(config.trainer.threads)
-                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_ranks());
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_size());
   at::set_num_threads(threads);
+  // Checked before the run directory exists, so a run that cannot start leaves nothing behind.
+  if (StatusOr<std::string> placed = placement(config.model.device); !placed)
+    throw std::runtime_error(placed.status().message());
 
   const std::string& dir = config.trainer.run_dir;
   if (comm.rank() == 0) {
@@ -57,7 +54,17 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
     run->param_names.push_back(item.key());
     run->params.push_back(item.value());
   }
-  run->optimizer = std::make_unique<AdamW>(run->params, config.optimizer);
+  // Gradients live where the parameters do: NCCL for CUDA when built, else MPI.
+  const at::Device device = run->params.front().device();
+  run->comm = &communicator_for(device);
+  run->optimizer = std::make_unique<DistributedAdamW>(run->params, config.optimizer, *run->comm,
+                                                      static_cast<int>(config.trainer.zero_stage));
+  int64_t parameters = 0;
+  for (const at::Tensor& p : run->params) parameters += p.numel();
+  log_info("{} rank(s), model on {}, gradients over {}, ZeRO stage {} (optimizer state for {} of {} parameters here)",
+           comm.size(), device.str(),
+           device.is_cuda() && nccl_linked() ? "NCCL" : comm.size() > 1 ? "MPI" : "nothing (one rank)",
+           config.trainer.zero_stage, run->optimizer->state_numel(), parameters);
 
   // Resume.
   const std::string& resume = config.checkpoint.resume;
@@ -94,24 +101,9 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
   return run;
 }
 
-void all_reduce_gradients(TrainingRun& run) {
-  if (run.comm->size() == 1) return;
-  std::vector<at::Tensor> grads;
-  for (at::Tensor& p : run.params) {
-    if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
-    grads.push_back(p.grad().reshape({-1}));
-  }
-  at::Tensor flat = at::cat(grads);
-  run.comm->all_reduce_sum(flat);
-  int64_t offset = 0;
-  for (at::Tensor& p : run.params) {
-    const int64_t n = p.numel();
-    p.mutable_grad().copy_(flat.narrow(0, offset, n).view_as(p));
-    offset += n;
-  }
-}
-
 void save_training_checkpoint(TrainingRun& run, const std::string& kind, const nlohmann::json& state) {
+  std::vector<at::Tensor> exp_avg, exp_avg_sq;
+  run.optimizer->gather_moments(&exp_avg, &exp_avg_sq);
   if (run.comm->rank() == 0) {
     CheckpointContents c;
     c.step = run.step;
@@ -120,8 +112,8 @@ void save_training_checkpoint(TrainingRun& run, const std::string& kind, const n
     c.state["optimizer_steps"] = run.optimizer->steps_taken();
     for (size_t i = 0; i < run.params.size(); ++i) {
       c.model[run.param_names[i]] = run.params[i].detach();
-      c.optimizer["exp_avg." + run.param_names[i]] = run.optimizer->exp_avg()[i];
-      c.optimizer["exp_avg_sq." + run.param_names[i]] = run.optimizer->exp_avg_sq()[i];
+      c.optimizer["exp_avg." + run.param_names[i]] = exp_avg[i];
+      c.optimizer["exp_avg_sq." + run.param_names[i]] = exp_avg_sq[i];
     }
     DecoderOptions options = run.policy.model->options();
     c.files["config.json"] = decoder_config_json(options);

@@ -12,8 +12,8 @@
 
 #include "core/config.h"
 #include "trainer/communicator.h"
+#include "trainer/distributed_optimizer.h"
 #include "trainer/metrics.h"
-#include "trainer/optimizer.h"
 #include "trainer/policy.h"
 
 namespace grpo {
@@ -24,7 +24,7 @@ struct TrainingRun {
   Policy policy;
   std::vector<std::string> param_names;
   std::vector<at::Tensor> params;
-  std::unique_ptr<AdamW> optimizer;
+  std::unique_ptr<DistributedAdamW> optimizer;  // sums gradients over ranks, clips, AdamW (trainer.zero_stage)
   std::unique_ptr<MetricsWriter> metrics;  // rank 0 only
   int64_t step = 0;                        // optimizer steps completed (a resumed run starts here)
   nlohmann::json resumed_state;            // state.json of the checkpoint resumed from, or null
@@ -35,10 +35,8 @@ struct TrainingRun {
 // and builds AdamW; then resumes per checkpoint.resume. `kind` (sft, grpo) is stored in checkpoints.
 std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std::string& kind);
 
-// Sums every parameter's gradient over the ranks (one flat buffer, one collective).
-void all_reduce_gradients(TrainingRun& run);
-
-// Writes step-<run.step> (rank 0) and waits for it on every rank.
+// Writes step-<run.step> (rank 0; every rank takes part in gathering sharded optimizer state) and
+// waits for it on every rank.
 void save_training_checkpoint(TrainingRun& run, const std::string& kind, const nlohmann::json& state);
 
 // True on every rank when any rank says stop (the time limit is read on rank 0 only, so all agree).

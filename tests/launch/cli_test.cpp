@@ -50,6 +50,20 @@ TEST(Cli, VersionNamesTorchAndMpi) {
   EXPECT_NE(run.output.find("LibTorch 1."), std::string::npos) << run.output;
   EXPECT_NE(run.output.find("MPI: "), std::string::npos);
   EXPECT_NE(run.output.find("CUDA: "), std::string::npos);
+  EXPECT_NE(run.output.find("NCCL: "), std::string::npos);
+}
+
+TEST(Cli, CudaWithoutACudaBuildFailsBeforeTheRunDirectoryExists) {
+  if (run_grpo("version").output.find("CUDA: not built") == std::string::npos) GTEST_SKIP() << "a CUDA build";
+  const auto dir = std::filesystem::temp_directory_path() / (std::to_string(::getpid()) + "_cuda_run");
+  for (const char* verb : {"train", "sft"}) {
+    const CliRun run = run_grpo(std::string(verb) + " --config " + GRPO_SOURCE_DIR +
+                                "/configs/demo/grpo.yaml model.path=builtin:demo-qwen2 model.device=cuda trainer.run_dir=" +
+                                dir.string());
+    EXPECT_NE(run.exit_code, 0);
+    EXPECT_NE(run.output.find("model.device: cuda, but this build's LibTorch has no CUDA"), std::string::npos) << run.output;
+    EXPECT_FALSE(std::filesystem::exists(dir)) << verb;
+  }
 }
 
 TEST(Cli, ConfigPrintsResolvedYamlWithOverrides) {

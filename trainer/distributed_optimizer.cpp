@@ -1,0 +1,141 @@
+#include "trainer/distributed_optimizer.h"
+
+#include <cmath>
+
+#include <ATen/ATen.h>
+
+namespace grpo {
+
+DistributedAdamW::DistributedAdamW(std::vector<at::Tensor> params, const OptimizerConfig& options, Communicator& comm,
+                                   int zero_stage)
+    : params_(std::move(params)), options_(options), comm_(comm), stage_(zero_stage) {
+  TORCH_CHECK(stage_ >= 0 && stage_ <= 2, "trainer.zero_stage must be 0, 1 or 2, not ", stage_);
+  TORCH_CHECK(!params_.empty(), "DistributedAdamW: no parameters");
+  for (const at::Tensor& p : params_) total_ += p.numel();
+  if (stage_ == 0) {
+    adam_ = std::make_unique<AdamW>(params_, options_);
+    return;
+  }
+  shard_ = (total_ + comm_.size() - 1) / comm_.size();
+  at::NoGradGuard no_grad;
+  shard_param_ = shard_of(flat_params()).clone();
+  adam_ = std::make_unique<AdamW>(std::vector<at::Tensor>{shard_param_}, options_);
+}
+
+int64_t DistributedAdamW::state_numel() const { return stage_ == 0 ? total_ : shard_; }
+
+void DistributedAdamW::zero_grad() {
+  for (at::Tensor& p : params_)
+    if (p.grad().defined()) p.mutable_grad().zero_();
+}
+
+at::Tensor DistributedAdamW::flat_params() const {
+  std::vector<at::Tensor> parts;
+  for (const at::Tensor& p : params_) parts.push_back(p.detach().reshape({-1}));
+  at::Tensor flat = at::cat(parts);
+  const int64_t padded = shard_ * comm_.size();
+  return padded > total_ ? at::cat({flat, at::zeros({padded - total_}, flat.options())}) : flat;
+}
+
+at::Tensor DistributedAdamW::shard_of(const at::Tensor& flat) const {
+  return flat.narrow(0, shard_ * comm_.rank(), shard_);
+}
+
+std::vector<at::Tensor> DistributedAdamW::split_like_params(const at::Tensor& flat) const {
+  std::vector<at::Tensor> out;
+  int64_t offset = 0;
+  for (const at::Tensor& p : params_) {
+    out.push_back(flat.narrow(0, offset, p.numel()).view_as(p));
+    offset += p.numel();
+  }
+  return out;
+}
+
+void DistributedAdamW::scatter_into_params(const at::Tensor& flat) {
+  at::NoGradGuard no_grad;
+  const std::vector<at::Tensor> parts = split_like_params(flat);
+  for (size_t i = 0; i < params_.size(); ++i) params_[i].detach().copy_(parts[i]);
+}
+
+double DistributedAdamW::step(double lr) {
+  if (stage_ == 0) {
+    if (comm_.size() > 1) {
+      // One flat buffer, one collective.
+      std::vector<at::Tensor> grads;
+      for (at::Tensor& p : params_) {
+        if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+        grads.push_back(p.grad().reshape({-1}));
+      }
+      at::Tensor flat = at::cat(grads);
+      comm_.all_reduce_sum(flat);
+      const std::vector<at::Tensor> summed = split_like_params(flat);
+      for (size_t i = 0; i < params_.size(); ++i) params_[i].mutable_grad().copy_(summed[i]);
+    }
+    const double norm = clip_grad_norm(params_, options_.max_grad_norm).item<double>();
+    if (std::isfinite(norm)) adam_->step(lr);
+    return norm;
+  }
+
+  // Stages 1 and 2: this rank's shard of the summed gradient.
+  at::Tensor grad_shard;
+  {
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> grads;
+    for (at::Tensor& p : params_)
+      grads.push_back(p.grad().defined() ? p.grad().reshape({-1}) : at::zeros({p.numel()}, p.options()));
+    const int64_t padded = shard_ * comm_.size();
+    if (padded > total_) grads.push_back(at::zeros({padded - total_}, params_.front().options()));
+    at::Tensor flat = at::cat(grads);
+    if (stage_ == 2) {
+      for (at::Tensor& p : params_) p.mutable_grad().reset();  // sent: the whole local gradient is not kept
+      grad_shard = comm_.reduce_scatter_sum(flat);
+    } else {
+      comm_.all_reduce_sum(flat);
+      grad_shard = shard_of(flat).clone();
+    }
+  }
+  // The global norm from every shard's sum of squares, then torch's clip_grad_norm_ factor.
+  std::vector<double> square_sum{grad_shard.pow(2).sum().to(at::kDouble).item<double>()};
+  comm_.all_reduce_sum(square_sum);
+  const double norm = std::sqrt(square_sum[0]);
+  if (!std::isfinite(norm)) return norm;
+  if (options_.max_grad_norm > 0) grad_shard.mul_(std::min(1.0, options_.max_grad_norm / (norm + 1e-6)));
+
+  // The shard is refreshed from the parameters, which a resume may have overwritten.
+  {
+    at::NoGradGuard no_grad;
+    shard_param_.copy_(shard_of(flat_params()));
+  }
+  shard_param_.mutable_grad() = grad_shard;
+  adam_->step(lr);
+  shard_param_.mutable_grad().reset();
+  scatter_into_params(comm_.all_gather(shard_param_).reshape({-1}));
+  return norm;
+}
+
+void DistributedAdamW::gather_moments(std::vector<at::Tensor>* exp_avg, std::vector<at::Tensor>* exp_avg_sq) {
+  if (stage_ == 0) {
+    *exp_avg = adam_->exp_avg();
+    *exp_avg_sq = adam_->exp_avg_sq();
+    return;
+  }
+  *exp_avg = split_like_params(comm_.all_gather(adam_->exp_avg().front()).reshape({-1}));
+  *exp_avg_sq = split_like_params(comm_.all_gather(adam_->exp_avg_sq().front()).reshape({-1}));
+}
+
+void DistributedAdamW::load_state(int64_t steps_taken, const std::vector<at::Tensor>& exp_avg,
+                                  const std::vector<at::Tensor>& exp_avg_sq) {
+  if (stage_ == 0) return adam_->load_state(steps_taken, exp_avg, exp_avg_sq);
+  TORCH_CHECK(exp_avg.size() == params_.size() && exp_avg_sq.size() == params_.size(), "load_state: ", exp_avg.size(),
+              " moments for ", params_.size(), " parameters");
+  auto my_shard = [&](const std::vector<at::Tensor>& moments) {
+    std::vector<at::Tensor> parts;
+    for (const at::Tensor& m : moments) parts.push_back(m.reshape({-1}).to(shard_param_.options()));
+    const int64_t padded = shard_ * comm_.size();
+    if (padded > total_) parts.push_back(at::zeros({padded - total_}, shard_param_.options()));
+    return shard_of(at::cat(parts));
+  };
+  adam_->load_state(steps_taken, {my_shard(exp_avg)}, {my_shard(exp_avg_sq)});
+}
+
+}  // namespace grpo

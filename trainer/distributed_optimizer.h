@@ -1,0 +1,63 @@
+#pragma once
+// The update every data-parallel rank applies after backward: gradients summed over ranks,
+// clipped by their global norm, then AdamW. trainer.zero_stage says where the optimizer state
+// lives (the ZeRO stages of DeepSpeed, which OpenRLHF users know):
+//   0: every rank all-reduces the gradients and updates every parameter with whole AdamW state;
+//   1: the parameters, flattened into one buffer padded to a multiple of the rank count, are cut
+//      into equal contiguous shards; each rank keeps AdamW moments for its shard only, updates only
+//      it, and the shards are all-gathered back into every rank's parameters;
+//   2: as 1, but the gradients are reduce-scattered, so no rank holds the whole summed gradient,
+//      and each rank's full local gradients are released as soon as they are sent.
+// Elementwise the update is AdamW's (trainer/optimizer.h) in every stage, so all stages train the
+// same model to float tolerance (tests/mpi/distributed_test.cpp). Checkpoints hold whole moments
+// whatever the stage, so a run may resume with another stage or rank count.
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "core/config.h"
+#include "trainer/communicator.h"
+#include "trainer/optimizer.h"
+
+namespace grpo {
+
+class DistributedAdamW {
+ public:
+  DistributedAdamW(std::vector<at::Tensor> params, const OptimizerConfig& options, Communicator& comm, int zero_stage);
+
+  void zero_grad();
+  // Sums the gradients over ranks, clips them to options.max_grad_norm and steps at `lr`. Returns
+  // the global norm before clipping, the same on every rank; when it is not finite the update is
+  // skipped on every rank and the parameters and state are left untouched.
+  double step(double lr);
+
+  int64_t steps_taken() const { return adam_->steps_taken(); }
+  // Whole moments, one per parameter, on every rank. A collective for stages 1 and 2.
+  void gather_moments(std::vector<at::Tensor>* exp_avg, std::vector<at::Tensor>* exp_avg_sq);
+  // Restores whole per-parameter moments (from a checkpoint of any stage and rank count).
+  void load_state(int64_t steps_taken, const std::vector<at::Tensor>& exp_avg, const std::vector<at::Tensor>& exp_avg_sq);
+
+  int zero_stage() const { return stage_; }
+  // Elements of optimizer state per moment this rank holds (the whole model's for stage 0).
+  int64_t state_numel() const;
+
+ private:
+  at::Tensor flat_params() const;      // every parameter, flattened and padded to shards * size
+  at::Tensor shard_of(const at::Tensor& flat) const;
+  void scatter_into_params(const at::Tensor& flat);
+  std::vector<at::Tensor> split_like_params(const at::Tensor& flat) const;
+
+  std::vector<at::Tensor> params_;
+  OptimizerConfig options_;
+  Communicator& comm_;
+  int stage_;
+  int64_t total_ = 0;   // elements of all parameters
+  int64_t shard_ = 0;   // elements per rank (stages 1, 2)
+  at::Tensor shard_param_;          // this rank's slice of the parameters (stages 1, 2)
+  std::unique_ptr<AdamW> adam_;     // over params_ (stage 0) or {shard_param_}
+};
+
+}  // namespace grpo

@@ -1,0 +1,156 @@
+#include "trainer/nccl_communicator.h"
+
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#if GRPO_TORCH_CUDA
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace grpo {
+namespace {
+
+void check_cuda(cudaError_t result, const char* call) {
+  if (result != cudaSuccess) throw std::runtime_error(fmt::format("{}: {}", call, cudaGetErrorString(result)));
+}
+
+void check_nccl(ncclResult_t result, const char* call, ncclComm_t comm = nullptr) {
+  if (result == ncclSuccess) return;
+  const char* detail = ncclGetLastError(comm);
+  throw std::runtime_error(fmt::format("{}: {}{}{}", call, ncclGetErrorString(result), detail && *detail ? ": " : "",
+                                       detail ? detail : ""));
+}
+
+ncclDataType_t nccl_type(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat: return ncclFloat32;
+    case at::kDouble: return ncclFloat64;
+    case at::kHalf: return ncclFloat16;
+    case at::kBFloat16: return ncclBfloat16;
+    case at::kLong: return ncclInt64;
+    case at::kInt: return ncclInt32;
+    case at::kByte: return ncclUint8;
+    case at::kChar: return ncclInt8;
+    default: TORCH_CHECK(false, "NCCL communicator: unsupported dtype ", type);
+  }
+}
+
+class NcclCommunicator final : public Communicator {
+ public:
+  NcclCommunicator(Communicator& bootstrap, int device) : bootstrap_(bootstrap), device_(device) {
+    check_cuda(cudaSetDevice(device), "cudaSetDevice");
+    ncclUniqueId id;
+    std::memset(&id, 0, sizeof id);
+    if (bootstrap.rank() == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    at::Tensor bytes = at::zeros({static_cast<int64_t>(sizeof id)}, at::kByte);
+    std::memcpy(bytes.data_ptr(), &id, sizeof id);
+    bootstrap.broadcast(bytes, 0);
+    std::memcpy(&id, bytes.data_ptr(), sizeof id);
+    check_nccl(ncclCommInitRank(&comm_, bootstrap.size(), id, bootstrap.rank()), "ncclCommInitRank");
+  }
+  ~NcclCommunicator() override {
+    if (comm_ != nullptr) ncclCommDestroy(comm_);
+  }
+
+  int rank() const override { return bootstrap_.rank(); }
+  int size() const override { return bootstrap_.size(); }
+
+  void all_reduce_sum(at::Tensor& tensor) override {
+    if (!on_device(tensor, "all_reduce_sum")) return bootstrap_.all_reduce_sum(tensor);
+    check_nccl(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
+                             nccl_type(tensor.scalar_type()), ncclSum, comm_, stream()),
+               "ncclAllReduce", comm_);
+  }
+  void all_reduce_sum(std::vector<double>& values) override { bootstrap_.all_reduce_sum(values); }
+  void broadcast(at::Tensor& tensor, int root) override {
+    if (!on_device(tensor, "broadcast")) return bootstrap_.broadcast(tensor, root);
+    check_nccl(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
+                             nccl_type(tensor.scalar_type()), root, comm_, stream()),
+               "ncclBroadcast", comm_);
+  }
+  at::Tensor all_gather(const at::Tensor& local) override {
+    if (!local.is_cuda()) return bootstrap_.all_gather(local);
+    const at::Tensor send = local.contiguous();
+    on_device(send, "all_gather");
+    std::vector<int64_t> shape{size()};
+    for (int64_t d : send.sizes()) shape.push_back(d);
+    at::Tensor out = at::empty(shape, send.options());
+    check_nccl(ncclAllGather(send.data_ptr(), out.data_ptr(), static_cast<size_t>(send.numel()),
+                             nccl_type(send.scalar_type()), comm_, stream()),
+               "ncclAllGather", comm_);
+    return out;
+  }
+  at::Tensor reduce_scatter_sum(const at::Tensor& tensor) override {
+    if (!tensor.is_cuda()) return bootstrap_.reduce_scatter_sum(tensor);
+    const at::Tensor send = tensor.contiguous();
+    on_device(send, "reduce_scatter_sum");
+    TORCH_CHECK(send.numel() % size() == 0, "reduce_scatter_sum: ", send.numel(), " elements over ", size(), " ranks");
+    at::Tensor out = at::empty({send.numel() / size()}, send.options());
+    check_nccl(ncclReduceScatter(send.data_ptr(), out.data_ptr(), static_cast<size_t>(out.numel()),
+                                 nccl_type(send.scalar_type()), ncclSum, comm_, stream()),
+               "ncclReduceScatter", comm_);
+    return out;
+  }
+  void barrier() override {
+    // Device work first, so that "after the barrier" also holds for what NCCL has queued.
+    check_cuda(cudaStreamSynchronize(stream()), "cudaStreamSynchronize");
+    bootstrap_.barrier();
+  }
+  [[noreturn]] void abort(int exit_code) override {
+    // Frees ranks blocked inside an NCCL kernel before the bootstrap ends the job.
+    if (comm_ != nullptr) ncclCommAbort(comm_);
+    comm_ = nullptr;
+    bootstrap_.abort(exit_code);
+    std::exit(exit_code);  // not reached: the bootstrap's abort ends the process
+  }
+
+ private:
+  // True for a CUDA tensor this communicator can move; false for a CPU tensor (the bootstrap's).
+  bool on_device(const at::Tensor& tensor, const char* op) const {
+    if (!tensor.is_cuda()) return false;
+    TORCH_CHECK(tensor.is_contiguous(), op, ": needs a contiguous tensor");
+    TORCH_CHECK(tensor.device().index() == device_, op, ": tensor on cuda:", tensor.device().index(),
+                ", this rank's communicator is on cuda:", device_);
+    return true;
+  }
+  cudaStream_t stream() const {
+#if GRPO_TORCH_CUDA
+    // The stream LibTorch queues this device's work on, so collectives are ordered with it.
+    return c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device_)).stream();
+#else
+    return nullptr;  // the legacy default stream
+#endif
+  }
+
+  Communicator& bootstrap_;
+  int device_;
+  ncclComm_t comm_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, int cuda_device) {
+  return std::make_unique<NcclCommunicator>(bootstrap, cuda_device);
+}
+
+std::string nccl_version() {
+  int version = 0;
+  if (ncclGetVersion(&version) != ncclSuccess) return "unknown";
+  // NCCL >= 2.9 encodes major*10000 + minor*100 + patch.
+  return fmt::format("{}.{}.{}", version / 10000, (version / 100) % 100, version % 100);
+}
+
+int nccl_visible_devices() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) return 0;
+  return count;
+}
+
+}  // namespace grpo
