@@ -197,6 +197,10 @@ void describe(ConfigVisitor& v, TrainerConfig& c) {
   v.visit(field("mask_truncated", "GRPO: completions cut at rollout.max_new_tokens get no gradient."), c.mask_truncated);
   v.visit(field("max_seconds", "Stop (and checkpoint) after this much wall-clock time; 0 = no limit.").at_least(0),
           c.max_seconds);
+  v.visit(field("micro_batch_size", "Sequences per forward/backward pass (GRPO rollouts, SFT examples); gradients "
+                                    "accumulate over micro-batches into one optimizer step. 0 = this rank's whole batch.")
+              .at_least(0),
+          c.micro_batch_size);
   v.visit(field("zero_stage", "Optimizer sharding over ranks (DeepSpeed's ZeRO stages): 0 = AdamW state whole on "
                               "every rank; 1 = split over ranks; 2 = gradients reduce-scattered too. Parameter "
                               "sharding (stage 3) is not implemented.")
@@ -205,7 +209,17 @@ void describe(ConfigVisitor& v, TrainerConfig& c) {
           c.zero_stage);
 }
 
+void describe(ConfigVisitor& v, EvalDatasetConfig& c) {
+  v.visit(field("name", "Row name in the printed table and the results JSON.").is_required(), c.name);
+  v.visit(field("path", "JSONL file (GSM8K, MATH and similar work as they are), or builtin:addition?...").is_required(),
+          c.path);
+  v.visit(field("prompt_field", "Field holding the problem; \"\" = data.prompt_field."), c.prompt_field);
+  v.visit(field("answer_field", "Field holding the gold answer; \"\" = data.answer_field."), c.answer_field);
+}
+
 void describe(ConfigVisitor& v, EvalConfig& c) {
+  v.visit_list(field("datasets", "Held-out sets evaluated in one call, one table row each; empty = data.eval_path."),
+               c.datasets, [](ConfigVisitor& item, EvalDatasetConfig& d) { describe(item, d); });
   v.visit(field("samples", "k: completions sampled per problem (pass@1 is their mean, cons@k their majority vote).")
               .at_least(1),
           c.samples);

@@ -97,6 +97,7 @@ struct TrainerConfig {
   int64_t threads = 0;  // Intra-op threads per rank; 0 = cores / local ranks.
   bool mask_truncated = false;  // GRPO: completions cut at max_new_tokens get no gradient
   double max_seconds = 0;       // stop after this much training time (0 = no limit)
+  int64_t micro_batch_size = 0;  // rows per forward/backward; gradients accumulate (0 = the rank's whole batch)
   int64_t zero_stage = 0;       // optimizer state: 0 whole on every rank, 1 split over ranks, 2 gradients split too
 };
 
@@ -106,7 +107,16 @@ struct CheckpointConfig {
   std::string resume = "auto";  // none, auto (newest complete checkpoint in run_dir), or a path
 };
 
+// One held-out set of `grpo eval`; empty fields fall back to data.*.
+struct EvalDatasetConfig {
+  std::string name;          // row name in the table and the JSON
+  std::string path;          // JSONL file, or builtin:addition?...
+  std::string prompt_field;  // "" = data.prompt_field
+  std::string answer_field;  // "" = data.answer_field
+};
+
 struct EvalConfig {
+  std::vector<EvalDatasetConfig> datasets;  // empty = the one set data.eval_path
   int64_t samples = 4;          // k completions per problem
   double temperature = 0.6;
   double top_p = 0.95;

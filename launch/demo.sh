@@ -29,11 +29,11 @@ elapsed=$(( $(date +%s) - start ))
 
 python3 - "$elapsed" <<'PY'
 import json, sys
-before = json.load(open("runs/demo/eval_sft.json"))
-after = json.load(open("runs/demo/eval_grpo.json"))
+sft_run, grpo_run = json.load(open("runs/demo/eval_sft.json")), json.load(open("runs/demo/eval_grpo.json"))
+before, after = sft_run["datasets"][0], grpo_run["datasets"][0]
 print()
-print(f"held-out 4-5 digit additions ({after['problems']} problems x {after['samples_per_problem']} samples, "
-      f"temperature {after['temperature']}, top-p {after['top_p']})")
+print(f"held-out 4-5 digit additions ({after['problems']} problems x {grpo_run['samples_per_problem']} samples, "
+      f"temperature {grpo_run['temperature']}, top-p {grpo_run['top_p']})")
 print(f"{'':14}{'pass@1':>9}{'pass@4':>9}{'cons@4':>9}{'format':>9}")
 for name, r in (("after SFT", before), ("after GRPO", after)):
     print(f"{name:14}{r['pass@1']:9.3f}{r['pass@4']:9.3f}{r['cons@4']:9.3f}{r['format_ok']:9.3f}")

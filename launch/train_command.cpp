@@ -27,7 +27,8 @@ const char* const kTrainUsage =
 const char* const kEvalUsage =
     "grpo eval --config FILE [key.path=value ...]\n\n"
     "pass@1 over eval.samples samples (temperature eval.temperature, top-p eval.top_p), pass@k and\n"
-    "cons@k on data.eval_path; prints a table and writes eval.output (default <run_dir>/eval.json).";
+    "cons@k on each of eval.datasets (or data.eval_path alone); prints a table with a row per dataset\n"
+    "and writes eval.output (default <run_dir>/eval.json).";
 const char* const kConvertUsage =
     "grpo convert --checkpoint DIR --output DIR\n\n"
     "Exports a checkpoint (checkpoints/step-N) as a Hugging Face directory: config.json,\n"
@@ -51,15 +52,20 @@ int run_training_verb(const std::string& verb, const Arguments& args, const Conf
         fmt::print("{} finished: steps {} -> {} in {:.1f} s; run directory {}\n", verb, s.first_step, s.last_step,
                    s.seconds, config.trainer.run_dir);
     } else {
-      const EvalSummary s = run_eval(config);
+      const std::vector<EvalSummary> results = run_eval(config);
       if (world().rank() == 0) {
-        fmt::print("{:<28} {:>8} {:>8} {:>8} {:>8} {:>8}\n", "model", "pass@1", fmt::format("pass@{}", s.samples),
-                   fmt::format("cons@{}", s.samples), "format", "tokens");
-        const std::string name = config.model.path.size() > 28 ? "..." + config.model.path.substr(config.model.path.size() - 25)
-                                                               : config.model.path;
-        fmt::print("{:<28} {:>8.3f} {:>8.3f} {:>8.3f} {:>8.3f} {:>8.1f}\n", name, s.pass_at_1, s.pass_at_k, s.cons_at_k,
-                   s.format_ok, s.mean_response_tokens);
-        fmt::print("{} problems x {} samples in {:.1f} s\n", s.problems, s.samples, s.seconds);
+        const int64_t k = config.eval.samples;
+        fmt::print("model {}\n", config.model.path);
+        fmt::print("{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n", "dataset", "problems", "pass@1", fmt::format("pass@{}", k),
+                   fmt::format("cons@{}", k), "format", "tokens");
+        double seconds = 0;
+        for (const EvalSummary& s : results) {
+          fmt::print("{:<20} {:>8} {:>8.3f} {:>8.3f} {:>8.3f} {:>8.3f} {:>8.1f}\n", s.name, s.problems, s.pass_at_1,
+                     s.pass_at_k, s.cons_at_k, s.format_ok, s.mean_response_tokens);
+          seconds += s.seconds;
+        }
+        fmt::print("{} samples per problem in {:.1f} s; results in {}\n", k, seconds,
+                   config.eval.output.empty() ? config.trainer.run_dir + "/eval.json" : config.eval.output);
       }
     }
   } catch (const std::exception& e) {

@@ -7,6 +7,7 @@
 #include <initializer_list>
 #include <map>
 #include <memory>
+#include <utility>
 
 #include <ATen/ATen.h>
 
@@ -42,7 +43,10 @@ class LocalCommunicator final : public Communicator {
   void all_reduce_sum(at::Tensor&) override {}
   void all_reduce_sum(std::vector<double>&) override {}
   void broadcast(at::Tensor&, int) override {}
-  at::Tensor all_gather(const at::Tensor& local) override { return local.unsqueeze(0).clone(); }
+  void all_gather_into(at::Tensor& out, const at::Tensor& local) override {
+    check_gather_shape(out, local, 1);
+    out.copy_(local.unsqueeze(0));
+  }
   at::Tensor reduce_scatter_sum(const at::Tensor& tensor) override { return tensor.clone(); }
   void barrier() override {}
   [[noreturn]] void abort(int exit_code) override { std::exit(exit_code); }
@@ -82,24 +86,37 @@ class MpiCommunicator final : public Communicator {
     if (!tensor.device().is_cpu()) return staged(tensor, [&](at::Tensor& host) { broadcast(host, root); });
     MPI_Bcast(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor.scalar_type()), root, MPI_COMM_WORLD);
   }
-  at::Tensor all_gather(const at::Tensor& local) override {
-    if (!local.device().is_cpu()) return all_gather(local.to(at::kCPU)).to(local.device());
+  void all_gather_into(at::Tensor& out, const at::Tensor& local) override {
+    check_gather_shape(out, local, size_);
+    if (!local.device().is_cpu()) return staged(out, [&](at::Tensor& host) { all_gather_into(host, local.to(at::kCPU)); });
     const at::Tensor send = local.contiguous();
-    std::vector<int64_t> shape{size_};
-    for (int64_t d : send.sizes()) shape.push_back(d);
-    at::Tensor out = at::empty(shape, send.options());
     MPI_Allgather(send.data_ptr(), static_cast<int>(send.numel()), mpi_type(send.scalar_type()), out.data_ptr(),
                   static_cast<int>(send.numel()), mpi_type(send.scalar_type()), MPI_COMM_WORLD);
-    return out;
   }
   at::Tensor reduce_scatter_sum(const at::Tensor& tensor) override {
     if (!tensor.device().is_cpu()) return reduce_scatter_sum(tensor.to(at::kCPU)).to(tensor.device());
     const at::Tensor send = tensor.contiguous();
     TORCH_CHECK(send.numel() % size_ == 0, "reduce_scatter_sum: ", send.numel(), " elements over ", size_, " ranks");
-    at::Tensor out = at::empty({send.numel() / size_}, send.options());
-    MPI_Reduce_scatter_block(send.data_ptr(), out.data_ptr(), static_cast<int>(out.numel()), mpi_type(send.scalar_type()),
-                             MPI_SUM, MPI_COMM_WORLD);
-    return out;
+    const int64_t chunk = send.numel() / size_;
+    if (size_ == 1) return send.clone();
+    // A ring: at step s this rank passes its running sum of chunk (rank - s - 1) to the right and
+    // adds its own part to the sum of chunk (rank - s - 2) arriving from the left; after size - 1
+    // steps it holds the whole sum of its own chunk. Open MPI 4.1's MPI_Reduce_scatter_block took
+    // 3x as long as an all-reduce of the same buffer on one node (docs/performance.md); this takes
+    // about half, with two chunk-sized buffers.
+    const int right = (rank_ + 1) % size_, left = (rank_ + size_ - 1) % size_;
+    const MPI_Datatype type = mpi_type(send.scalar_type());
+    at::Tensor outgoing, incoming = at::empty({chunk}, send.options());
+    for (int s = 0; s + 1 < size_; ++s) {
+      const int64_t send_index = (rank_ - s - 1 + 2 * size_) % size_, recv_index = (rank_ - s - 2 + 2 * size_) % size_;
+      const at::Tensor to_send = s == 0 ? send.narrow(0, send_index * chunk, chunk) : outgoing;
+      MPI_Sendrecv(to_send.data_ptr(), static_cast<int>(chunk), type, right, 0, incoming.data_ptr(), static_cast<int>(chunk),
+                   type, left, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      incoming.add_(send.narrow(0, recv_index * chunk, chunk));
+      if (!outgoing.defined() && s + 2 < size_) outgoing = at::empty({chunk}, send.options());
+      std::swap(incoming, outgoing);
+    }
+    return outgoing;
   }
   void barrier() override { MPI_Barrier(MPI_COMM_WORLD); }
   [[noreturn]] void abort(int exit_code) override {
@@ -136,6 +153,22 @@ int env_int(std::initializer_list<const char*> names, int fallback) {
 }
 
 }  // namespace
+
+void check_gather_shape(const at::Tensor& out, const at::Tensor& local, int size) {
+  std::vector<int64_t> shape{size};
+  for (int64_t d : local.sizes()) shape.push_back(d);
+  TORCH_CHECK(out.is_contiguous() && out.sizes() == at::IntArrayRef(shape) && out.scalar_type() == local.scalar_type(),
+              "all_gather_into: needs a contiguous ", at::IntArrayRef(shape), " ", local.scalar_type(), " tensor, not ",
+              out.sizes(), " ", out.scalar_type());
+}
+
+at::Tensor Communicator::all_gather(const at::Tensor& local) {
+  std::vector<int64_t> shape{size()};
+  for (int64_t d : local.sizes()) shape.push_back(d);
+  at::Tensor out = at::empty(shape, local.options().memory_format(at::MemoryFormat::Contiguous));
+  all_gather_into(out, local);
+  return out;
+}
 
 Communicator& world() {
   auto& c = instance();

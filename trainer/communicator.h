@@ -22,13 +22,19 @@ class Communicator {
   virtual void all_reduce_sum(std::vector<double>& values) = 0;
   virtual void broadcast(at::Tensor& tensor, int root) = 0;
   // Concatenation of every rank's `local` (same shape on every rank) along a new first dim.
-  virtual at::Tensor all_gather(const at::Tensor& local) = 0;
+  at::Tensor all_gather(const at::Tensor& local);
+  // The same into `out`, contiguous [size, local's shape...] on local's device: a buffer kept
+  // between steps spares a model-sized allocation each time.
+  virtual void all_gather_into(at::Tensor& out, const at::Tensor& local) = 0;
   // Each rank keeps its 1/size slice of the sum (the FSDP gradient step); numel divisible by size.
   virtual at::Tensor reduce_scatter_sum(const at::Tensor& tensor) = 0;
   virtual void barrier() = 0;
   // Ends every rank of the job now (after the caller logged why); never returns.
   [[noreturn]] virtual void abort(int exit_code) = 0;
 };
+
+// Checks all_gather_into's `out` (for implementations).
+void check_gather_shape(const at::Tensor& out, const at::Tensor& local, int size);
 
 // The process-wide communicator: MPI when started by mpirun/srun (initialized on first use),
 // else a single rank.

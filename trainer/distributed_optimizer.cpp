@@ -1,5 +1,6 @@
 #include "trainer/distributed_optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <ATen/ATen.h>
@@ -51,25 +52,51 @@ std::vector<at::Tensor> DistributedAdamW::split_like_params(const at::Tensor& fl
   return out;
 }
 
+void DistributedAdamW::refresh_shard() {
+  // Only the parameters overlapping this rank's range are read.
+  at::NoGradGuard no_grad;
+  const int64_t begin = shard_ * comm_.rank(), end = begin + shard_;
+  int64_t offset = 0;
+  for (const at::Tensor& p : params_) {
+    const int64_t from = std::max(begin, offset), to = std::min(end, offset + p.numel());
+    if (from < to) shard_param_.narrow(0, from - begin, to - from).copy_(p.detach().reshape({-1}).narrow(0, from - offset, to - from));
+    offset += p.numel();
+  }
+}
+
 void DistributedAdamW::scatter_into_params(const at::Tensor& flat) {
   at::NoGradGuard no_grad;
   const std::vector<at::Tensor> parts = split_like_params(flat);
   for (size_t i = 0; i < params_.size(); ++i) params_[i].detach().copy_(parts[i]);
 }
 
+at::Tensor& DistributedAdamW::flat_grads() {
+  // Kept between steps: a fresh model-sized buffer each step would fault in every page again.
+  const int64_t padded = stage_ == 0 ? total_ : shard_ * comm_.size();
+  if (!flat_grad_.defined()) flat_grad_ = at::zeros({padded}, params_.front().options());
+  at::NoGradGuard no_grad;
+  int64_t offset = 0;
+  for (const at::Tensor& p : params_) {
+    at::Tensor slot = flat_grad_.narrow(0, offset, p.numel());
+    if (p.grad().defined()) slot.copy_(p.grad().reshape({-1}));
+    else slot.zero_();
+    offset += p.numel();
+  }
+  return flat_grad_;  // the padding, if any, stays zero
+}
+
 double DistributedAdamW::step(double lr) {
   if (stage_ == 0) {
     if (comm_.size() > 1) {
       // One flat buffer, one collective.
-      std::vector<at::Tensor> grads;
-      for (at::Tensor& p : params_) {
-        if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
-        grads.push_back(p.grad().reshape({-1}));
-      }
-      at::Tensor flat = at::cat(grads);
+      at::Tensor& flat = flat_grads();
       comm_.all_reduce_sum(flat);
       const std::vector<at::Tensor> summed = split_like_params(flat);
-      for (size_t i = 0; i < params_.size(); ++i) params_[i].mutable_grad().copy_(summed[i]);
+      at::NoGradGuard no_grad;
+      for (size_t i = 0; i < params_.size(); ++i) {
+        if (!params_[i].grad().defined()) params_[i].mutable_grad() = at::zeros_like(params_[i]);
+        params_[i].mutable_grad().copy_(summed[i]);
+      }
     }
     const double norm = clip_grad_norm(params_, options_.max_grad_norm).item<double>();
     if (std::isfinite(norm)) adam_->step(lr);
@@ -80,18 +107,13 @@ double DistributedAdamW::step(double lr) {
   at::Tensor grad_shard;
   {
     at::NoGradGuard no_grad;
-    std::vector<at::Tensor> grads;
-    for (at::Tensor& p : params_)
-      grads.push_back(p.grad().defined() ? p.grad().reshape({-1}) : at::zeros({p.numel()}, p.options()));
-    const int64_t padded = shard_ * comm_.size();
-    if (padded > total_) grads.push_back(at::zeros({padded - total_}, params_.front().options()));
-    at::Tensor flat = at::cat(grads);
+    at::Tensor& flat = flat_grads();
     if (stage_ == 2) {
       for (at::Tensor& p : params_) p.mutable_grad().reset();  // sent: the whole local gradient is not kept
       grad_shard = comm_.reduce_scatter_sum(flat);
     } else {
       comm_.all_reduce_sum(flat);
-      grad_shard = shard_of(flat).clone();
+      grad_shard = shard_of(flat);
     }
   }
   // The global norm from every shard's sum of squares, then torch's clip_grad_norm_ factor.
@@ -101,15 +123,13 @@ double DistributedAdamW::step(double lr) {
   if (!std::isfinite(norm)) return norm;
   if (options_.max_grad_norm > 0) grad_shard.mul_(std::min(1.0, options_.max_grad_norm / (norm + 1e-6)));
 
-  // The shard is refreshed from the parameters, which a resume may have overwritten.
-  {
-    at::NoGradGuard no_grad;
-    shard_param_.copy_(shard_of(flat_params()));
-  }
+  refresh_shard();
   shard_param_.mutable_grad() = grad_shard;
   adam_->step(lr);
   shard_param_.mutable_grad().reset();
-  scatter_into_params(comm_.all_gather(shard_param_).reshape({-1}));
+  if (!gathered_.defined()) gathered_ = at::empty({comm_.size(), shard_}, shard_param_.options());
+  comm_.all_gather_into(gathered_, shard_param_);
+  scatter_into_params(gathered_.view({-1}));
   return norm;
 }
 

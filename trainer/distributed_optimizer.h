@@ -45,9 +45,12 @@ class DistributedAdamW {
   int64_t state_numel() const;
 
  private:
+  at::Tensor& flat_grads();            // this step's gradients copied into flat_grad_
   at::Tensor flat_params() const;      // every parameter, flattened and padded to shards * size
   at::Tensor shard_of(const at::Tensor& flat) const;
   void scatter_into_params(const at::Tensor& flat);
+  // Copies this rank's range of the parameters into shard_param_ (a resume may have changed them).
+  void refresh_shard();
   std::vector<at::Tensor> split_like_params(const at::Tensor& flat) const;
 
   std::vector<at::Tensor> params_;
@@ -57,6 +60,8 @@ class DistributedAdamW {
   int64_t total_ = 0;   // elements of all parameters
   int64_t shard_ = 0;   // elements per rank (stages 1, 2)
   at::Tensor shard_param_;          // this rank's slice of the parameters (stages 1, 2)
+  at::Tensor flat_grad_;            // every gradient, flattened (kept between steps)
+  at::Tensor gathered_;             // every rank's updated shard (stages 1, 2; kept between steps)
   std::unique_ptr<AdamW> adam_;     // over params_ (stage 0) or {shard_param_}
 };
 

@@ -28,15 +28,16 @@ double pass_at_k(int64_t n, int64_t c, int64_t k) {
   return 1.0 - miss;
 }
 
-EvalSummary run_eval(const Config& config) {
-  Communicator& comm = world();
-  configure_logging(comm.rank(), LogSettings{config.logging.level, config.logging.all_ranks});
+namespace {
+
+struct DatasetResult {
+  EvalSummary summary;
+  nlohmann::json rank0_problems = nlohmann::json::array();
+};
+
+// k samples for every problem of one held-out set, this rank's share of it; sums over ranks.
+DatasetResult evaluate_dataset(const Config& config, Policy& policy, std::vector<Example>& problems, Communicator& comm) {
   const auto started = std::chrono::steady_clock::now();
-  StatusOr<Policy> policy = load_policy(config.model, static_cast<uint64_t>(config.trainer.seed));
-  if (!policy) throw std::runtime_error(policy.status().message());
-  StatusOr<Dataset> data = load_dataset(config.data.eval_path, config.data);
-  if (!data) throw std::runtime_error("data.eval_path: " + data.status().message());
-  std::vector<Example>& problems = data->examples;
   if (config.eval.max_problems > 0 && static_cast<int64_t>(problems.size()) > config.eval.max_problems)
     problems.resize(static_cast<size_t>(config.eval.max_problems));
   const int64_t total = static_cast<int64_t>(problems.size());
@@ -49,24 +50,24 @@ EvalSummary run_eval(const Config& config) {
   generation.sampling.top_p = config.eval.top_p;
   generation.max_new_tokens = config.rollout.max_new_tokens;
   generation.group_size = k;
-  generation.stop_token_ids = policy->stop_token_ids;
-  generation.pad_id = policy->pad_id;
+  generation.stop_token_ids = policy.stop_token_ids;
+  generation.pad_id = policy.pad_id;
 
   // sums: correct samples, pass@k, cons@k, format ok, response tokens
   std::vector<double> sums(5, 0.0);
-  nlohmann::json per_problem = nlohmann::json::array();
+  DatasetResult result;
   const int64_t chunk = 32;  // problems per generate call
   for (int64_t first = begin; first < end; first += chunk) {
     const int64_t last = std::min(end, first + chunk);
     std::vector<std::vector<int64_t>> prompts;
     std::vector<uint64_t> keys;
     for (int64_t i = first; i < last; ++i) {
-      prompts.push_back(encode_prompt(*policy, problems[static_cast<size_t>(i)].prompt));
+      prompts.push_back(encode_prompt(policy, problems[static_cast<size_t>(i)].prompt));
       keys.push_back(static_cast<uint64_t>(i));
     }
     const RolloutBatch batch =
-        generate(policy->model, prompts, generation, rollout_seeds(static_cast<uint64_t>(config.trainer.seed), keys, k),
-                 &*policy->tokenizer);
+        generate(policy.model, prompts, generation, rollout_seeds(static_cast<uint64_t>(config.trainer.seed), keys, k),
+                 &*policy.tokenizer);
     for (int64_t p = 0; p < last - first; ++p) {
       const Example& e = problems[static_cast<size_t>(first + p)];
       const std::string gold = gold_answer(e.answer);
@@ -76,7 +77,7 @@ EvalSummary run_eval(const Config& config) {
         const int64_t row = p * k + j;
         const int64_t len = batch.completion_mask[row].sum().item<int64_t>();
         const at::Tensor ids = batch.completion_ids[row].narrow(0, 0, len).contiguous();
-        const std::string text = policy->tokenizer->decode(
+        const std::string text = policy.tokenizer->decode(
             std::vector<int64_t>(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + len), true);
         sums[4] += static_cast<double>(len);
         RewardSample sample;
@@ -104,11 +105,11 @@ EvalSummary run_eval(const Config& config) {
       sums[0] += static_cast<double>(correct);
       sums[1] += pass_at_k(k, correct, k);
       sums[2] += consensus ? 1.0 : 0.0;
-      per_problem.push_back({{"id", e.id}, {"correct", correct}, {"majority", majority}, {"gold", gold}});
+      result.rank0_problems.push_back({{"id", e.id}, {"correct", correct}, {"majority", majority}, {"gold", gold}});
     }
   }
   comm.all_reduce_sum(sums);
-  EvalSummary s;
+  EvalSummary& s = result.summary;
   s.problems = total;
   s.samples = k;
   const double n = std::max<double>(1.0, static_cast<double>(total));
@@ -118,19 +119,60 @@ EvalSummary run_eval(const Config& config) {
   s.format_ok = sums[3] / (n * static_cast<double>(k));
   s.mean_response_tokens = sums[4] / (n * static_cast<double>(k));
   s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return result;
+}
+
+}  // namespace
+
+std::vector<EvalDatasetConfig> eval_datasets(const Config& config) {
+  if (!config.eval.datasets.empty()) return config.eval.datasets;
+  if (config.data.eval_path.empty()) return {};
+  return {EvalDatasetConfig{"eval", config.data.eval_path, "", ""}};
+}
+
+std::vector<EvalSummary> run_eval(const Config& config) {
+  Communicator& comm = world();
+  configure_logging(comm.rank(), LogSettings{config.logging.level, config.logging.all_ranks});
+  const std::vector<EvalDatasetConfig> sets = eval_datasets(config);
+  if (sets.empty()) throw std::runtime_error("nothing to evaluate: set data.eval_path or eval.datasets");
+  // Every set is read before the model is loaded, so a bad path or line fails at once.
+  std::vector<Dataset> loaded;
+  for (size_t i = 0; i < sets.size(); ++i) {
+    DataConfig mapping = config.data;
+    if (!sets[i].prompt_field.empty()) mapping.prompt_field = sets[i].prompt_field;
+    if (!sets[i].answer_field.empty()) mapping.answer_field = sets[i].answer_field;
+    StatusOr<Dataset> data = load_dataset(sets[i].path, mapping);
+    const std::string key = config.eval.datasets.empty() ? "data.eval_path" : fmt::format("eval.datasets[{}].path", i);
+    if (!data) throw std::runtime_error(key + ": " + data.status().message());
+    if (data->examples.empty()) throw std::runtime_error(key + ": " + sets[i].path + " has no problems");
+    loaded.push_back(std::move(data).value());
+  }
+  StatusOr<Policy> policy = load_policy(config.model, static_cast<uint64_t>(config.trainer.seed));
+  if (!policy) throw std::runtime_error(policy.status().message());
+
+  std::vector<EvalSummary> summaries;
+  nlohmann::json datasets = nlohmann::json::array();
+  for (size_t i = 0; i < sets.size(); ++i) {
+    DatasetResult r = evaluate_dataset(config, *policy, loaded[i].examples, comm);
+    r.summary.name = sets[i].name;
+    const EvalSummary& s = r.summary;
+    const int64_t k = s.samples;
+    datasets.push_back({{"name", s.name}, {"dataset", sets[i].path}, {"problems", s.problems}, {"pass@1", s.pass_at_1},
+                        {fmt::format("pass@{}", k), s.pass_at_k}, {fmt::format("cons@{}", k), s.cons_at_k},
+                        {"format_ok", s.format_ok}, {"mean_response_tokens", s.mean_response_tokens},
+                        {"seconds", s.seconds}, {"rank0_problems", std::move(r.rank0_problems)}});
+    summaries.push_back(s);
+  }
 
   if (comm.rank() == 0) {
     const std::string output = config.eval.output.empty() ? config.trainer.run_dir + "/eval.json" : config.eval.output;
     std::filesystem::create_directories(std::filesystem::path(output).parent_path());
-    const nlohmann::json results = {{"model", config.model.path}, {"dataset", config.data.eval_path}, {"problems", s.problems},
-                                    {"samples_per_problem", k}, {"temperature", config.eval.temperature},
-                                    {"top_p", config.eval.top_p}, {"pass@1", s.pass_at_1},
-                                    {fmt::format("pass@{}", k), s.pass_at_k}, {fmt::format("cons@{}", k), s.cons_at_k},
-                                    {"format_ok", s.format_ok}, {"mean_response_tokens", s.mean_response_tokens},
-                                    {"seconds", s.seconds}, {"rank0_problems", per_problem}};
+    const nlohmann::json results = {{"model", config.model.path}, {"samples_per_problem", config.eval.samples},
+                                    {"temperature", config.eval.temperature}, {"top_p", config.eval.top_p},
+                                    {"datasets", datasets}};
     if (Status st = write_file_atomic(output, results.dump(2) + "\n"); !st.is_ok()) throw std::runtime_error(st.message());
   }
-  return s;
+  return summaries;
 }
 
 }  // namespace grpo

@@ -156,43 +156,58 @@ RunSummary run_grpo(const Config& config) {
     std::vector<double> counts{mask.sum().item<double>(), static_cast<double>((mask.sum(1) > 0).sum().item<int64_t>())};
     comm.all_reduce_sum(counts);
     const double temperature = config.rollout.temperature > 0 ? config.rollout.temperature : 1.0;
-    at::Tensor old_logp, ref_logp;
-    if (config.grpo.updates_per_batch > 1 || use_kl) {
+    // Forward and backward passes take at most trainer.micro_batch_size rows at a time.
+    const int64_t micro = config.trainer.micro_batch_size > 0 ? std::min(config.trainer.micro_batch_size, n) : n;
+    auto slice = [](const at::Tensor& t, int64_t start, int64_t length) { return t.defined() ? t.narrow(0, start, length) : t; };
+    auto frozen_logprobs = [&](Decoder& model) {
       at::NoGradGuard no_grad;
-      if (config.grpo.updates_per_batch > 1)
-        old_logp = completion_logprobs(run->policy.model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, mask,
-                                       temperature);
-      if (use_kl)
-        ref_logp = completion_logprobs(reference, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, mask, temperature);
-    }
+      std::vector<at::Tensor> parts;
+      for (int64_t start = 0; start < n; start += micro) {
+        const int64_t len = std::min(micro, n - start);
+        parts.push_back(completion_logprobs(model, slice(batch.prompt_ids, start, len), slice(batch.prompt_mask, start, len),
+                                            slice(batch.completion_ids, start, len), slice(mask, start, len), temperature));
+      }
+      return at::cat(parts);
+    };
+    at::Tensor old_logp, ref_logp;
+    if (config.grpo.updates_per_batch > 1) old_logp = frozen_logprobs(run->policy.model);
+    if (use_kl) ref_logp = frozen_logprobs(reference);
 
-    // 6. mu policy updates (none when no group carries signal anywhere).
+    // 6. mu policy updates (none when no group carries signal anywhere), each accumulating the
+    // gradients of every micro-batch before one optimizer step.
     const double lr = scheduled_lr(config.optimizer, run->step, config.trainer.steps);
-    GrpoLossResult result;
     at::Tensor entropy = at::zeros_like(mask_on_device, at::kFloat);
+    at::Tensor kl = at::zeros_like(mask_on_device, at::kFloat);
+    double loss_sum = 0, clipped_tokens = 0;
     double grad_norm = 0;
     int64_t skipped = 0;
     const int64_t updates = counts[0] > 0 ? config.grpo.updates_per_batch : 0;
-    if (updates == 0) {
-      result.loss = at::zeros({});
-      result.kl = at::zeros_like(mask_on_device, at::kFloat);
-      result.metrics.clip_frac = at::zeros({});
-    }
     for (int64_t update = 0; update < updates; ++update) {
-      GrpoLossInputs in;
-      in.logp = completion_logprobs(run->policy.model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, mask,
-                                    temperature, update == 0 ? &entropy : nullptr);
-      in.old_logp = config.grpo.updates_per_batch > 1 ? old_logp : in.logp.detach();  // on-policy: ratio 1
-      in.ref_logp = ref_logp;
-      in.advantages = advantages;
-      in.mask = mask_on_device;
-      in.global_token_count = counts[0];
-      in.global_sequence_count = counts[1];
-      result = grpo_loss(in, loss_options);
-      // Each rank's loss is divided by the global token/sequence counts (or a constant), so the
-      // gradients summed over ranks are exactly those of the whole batch on one rank.
       run->optimizer->zero_grad();
-      result.loss.backward();
+      loss_sum = clipped_tokens = 0;
+      for (int64_t start = 0; start < n; start += micro) {
+        const int64_t len = std::min(micro, n - start);
+        GrpoLossInputs in;
+        at::Tensor part_entropy;
+        in.logp = completion_logprobs(run->policy.model, slice(batch.prompt_ids, start, len), slice(batch.prompt_mask, start, len),
+                                      slice(batch.completion_ids, start, len), slice(mask, start, len), temperature,
+                                      update == 0 ? &part_entropy : nullptr);
+        if (update == 0) entropy.narrow(0, start, len).copy_(part_entropy);
+        in.old_logp = config.grpo.updates_per_batch > 1 ? slice(old_logp, start, len) : in.logp.detach();  // on-policy: ratio 1
+        in.ref_logp = slice(ref_logp, start, len);
+        in.advantages = slice(advantages, start, len);
+        in.mask = slice(mask_on_device, start, len);
+        in.global_token_count = counts[0];
+        in.global_sequence_count = counts[1];
+        // Every micro-batch's loss is divided by the global token/sequence counts (or a constant),
+        // so the gradients summed over micro-batches and ranks are exactly those of the whole batch
+        // in one pass on one rank.
+        const GrpoLossResult part = grpo_loss(in, loss_options);
+        part.loss.backward();
+        loss_sum += part.loss.item<double>();
+        clipped_tokens += (part.metrics.clip_frac * part.metrics.valid_tokens).item<double>();
+        kl.narrow(0, start, len).copy_(part.kl.detach());
+      }
       grad_norm = run->optimizer->step(lr);  // summed over ranks, clipped, AdamW; skipped if not finite
       if (!std::isfinite(grad_norm)) {
         ++skipped;
@@ -227,10 +242,10 @@ RunSummary run_grpo(const Config& config) {
     add("response_tokens", batch.completion_mask.sum().item<double>(), rows);
     add("truncated", static_cast<double>(truncated), rows);
     add("zero_std_groups", flat_group.sum().item<double>(), static_cast<double>(prompts_per_step));
-    add("kl", (result.kl.detach() * valid).sum().item<double>(), tokens);
+    add("kl", (kl * valid).sum().item<double>(), tokens);
     add("entropy", (entropy * valid).sum().item<double>(), tokens);
-    add("clip_frac", result.metrics.clip_frac.item<double>() * valid.sum().item<double>(), tokens);
-    add("loss", result.loss.item<double>(), 1.0);  // each rank's part of the globally normalized loss
+    add("clip_frac", clipped_tokens, tokens);
+    add("loss", loss_sum, 1.0);  // each rank's part of the globally normalized loss
     std::vector<double> values;
     for (const auto& entry : sums) values.push_back(entry.second);
     comm.all_reduce_sum(values);

@@ -75,17 +75,15 @@ class NcclCommunicator final : public Communicator {
                              nccl_type(tensor.scalar_type()), root, comm_, stream()),
                "ncclBroadcast", comm_);
   }
-  at::Tensor all_gather(const at::Tensor& local) override {
-    if (!local.is_cuda()) return bootstrap_.all_gather(local);
+  void all_gather_into(at::Tensor& out, const at::Tensor& local) override {
+    if (!local.is_cuda()) return bootstrap_.all_gather_into(out, local);
+    check_gather_shape(out, local, size());
     const at::Tensor send = local.contiguous();
     on_device(send, "all_gather");
-    std::vector<int64_t> shape{size()};
-    for (int64_t d : send.sizes()) shape.push_back(d);
-    at::Tensor out = at::empty(shape, send.options());
+    on_device(out, "all_gather");
     check_nccl(ncclAllGather(send.data_ptr(), out.data_ptr(), static_cast<size_t>(send.numel()),
                              nccl_type(send.scalar_type()), comm_, stream()),
                "ncclAllGather", comm_);
-    return out;
   }
   at::Tensor reduce_scatter_sum(const at::Tensor& tensor) override {
     if (!tensor.is_cuda()) return bootstrap_.reduce_scatter_sum(tensor);

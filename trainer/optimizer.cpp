@@ -29,7 +29,13 @@ void AdamW::step(double lr) {
     if (options_.weight_decay != 0.0) p.mul_(1.0 - lr * options_.weight_decay);
     exp_avg_[i].lerp_(grad, 1.0 - options_.beta1);
     exp_avg_sq_[i].mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
-    const at::Tensor denom = (exp_avg_sq_[i].sqrt() / bias_correction2_sqrt).add_(options_.eps);
+    // The denominator goes to one reused buffer: a fresh model-sized temporary per step costs a
+    // page fault per 4 KiB once it is past malloc's mmap threshold.
+    if (scratch_.numel() < p.numel() || scratch_.scalar_type() != p.scalar_type() || scratch_.device() != p.device())
+      scratch_ = at::empty({p.numel()}, p.options());
+    at::Tensor denom = scratch_.narrow(0, 0, p.numel()).view_as(p);
+    at::sqrt_out(denom, exp_avg_sq_[i]);
+    denom.div_(bias_correction2_sqrt).add_(options_.eps);
     p.addcdiv_(exp_avg_[i], denom, -step_size);
   }
 }

@@ -30,6 +30,7 @@ class AdamW {
   std::vector<at::Tensor> params_;
   std::vector<at::Tensor> exp_avg_;
   std::vector<at::Tensor> exp_avg_sq_;
+  at::Tensor scratch_;  // the largest parameter's size, for the update's denominator
   OptimizerConfig options_;
   int64_t step_ = 0;
 };

@@ -44,28 +44,37 @@ RunSummary run_sft(const Config& config) {
       responses.push_back(std::move(response));
     }
     const PaddedBatch b = pad_batch(prompts, responses, run->policy.pad_id);
-    const at::Tensor logp = completion_logprobs(run->policy.model, b.prompt_ids, b.prompt_mask, b.completion_ids,
-                                               b.completion_mask, 1.0);
-    const at::Tensor mask = b.completion_mask.to(logp.device(), at::kFloat);
-    std::vector<double> counts{mask.sum().item<double>()};
+    std::vector<double> counts{b.completion_mask.sum().item<double>()};
     comm.all_reduce_sum(counts);  // global response tokens
-    const at::Tensor nll_sum = -(logp * mask).sum();
-    const at::Tensor loss = nll_sum / std::max(counts[0], 1.0);
 
+    // Gradients accumulate over micro-batches; each one's loss is divided by the global count, so
+    // their sum is the whole batch's mean.
     run->optimizer->zero_grad();
-    loss.backward();
+    const int64_t rows = b.prompt_ids.size(0);
+    const int64_t micro = config.trainer.micro_batch_size > 0 ? std::min(config.trainer.micro_batch_size, rows) : rows;
+    double nll_local = 0;
+    for (int64_t start = 0; start < rows; start += micro) {
+      const int64_t len = std::min(micro, rows - start);
+      const at::Tensor logp = completion_logprobs(run->policy.model, b.prompt_ids.narrow(0, start, len),
+                                                 b.prompt_mask.narrow(0, start, len), b.completion_ids.narrow(0, start, len),
+                                                 b.completion_mask.narrow(0, start, len), 1.0);
+      const at::Tensor mask = b.completion_mask.narrow(0, start, len).to(logp.device(), at::kFloat);
+      const at::Tensor nll_sum = -(logp * mask).sum();
+      (nll_sum / std::max(counts[0], 1.0)).backward();
+      nll_local += nll_sum.item<double>();
+    }
     const double lr = scheduled_lr(config.optimizer, run->step, config.trainer.steps);
     const double grad_norm = run->optimizer->step(lr);
     const bool finite = std::isfinite(grad_norm);
     if (!finite) log_warn("step {}: non-finite gradient norm, update skipped on every rank", run->step + 1);
     ++run->step;
 
-    std::vector<double> sums{nll_sum.item<double>()};
+    std::vector<double> sums{nll_local};
     comm.all_reduce_sum(sums);
     step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     const std::map<std::string, double> metrics = {
         {"loss", sums[0] / std::max(counts[0], 1.0)}, {"grad_norm", grad_norm}, {"lr", lr},
-        {"tokens_per_s", counts[0] / std::max(step_seconds, 1e-9)}, {"skipped", finite ? 0.0 : 1.0},
+        {"tokens_per_s", counts[0] / std::max(step_seconds, 1e-9)}, {"step_s", step_seconds}, {"skipped", finite ? 0.0 : 1.0},
         {"epoch", static_cast<double>(order.epoch())}};
     summary.last_metrics = metrics;
     if (finish_step(*run, "sft", {{"data", order.cursor()}}, metrics, {"loss", "grad_norm", "lr", "tokens_per_s"},

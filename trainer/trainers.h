@@ -24,6 +24,7 @@ RunSummary run_sft(const Config& config);
 RunSummary run_grpo(const Config& config);
 
 struct EvalSummary {
+  std::string name;           // the dataset's name (eval.datasets[].name; "eval" for data.eval_path)
   int64_t problems = 0;
   int64_t samples = 0;        // per problem
   double pass_at_1 = 0;       // mean correctness over every sample
@@ -34,8 +35,12 @@ struct EvalSummary {
   double seconds = 0;
 };
 
-// pass@1 over eval.samples samples, pass@k and cons@k on data.eval_path; writes the JSON results.
-EvalSummary run_eval(const Config& config);
+// The held-out sets `grpo eval` runs: eval.datasets, or data.eval_path alone.
+std::vector<EvalDatasetConfig> eval_datasets(const Config& config);
+
+// pass@1 over eval.samples samples, pass@k and cons@k on each held-out set (eval.datasets, or
+// data.eval_path); writes one JSON with a result per set (eval.output).
+std::vector<EvalSummary> run_eval(const Config& config);
 
 // Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k).
 double pass_at_k(int64_t n, int64_t c, int64_t k);
