@@ -13,8 +13,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "models/safetensors.h"
 #include "tests/support/run_command.h"
+#include "tests/support/run_weights.h"
 #include "trainer/communicator.h"
 #include "trainer/nccl_communicator.h"
 
@@ -97,23 +97,26 @@ const char* kSft =
     "trainer: {steps: 3, prompts_per_step: 8, seed: 3, threads: 1}\n"
     "checkpoint: {every_steps: 0, resume: none}\n";
 
-TensorMap final_weights(const fs::path& run_dir) {
-  StatusOr<TensorMap> t = read_safetensors((run_dir / "final" / "model.safetensors").string());
-  EXPECT_TRUE(t.is_ok()) << t.status().message();
-  TensorMap copy;
-  if (t.is_ok())
-    for (const auto& [name, tensor] : *t) copy[name] = tensor.clone();
-  return copy;
+using testing::final_weights;
+
+// A fresh directory for one GPU training test.
+fs::path work_dir(const std::string& name) {
+  const fs::path work = fs::temp_directory_path() / fmt::format("grpo_gpu_{}_{}", name, ::getpid());
+  fs::create_directories(work);
+  return work;
 }
 
+// The training tests launch their own ranks (one per visible GPU, at most 2).
+#define REQUIRE_GPU_AND_ONE_PROCESS()                                                                  \
+  REQUIRE_GPU();                                                                                       \
+  (void)device;                                                                                        \
+  if (world().size() > 1) GTEST_SKIP() << "launches its own ranks; run it from a single process";     \
+  const int ranks = std::min(2, nccl_visible_devices())
+
 TEST(GpuTraining, SftOnCudaOverNcclMatchesCpu) {
-  REQUIRE_GPU();
-  (void)device;
-  if (world().size() > 1) GTEST_SKIP() << "launches its own ranks; run it from a single process";
-  const fs::path work = fs::temp_directory_path() / fmt::format("grpo_gpu_{}", ::getpid());
-  fs::create_directories(work);
+  REQUIRE_GPU_AND_ONE_PROCESS();
+  const fs::path work = work_dir("sft");
   std::ofstream(work / "sft.yaml") << kSft;
-  const int ranks = std::min(2, nccl_visible_devices());
   const std::string launch = fmt::format("timeout 300 {} --allow-run-as-root --oversubscribe -np {} {} sft --config {} ",
                                          GRPO_MPIEXEC, ranks, GRPO_BINARY, (work / "sft.yaml").string());
   const testing::CommandResult gpu = testing::run_command(launch + "trainer.run_dir=" + (work / "cuda").string());
@@ -128,11 +131,8 @@ TEST(GpuTraining, SftOnCudaOverNcclMatchesCpu) {
 }
 
 TEST(GpuTraining, GrpoStepsOnCudaOverNccl) {
-  REQUIRE_GPU();
-  (void)device;
-  if (world().size() > 1) GTEST_SKIP() << "launches its own ranks; run it from a single process";
-  const fs::path work = fs::temp_directory_path() / fmt::format("grpo_gpu_grpo_{}", ::getpid());
-  fs::create_directories(work);
+  REQUIRE_GPU_AND_ONE_PROCESS();
+  const fs::path work = work_dir("grpo");
   std::ofstream(work / "grpo.yaml")
       << "model: {path: \"builtin:demo-qwen2\", device: cuda}\n"
          "data: {train_path: \"builtin:addition?n=64&digits=1-3&seed=5\"}\n"
@@ -142,7 +142,6 @@ TEST(GpuTraining, GrpoStepsOnCudaOverNccl) {
          "optimizer: {lr: 1.0e-3}\n"
          "trainer: {steps: 2, prompts_per_step: 4, seed: 3, threads: 1}\n"
          "checkpoint: {every_steps: 1, resume: none}\n";
-  const int ranks = std::min(2, nccl_visible_devices());
   const testing::CommandResult r = testing::run_command(
       fmt::format("timeout 300 {} --allow-run-as-root --oversubscribe -np {} {} train --config {} trainer.run_dir={}",
                   GRPO_MPIEXEC, ranks, GRPO_BINARY, (work / "grpo.yaml").string(), (work / "run").string()));

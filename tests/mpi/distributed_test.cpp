@@ -17,8 +17,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "models/safetensors.h"
 #include "tests/support/run_command.h"
+#include "tests/support/run_weights.h"
 
 namespace grpo {
 namespace {
@@ -66,24 +66,8 @@ std::string fmt_name(const std::string& verb, int ranks, int stage) {
   return verb + "_np" + std::to_string(ranks) + "_zero" + std::to_string(stage);
 }
 
-TensorMap final_weights(const fs::path& run_dir) {
-  StatusOr<TensorMap> t = read_safetensors((run_dir / "final" / "model.safetensors").string());
-  EXPECT_TRUE(t.is_ok()) << t.status().message();
-  TensorMap copy;
-  if (t.is_ok())
-    for (const auto& [name, tensor] : *t) copy[name] = tensor.clone();
-  return copy;
-}
-
-double max_difference(const TensorMap& a, const TensorMap& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double worst = 0;
-  for (const auto& [name, t] : a) {
-    if (!b.count(name)) return 1e30;
-    worst = std::max(worst, (t - b.at(name)).abs().max().item<double>());
-  }
-  return worst;
-}
+using testing::final_weights;
+using testing::max_difference;
 
 // Logged metrics by step (the last line for a step wins), without the wall-clock ones.
 std::map<int64_t, nlohmann::json> metrics_by_step(const fs::path& run_dir) {
