@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <initializer_list>
+#include <limits>
 #include <map>
 #include <memory>
 #include <utility>
@@ -34,6 +35,22 @@ MPI_Datatype mpi_type(at::ScalarType type) {
     case at::kChar: return MPI_INT8_T;
     default: TORCH_CHECK(false, "communicator: unsupported dtype ", type);
   }
+}
+
+// MPI counts are ints. In-place collectives on larger buffers go in pieces; the gathers refuse
+// them with a clear error. Nothing is truncated silently.
+constexpr int64_t kMaxMpiCount = std::numeric_limits<int>::max();
+
+int mpi_count(int64_t n, const char* op) {
+  TORCH_CHECK(n <= kMaxMpiCount, op, ": ", n, " elements per rank exceed MPI's int count (", kMaxMpiCount, ")");
+  return static_cast<int>(n);
+}
+
+template <typename Collective>
+void in_pieces(const at::Tensor& tensor, Collective&& collective) {
+  auto* base = static_cast<char*>(tensor.data_ptr());
+  for (int64_t offset = 0; offset < tensor.numel(); offset += kMaxMpiCount)
+    collective(base + offset * tensor.element_size(), static_cast<int>(std::min(kMaxMpiCount, tensor.numel() - offset)));
 }
 
 class LocalCommunicator final : public Communicator {
@@ -73,25 +90,28 @@ class MpiCommunicator final : public Communicator {
     TORCH_CHECK(tensor.is_contiguous(), "all_reduce_sum: needs a contiguous tensor");
     if (size_ == 1) return;
     if (!tensor.device().is_cpu()) return staged(tensor, [&](at::Tensor& host) { all_reduce_sum(host); });
-    MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor.scalar_type()),
-                  MPI_SUM, MPI_COMM_WORLD);
+    const MPI_Datatype type = mpi_type(tensor.scalar_type());
+    in_pieces(tensor, [&](void* data, int count) { MPI_Allreduce(MPI_IN_PLACE, data, count, type, MPI_SUM, MPI_COMM_WORLD); });
   }
   void all_reduce_sum(std::vector<double>& values) override {
     if (size_ == 1 || values.empty()) return;
-    MPI_Allreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, values.data(), mpi_count(static_cast<int64_t>(values.size()), "all_reduce_sum"),
+                  MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
   }
   void broadcast(at::Tensor& tensor, int root) override {
     TORCH_CHECK(tensor.is_contiguous(), "broadcast: needs a contiguous tensor");
     if (size_ == 1) return;
     if (!tensor.device().is_cpu()) return staged(tensor, [&](at::Tensor& host) { broadcast(host, root); });
-    MPI_Bcast(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor.scalar_type()), root, MPI_COMM_WORLD);
+    const MPI_Datatype type = mpi_type(tensor.scalar_type());
+    in_pieces(tensor, [&](void* data, int count) { MPI_Bcast(data, count, type, root, MPI_COMM_WORLD); });
   }
   void all_gather_into(at::Tensor& out, const at::Tensor& local) override {
     check_gather_shape(out, local, size_);
     if (!local.device().is_cpu()) return staged(out, [&](at::Tensor& host) { all_gather_into(host, local.to(at::kCPU)); });
     const at::Tensor send = local.contiguous();
-    MPI_Allgather(send.data_ptr(), static_cast<int>(send.numel()), mpi_type(send.scalar_type()), out.data_ptr(),
-                  static_cast<int>(send.numel()), mpi_type(send.scalar_type()), MPI_COMM_WORLD);
+    const int count = mpi_count(send.numel(), "all_gather");
+    MPI_Allgather(send.data_ptr(), count, mpi_type(send.scalar_type()), out.data_ptr(), count, mpi_type(send.scalar_type()),
+                  MPI_COMM_WORLD);
   }
   at::Tensor reduce_scatter_sum(const at::Tensor& tensor) override {
     if (!tensor.device().is_cpu()) return reduce_scatter_sum(tensor.to(at::kCPU)).to(tensor.device());
@@ -106,12 +126,13 @@ class MpiCommunicator final : public Communicator {
     // about half, with two chunk-sized buffers.
     const int right = (rank_ + 1) % size_, left = (rank_ + size_ - 1) % size_;
     const MPI_Datatype type = mpi_type(send.scalar_type());
+    const int count = mpi_count(chunk, "reduce_scatter_sum");
     at::Tensor outgoing, incoming = at::empty({chunk}, send.options());
     for (int s = 0; s + 1 < size_; ++s) {
       const int64_t send_index = (rank_ - s - 1 + 2 * size_) % size_, recv_index = (rank_ - s - 2 + 2 * size_) % size_;
       const at::Tensor to_send = s == 0 ? send.narrow(0, send_index * chunk, chunk) : outgoing;
-      MPI_Sendrecv(to_send.data_ptr(), static_cast<int>(chunk), type, right, 0, incoming.data_ptr(), static_cast<int>(chunk),
-                   type, left, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      MPI_Sendrecv(to_send.data_ptr(), count, type, right, 0, incoming.data_ptr(), count, type, left, 0, MPI_COMM_WORLD,
+                   MPI_STATUS_IGNORE);
       incoming.add_(send.narrow(0, recv_index * chunk, chunk));
       if (!outgoing.defined() && s + 2 < size_) outgoing = at::empty({chunk}, send.options());
       std::swap(incoming, outgoing);
