@@ -18,8 +18,8 @@ DistributedAdamW::DistributedAdamW(std::vector<at::Tensor> params, const Optimiz
     return;
   }
   shard_ = (total_ + comm_.size() - 1) / comm_.size();
-  at::NoGradGuard no_grad;
-  shard_param_ = shard_of(flat_params()).clone();
+  shard_param_ = at::zeros({shard_}, params_.front().options());
+  copy_shard(params_, shard_param_);
   adam_ = std::make_unique<AdamW>(std::vector<at::Tensor>{shard_param_}, options_);
 }
 
@@ -28,14 +28,6 @@ int64_t DistributedAdamW::state_numel() const { return stage_ == 0 ? total_ : sh
 void DistributedAdamW::zero_grad() {
   for (at::Tensor& p : params_)
     if (p.grad().defined()) p.mutable_grad().zero_();
-}
-
-at::Tensor DistributedAdamW::flat_params() const {
-  std::vector<at::Tensor> parts;
-  for (const at::Tensor& p : params_) parts.push_back(p.detach().reshape({-1}));
-  at::Tensor flat = at::cat(parts);
-  const int64_t padded = shard_ * comm_.size();
-  return padded > total_ ? at::cat({flat, at::zeros({padded - total_}, flat.options())}) : flat;
 }
 
 at::Tensor DistributedAdamW::shard_of(const at::Tensor& flat) const {
@@ -52,15 +44,15 @@ std::vector<at::Tensor> DistributedAdamW::split_like_params(const at::Tensor& fl
   return out;
 }
 
-void DistributedAdamW::refresh_shard() {
-  // Only the parameters overlapping this rank's range are read.
+void DistributedAdamW::copy_shard(const std::vector<at::Tensor>& whole, at::Tensor& shard) const {
+  // Only the tensors overlapping this rank's range are read; the padding past the end stays as is.
   at::NoGradGuard no_grad;
   const int64_t begin = shard_ * comm_.rank(), end = begin + shard_;
   int64_t offset = 0;
-  for (const at::Tensor& p : params_) {
-    const int64_t from = std::max(begin, offset), to = std::min(end, offset + p.numel());
-    if (from < to) shard_param_.narrow(0, from - begin, to - from).copy_(p.detach().reshape({-1}).narrow(0, from - offset, to - from));
-    offset += p.numel();
+  for (const at::Tensor& t : whole) {
+    const int64_t from = std::max(begin, offset), to = std::min(end, offset + t.numel());
+    if (from < to) shard.narrow(0, from - begin, to - from).copy_(t.detach().reshape({-1}).narrow(0, from - offset, to - from));
+    offset += t.numel();
   }
 }
 
@@ -123,7 +115,7 @@ double DistributedAdamW::step(double lr) {
   if (!std::isfinite(norm)) return norm;
   if (options_.max_grad_norm > 0) grad_shard.mul_(std::min(1.0, options_.max_grad_norm / (norm + 1e-6)));
 
-  refresh_shard();
+  copy_shard(params_, shard_param_);  // a resume may have overwritten the parameters
   shard_param_.mutable_grad() = grad_shard;
   adam_->step(lr);
   shard_param_.mutable_grad().reset();
@@ -149,11 +141,9 @@ void DistributedAdamW::load_state(int64_t steps_taken, const std::vector<at::Ten
   TORCH_CHECK(exp_avg.size() == params_.size() && exp_avg_sq.size() == params_.size(), "load_state: ", exp_avg.size(),
               " moments for ", params_.size(), " parameters");
   auto my_shard = [&](const std::vector<at::Tensor>& moments) {
-    std::vector<at::Tensor> parts;
-    for (const at::Tensor& m : moments) parts.push_back(m.reshape({-1}).to(shard_param_.options()));
-    const int64_t padded = shard_ * comm_.size();
-    if (padded > total_) parts.push_back(at::zeros({padded - total_}, shard_param_.options()));
-    return shard_of(at::cat(parts));
+    at::Tensor shard = at::zeros({shard_}, shard_param_.options());
+    copy_shard(moments, shard);
+    return shard;
   };
   adam_->load_state(steps_taken, {my_shard(exp_avg)}, {my_shard(exp_avg_sq)});
 }

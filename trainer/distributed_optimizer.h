@@ -46,11 +46,11 @@ class DistributedAdamW {
 
  private:
   at::Tensor& flat_grads();            // this step's gradients copied into flat_grad_
-  at::Tensor flat_params() const;      // every parameter, flattened and padded to shards * size
   at::Tensor shard_of(const at::Tensor& flat) const;
   void scatter_into_params(const at::Tensor& flat);
-  // Copies this rank's range of the parameters into shard_param_ (a resume may have changed them).
-  void refresh_shard();
+  // Copies this rank's range of `whole` (tensors shaped like the parameters, flattened end to end)
+  // into `shard`.
+  void copy_shard(const std::vector<at::Tensor>& whole, at::Tensor& shard) const;
   std::vector<at::Tensor> split_like_params(const at::Tensor& flat) const;
 
   std::vector<at::Tensor> params_;
