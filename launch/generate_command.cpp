@@ -140,9 +140,7 @@ int run_generate(const Arguments& args) {
                                       tokenizer ? &*tokenizer : nullptr);
 
   for (int64_t row = 0; row < batch.completion_ids.size(0); ++row) {
-    const int64_t len = batch.completion_mask[row].sum().item<int64_t>();
-    const at::Tensor ids = batch.completion_ids[row].narrow(0, 0, len).contiguous();
-    std::vector<int64_t> completion(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + len);
+    const std::vector<int64_t> completion = completion_tokens(batch, row);
     nlohmann::json out;
     out["prompt_index"] = batch.prompt_index[static_cast<size_t>(row)];
     out["sample"] = row % options.group_size;

@@ -43,6 +43,12 @@ bool hits_stop_string(const Tokenizer& tokenizer, const std::vector<int64_t>& id
 
 }  // namespace
 
+std::vector<int64_t> completion_tokens(const RolloutBatch& batch, int64_t row) {
+  const int64_t len = batch.completion_mask[row].sum().item<int64_t>();
+  const at::Tensor ids = batch.completion_ids[row].narrow(0, 0, len).to(at::kCPU).contiguous();
+  return {ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + len};
+}
+
 RolloutBatch generate(Decoder& model, const std::vector<std::vector<int64_t>>& prompts,
                       const GenerationOptions& options, const std::vector<uint64_t>& seeds,
                       const Tokenizer* tokenizer) {
@@ -54,7 +60,6 @@ RolloutBatch generate(Decoder& model, const std::vector<std::vector<int64_t>>& p
   TORCH_CHECK(options.stop_strings.empty() || tokenizer != nullptr, "generate: stop strings need a tokenizer");
   at::NoGradGuard no_grad;
   const auto device = model->parameters()[0].device();
-  const auto long_options = at::TensorOptions().dtype(at::kLong).device(device);
 
   // Left-pad the prompts so that every row's next token lands in the same cache slot.
   int64_t prompt_width = 0;

@@ -45,6 +45,9 @@ RolloutBatch generate(Decoder& model, const std::vector<std::vector<int64_t>>& p
                       const GenerationOptions& options, const std::vector<uint64_t>& seeds,
                       const Tokenizer* tokenizer = nullptr);
 
+// Row `row`'s generated tokens (a stop token included), without the padding.
+std::vector<int64_t> completion_tokens(const RolloutBatch& batch, int64_t row);
+
 // seeds for every row of a batch: a function of (base_seed, prompt position, sample), so that the
 // same prompt and sample draw the same numbers wherever they sit.
 std::vector<uint64_t> rollout_seeds(uint64_t base_seed, const std::vector<uint64_t>& prompt_keys, int64_t group_size);

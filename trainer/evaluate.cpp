@@ -75,11 +75,9 @@ DatasetResult evaluate_dataset(const Config& config, Policy& policy, std::vector
       std::vector<std::pair<std::string, int64_t>> votes;  // distinct answers (by equivalence) and counts
       for (int64_t j = 0; j < k; ++j) {
         const int64_t row = p * k + j;
-        const int64_t len = batch.completion_mask[row].sum().item<int64_t>();
-        const at::Tensor ids = batch.completion_ids[row].narrow(0, 0, len).contiguous();
-        const std::string text = policy.tokenizer->decode(
-            std::vector<int64_t>(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + len), true);
-        sums[4] += static_cast<double>(len);
+        const std::vector<int64_t> tokens = completion_tokens(batch, row);
+        const std::string text = policy.tokenizer->decode(tokens, true);
+        sums[4] += static_cast<double>(tokens.size());
         RewardSample sample;
         sample.completion = text;
         sums[3] += (*format)->score(sample).score;

@@ -65,14 +65,10 @@ std::vector<std::string> agree_on_names(Communicator& comm, const std::vector<Sa
 RunSummary run_grpo(const Config& config) {
   auto run = start_training_run(config, "grpo");
   Communicator& comm = *run->comm;
-  StatusOr<Dataset> data = load_dataset(config.data.train_path, config.data);
-  if (!data) throw std::runtime_error("data.train_path: " + data.status().message());
-  if (data->examples.empty()) throw std::runtime_error("data.train_path: no examples");
+  auto [data, order] = load_training_data(*run);
   StatusOr<RewardSet> rewards = RewardSet::create(config.reward.functions);
   if (!rewards) throw std::runtime_error(rewards.status().message());
   ThreadPool reward_pool(config.reward.threads > 0 ? static_cast<size_t>(config.reward.threads) : 1);
-  DataOrder order(static_cast<int64_t>(data->examples.size()), static_cast<uint64_t>(config.trainer.seed), config.data.shuffle);
-  if (!run->resumed_state.is_null()) order.restore(run->resumed_state.at("data"));
   const bool use_kl = config.grpo.kl.beta > 0;
   Decoder reference = use_kl ? load_reference(config) : Decoder(nullptr);
 
@@ -104,7 +100,7 @@ RunSummary run_grpo(const Config& config) {
     std::vector<std::vector<int64_t>> prompts;
     std::vector<uint64_t> keys;
     for (int64_t i = begin; i < end; ++i) {
-      examples.push_back(&data->examples[static_cast<size_t>(indices[static_cast<size_t>(i)])]);
+      examples.push_back(&data.examples[static_cast<size_t>(indices[static_cast<size_t>(i)])]);
       prompts.push_back(encode_prompt(run->policy, examples.back()->prompt));
       keys.push_back(static_cast<uint64_t>(run->step * prompts_per_step + i));  // independent of the rank count
     }
@@ -124,14 +120,13 @@ RunSummary run_grpo(const Config& config) {
     int64_t truncated = 0;
     for (int64_t row = 0; row < n; ++row) {
       const Example& e = *examples[static_cast<size_t>(row / g)];
-      const int64_t len = mask[row].sum().item<int64_t>();
-      const at::Tensor ids = batch.completion_ids[row].narrow(0, 0, len).contiguous();
+      const std::vector<int64_t> tokens = completion_tokens(batch, row);
       RewardSample s;
       s.id = fmt::format("{}#{}", e.id, row % g);
       s.prompt = e.prompt;
-      s.completion = run->policy.tokenizer->decode(std::vector<int64_t>(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + len), true);
+      s.completion = run->policy.tokenizer->decode(tokens, true);
       s.fields = e.fields;
-      s.completion_tokens = len;
+      s.completion_tokens = static_cast<int64_t>(tokens.size());
       samples.push_back(std::move(s));
       if (batch.finish_reasons[static_cast<size_t>(row)] == FinishReason::kLength) {
         ++truncated;
@@ -150,7 +145,9 @@ RunSummary run_grpo(const Config& config) {
     const at::Tensor flat_group = std::get<0>(reward_tensor.view({-1, g}).max(1)) == std::get<0>(reward_tensor.view({-1, g}).min(1));
     if (config.grpo.filter_zero_std_groups)
       mask.masked_fill_(flat_group.repeat_interleave(g).unsqueeze(1), false);
-    const at::Tensor mask_on_device = mask.to(device);  // the batch is built on the host, the loss runs where the model is
+    // The batch is built on the host; it moves to the model's device once, for every pass below.
+    const at::Tensor prompt_ids = batch.prompt_ids.to(device), prompt_mask = batch.prompt_mask.to(device);
+    const at::Tensor completion_ids = batch.completion_ids.to(device), mask_on_device = mask.to(device);
 
     // 5. Global normalizers, old and reference log-probs.
     std::vector<double> counts{mask.sum().item<double>(), static_cast<double>((mask.sum(1) > 0).sum().item<int64_t>())};
@@ -164,8 +161,9 @@ RunSummary run_grpo(const Config& config) {
       std::vector<at::Tensor> parts;
       for (int64_t start = 0; start < n; start += micro) {
         const int64_t len = std::min(micro, n - start);
-        parts.push_back(completion_logprobs(model, slice(batch.prompt_ids, start, len), slice(batch.prompt_mask, start, len),
-                                            slice(batch.completion_ids, start, len), slice(mask, start, len), temperature));
+        parts.push_back(completion_logprobs(model, slice(prompt_ids, start, len), slice(prompt_mask, start, len),
+                                            slice(completion_ids, start, len), slice(mask_on_device, start, len),
+                                            temperature));
       }
       return at::cat(parts);
     };
@@ -189,8 +187,8 @@ RunSummary run_grpo(const Config& config) {
         const int64_t len = std::min(micro, n - start);
         GrpoLossInputs in;
         at::Tensor part_entropy;
-        in.logp = completion_logprobs(run->policy.model, slice(batch.prompt_ids, start, len), slice(batch.prompt_mask, start, len),
-                                      slice(batch.completion_ids, start, len), slice(mask, start, len), temperature,
+        in.logp = completion_logprobs(run->policy.model, slice(prompt_ids, start, len), slice(prompt_mask, start, len),
+                                      slice(completion_ids, start, len), slice(mask_on_device, start, len), temperature,
                                       update == 0 ? &part_entropy : nullptr);
         if (update == 0) entropy.narrow(0, start, len).copy_(part_entropy);
         in.old_logp = config.grpo.updates_per_batch > 1 ? slice(old_logp, start, len) : in.logp.detach();  // on-policy: ratio 1

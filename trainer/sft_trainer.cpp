@@ -17,12 +17,7 @@ namespace grpo {
 RunSummary run_sft(const Config& config) {
   auto run = start_training_run(config, "sft");
   Communicator& comm = *run->comm;
-  StatusOr<Dataset> data = load_dataset(config.data.train_path, config.data);
-  if (!data) throw std::runtime_error("data.train_path: " + data.status().message());
-  if (data->examples.empty()) throw std::runtime_error("data.train_path: no examples");
-  if (data->skipped_lines > 0) log_warn("skipped {} malformed lines of {}", data->skipped_lines, config.data.train_path);
-  DataOrder order(static_cast<int64_t>(data->examples.size()), static_cast<uint64_t>(config.trainer.seed), config.data.shuffle);
-  if (!run->resumed_state.is_null()) order.restore(run->resumed_state.at("data"));
+  auto [data, order] = load_training_data(*run);
 
   const int64_t batch = config.trainer.prompts_per_step;
   const int64_t begin = batch * comm.rank() / comm.size(), end = batch * (comm.rank() + 1) / comm.size();
@@ -37,7 +32,7 @@ RunSummary run_sft(const Config& config) {
     const std::vector<int64_t> indices = order.next(batch);  // the same global batch on every rank
     std::vector<std::vector<int64_t>> prompts, responses;
     for (int64_t i = begin; i < end; ++i) {
-      const Example& e = data->examples[static_cast<size_t>(indices[static_cast<size_t>(i)])];
+      const Example& e = data.examples[static_cast<size_t>(indices[static_cast<size_t>(i)])];
       prompts.push_back(encode_prompt(run->policy, e.prompt));
       std::vector<int64_t> response = run->policy.tokenizer->encode(e.response);
       response.push_back(eos);

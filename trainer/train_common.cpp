@@ -101,6 +101,17 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
   return run;
 }
 
+TrainingData load_training_data(const TrainingRun& run) {
+  const Config& config = run.config;
+  StatusOr<Dataset> data = load_dataset(config.data.train_path, config.data);
+  if (!data) throw std::runtime_error("data.train_path: " + data.status().message());
+  if (data->examples.empty()) throw std::runtime_error("data.train_path: no examples");
+  if (data->skipped_lines > 0) log_warn("skipped {} malformed lines of {}", data->skipped_lines, config.data.train_path);
+  DataOrder order(static_cast<int64_t>(data->examples.size()), static_cast<uint64_t>(config.trainer.seed), config.data.shuffle);
+  if (!run.resumed_state.is_null()) order.restore(run.resumed_state.at("data"));
+  return {std::move(data).value(), std::move(order)};
+}
+
 void save_training_checkpoint(TrainingRun& run, const std::string& kind, const nlohmann::json& state) {
   std::vector<at::Tensor> exp_avg, exp_avg_sq;
   run.optimizer->gather_moments(&exp_avg, &exp_avg_sq);

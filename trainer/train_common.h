@@ -12,6 +12,7 @@
 
 #include "core/config.h"
 #include "trainer/communicator.h"
+#include "trainer/data.h"
 #include "trainer/distributed_optimizer.h"
 #include "trainer/metrics.h"
 #include "trainer/policy.h"
@@ -34,6 +35,14 @@ struct TrainingRun {
 // Sets threads, creates the run directory (rank 0) with the resolved config.yaml, loads the policy
 // and builds AdamW; then resumes per checkpoint.resume. `kind` (sft, grpo) is stored in checkpoints.
 std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std::string& kind);
+
+// The training set (data.train_path) and its seeded order, continued from the checkpoint's cursor
+// when the run resumed. Throws naming data.train_path when the set cannot be read or is empty.
+struct TrainingData {
+  Dataset dataset;
+  DataOrder order;
+};
+TrainingData load_training_data(const TrainingRun& run);
 
 // Writes step-<run.step> (rank 0; every rank takes part in gathering sharded optimizer state) and
 // waits for it on every rank.
