@@ -17,7 +17,7 @@ namespace grpo {
 struct ChatMessage {
   std::string role;     // system, user, assistant, tool
   std::string content;
-  std::optional<std::string> reasoning_content;  // qwen3: the assistant's thinking, if given apart
+  std::optional<std::string> reasoning_content = std::nullopt;  // qwen3: the assistant's thinking, if given apart
 };
 
 struct ChatOptions {

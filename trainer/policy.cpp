@@ -114,7 +114,7 @@ StatusOr<Policy> load_policy(const ModelConfig& config, uint64_t seed) {
 
 std::vector<int64_t> encode_prompt(const Policy& policy, const std::string& prompt) {
   if (!policy.chat) return policy.tokenizer->encode(prompt, /*add_special_tokens=*/true);
-  StatusOr<std::string> rendered = policy.chat->render({ChatMessage{"user", prompt, std::nullopt}});
+  StatusOr<std::string> rendered = policy.chat->render({{"user", prompt}});
   if (!rendered) throw std::runtime_error(rendered.status().message());
   return policy.tokenizer->encode(*rendered);
 }
