@@ -84,6 +84,22 @@ struct PreTokenizerStep {
 constexpr const char* kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
+// The steps of one tokenizer.json pipeline stage (normalizer, pre_tokenizer, decoder,
+// post_processor) in order, nested `Sequence`s flattened; none when the stage is absent or null.
+void flatten_steps(const json& step, const char* list_key, std::vector<json>& out) {
+  if (step.at("type") == "Sequence") {
+    for (const json& inner : step.at(list_key)) flatten_steps(inner, list_key, out);
+  } else {
+    out.push_back(step);
+  }
+}
+
+std::vector<json> pipeline_steps(const json& root, const char* stage, const char* list_key) {
+  std::vector<json> steps;
+  if (root.contains(stage) && !root[stage].is_null()) flatten_steps(root[stage], list_key, steps);
+  return steps;
+}
+
 std::string escape_literal(const std::string& text) {
   std::string out;
   for (char c : text) {
@@ -351,15 +367,9 @@ StatusOr<Tokenizer> Tokenizer::from_json(const std::string& tokenizer_text, cons
         impl->added_by_first_byte[static_cast<unsigned char>(impl->added[i].content[0])].push_back(i);
 
     // Normalizer.
-    std::vector<json> normalizers;
-    if (root.contains("normalizer") && !root["normalizer"].is_null()) normalizers.push_back(root["normalizer"]);
-    while (!normalizers.empty()) {
-      const json n = normalizers.front();
-      normalizers.erase(normalizers.begin());
+    for (const json& n : pipeline_steps(root, "normalizer", "normalizers")) {
       const std::string type = n.at("type");
-      if (type == "Sequence") {
-        normalizers.insert(normalizers.begin(), n.at("normalizers").begin(), n.at("normalizers").end());
-      } else if (type == "NFC") {
+      if (type == "NFC") {
         impl->normalizers.push_back(UnicodeForm::kNfc);
       } else if (type == "NFD") {
         impl->normalizers.push_back(UnicodeForm::kNfd);
@@ -373,19 +383,12 @@ StatusOr<Tokenizer> Tokenizer::from_json(const std::string& tokenizer_text, cons
     }
 
     // Pre-tokenizer.
-    std::vector<json> steps;
-    if (root.contains("pre_tokenizer") && !root["pre_tokenizer"].is_null()) steps.push_back(root["pre_tokenizer"]);
     bool has_byte_level = false;
-    while (!steps.empty()) {
-      const json p = steps.front();
-      steps.erase(steps.begin());
+    for (const json& p : pipeline_steps(root, "pre_tokenizer", "pretokenizers")) {
       const std::string type = p.at("type");
       PreTokenizerStep step;
       std::string error;
-      if (type == "Sequence") {
-        steps.insert(steps.begin(), p.at("pretokenizers").begin(), p.at("pretokenizers").end());
-        continue;
-      } else if (type == "Split") {
+      if (type == "Split") {
         if (p.value("invert", false)) return fail("Split with invert is not supported");
         const json& pattern = p.at("pattern");
         const std::string regex = pattern.contains("Regex") ? pattern["Regex"].get<std::string>()
@@ -414,16 +417,10 @@ StatusOr<Tokenizer> Tokenizer::from_json(const std::string& tokenizer_text, cons
     if (!has_byte_level) return fail("only byte-level BPE tokenizers are supported (no ByteLevel pre_tokenizer)");
 
     // Decoder.
-    if (root.contains("decoder") && !root["decoder"].is_null()) {
-      std::vector<json> decoders{root["decoder"]};
-      while (!decoders.empty()) {
-        const json d = decoders.front();
-        decoders.erase(decoders.begin());
-        const std::string type = d.at("type");
-        if (type == "Sequence") decoders.insert(decoders.begin(), d.at("decoders").begin(), d.at("decoders").end());
-        else if (type == "ByteLevel") impl->byte_level_decoder = true;
-        else return fail(fmt::format("decoder '{}' is not supported (ByteLevel, Sequence)", type));
-      }
+    for (const json& d : pipeline_steps(root, "decoder", "decoders")) {
+      const std::string type = d.at("type");
+      if (type == "ByteLevel") impl->byte_level_decoder = true;
+      else return fail(fmt::format("decoder '{}' is not supported (ByteLevel, Sequence)", type));
     }
 
     // Special tokens added by encode(add_special_tokens): transformers rebuilds the post-processor
@@ -444,15 +441,10 @@ StatusOr<Tokenizer> Tokenizer::from_json(const std::string& tokenizer_text, cons
     if (llama_class && (config.contains("add_bos_token") || config.contains("add_eos_token"))) {
       if (config.value("add_bos_token", false) && id_of(impl->bos_token)) impl->prefix_ids.push_back(*id_of(impl->bos_token));
       if (config.value("add_eos_token", false) && id_of(impl->eos_token)) impl->suffix_ids.push_back(*id_of(impl->eos_token));
-    } else if (root.contains("post_processor") && !root["post_processor"].is_null()) {
-      std::vector<json> processors{root["post_processor"]};
-      while (!processors.empty()) {
-        const json p = processors.front();
-        processors.erase(processors.begin());
+    } else {
+      for (const json& p : pipeline_steps(root, "post_processor", "processors")) {
         const std::string type = p.at("type");
-        if (type == "Sequence") {
-          processors.insert(processors.begin(), p.at("processors").begin(), p.at("processors").end());
-        } else if (type == "TemplateProcessing") {
+        if (type == "TemplateProcessing") {
           bool after_sequence = false;
           for (const auto& item : p.at("single")) {
             if (item.contains("Sequence")) {
