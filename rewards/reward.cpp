@@ -65,44 +65,32 @@ void RewardOptions::fail(const std::string& message) {
   if (error_.empty()) error_ = fmt::format("reward '{}': {}", reward_, message);
 }
 
-std::string RewardOptions::string(const std::string& key, const std::string& fallback) {
+template <typename T>
+T RewardOptions::typed(const std::string& key, T fallback, bool (nlohmann::json::*is_type)() const noexcept,
+                       const char* expected) {
   known_.push_back(key);
   if (!options_.contains(key)) return fallback;
-  if (!options_[key].is_string()) {
-    fail(fmt::format("option '{}' must be a string, got {}", key, options_[key].dump()));
+  if (!(options_[key].*is_type)()) {
+    fail(fmt::format("option '{}' must be {}, got {}", key, expected, options_[key].dump()));
     return fallback;
   }
-  return options_[key].get<std::string>();
+  return options_[key].get<T>();
+}
+
+std::string RewardOptions::string(const std::string& key, const std::string& fallback) {
+  return typed<std::string>(key, fallback, &nlohmann::json::is_string, "a string");
 }
 
 double RewardOptions::number(const std::string& key, double fallback) {
-  known_.push_back(key);
-  if (!options_.contains(key)) return fallback;
-  if (!options_[key].is_number()) {
-    fail(fmt::format("option '{}' must be a number, got {}", key, options_[key].dump()));
-    return fallback;
-  }
-  return options_[key].get<double>();
+  return typed<double>(key, fallback, &nlohmann::json::is_number, "a number");
 }
 
 int64_t RewardOptions::integer(const std::string& key, int64_t fallback) {
-  known_.push_back(key);
-  if (!options_.contains(key)) return fallback;
-  if (!options_[key].is_number_integer()) {
-    fail(fmt::format("option '{}' must be an integer, got {}", key, options_[key].dump()));
-    return fallback;
-  }
-  return options_[key].get<int64_t>();
+  return typed<int64_t>(key, fallback, &nlohmann::json::is_number_integer, "an integer");
 }
 
 bool RewardOptions::boolean(const std::string& key, bool fallback) {
-  known_.push_back(key);
-  if (!options_.contains(key)) return fallback;
-  if (!options_[key].is_boolean()) {
-    fail(fmt::format("option '{}' must be true or false, got {}", key, options_[key].dump()));
-    return fallback;
-  }
-  return options_[key].get<bool>();
+  return typed<bool>(key, fallback, &nlohmann::json::is_boolean, "true or false");
 }
 
 nlohmann::json RewardOptions::object(const std::string& key) {

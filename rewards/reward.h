@@ -61,6 +61,9 @@ class RewardOptions {
 
  private:
   void fail(const std::string& message);
+  // The option `key` when `is_type` holds for it; else a recorded error naming `expected`.
+  template <typename T>
+  T typed(const std::string& key, T fallback, bool (nlohmann::json::*is_type)() const noexcept, const char* expected);
   std::string reward_;
   const nlohmann::json& options_;
   std::vector<std::string> known_;
