@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/decoder.h"
+#include "tests/support/fixtures.h"
 
 namespace grpo {
 namespace {
@@ -19,18 +20,12 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string fixture_dir() {
-  if (const char* dir = std::getenv("GRPO_MODEL_FIXTURES")) return dir;
-  return std::string(GRPO_SHARED_DIR) + "/fixtures/models";
-}
+std::string fixture_dir() { return testing::shared_path("GRPO_MODEL_FIXTURES", "fixtures/models"); }
 
 std::vector<std::string> case_dirs() {
-  std::vector<std::string> dirs;
-  if (!fs::is_directory(fixture_dir())) return dirs;
-  for (const auto& entry : fs::directory_iterator(fixture_dir()))
-    if (entry.is_directory() && fs::exists(entry.path() / "expected.json")) dirs.push_back(entry.path().string());
-  std::sort(dirs.begin(), dirs.end());
-  return dirs;
+  return testing::sorted_entries(fixture_dir(), [](const fs::directory_entry& e) {
+    return e.is_directory() && fs::exists(e.path() / "expected.json");
+  });
 }
 
 at::Tensor to_tensor(const json& value) {
@@ -102,7 +97,9 @@ TEST_P(DecoderFixture, SequencesMatchLogitsLogprobsAndHiddenStates) {
       EXPECT_LE(max_abs_diff(logprobs, to_tensor(seq["token_logprobs"])), 1e-4);
     }
     EXPECT_NEAR(logprobs.to(at::kDouble).sum().item<double>(), seq["sum_logprob"].get<double>(), 1e-3);
-    if (seq.contains("all_logits")) EXPECT_LE(max_abs_diff(logits, to_tensor(seq["all_logits"])), 1e-4);
+    if (seq.contains("all_logits")) {
+      EXPECT_LE(max_abs_diff(logits, to_tensor(seq["all_logits"])), 1e-4);
+    }
     if (seq.contains("hidden_states")) {
       const auto states = decoder_->hidden_states(ids.unsqueeze(0));
       const at::Tensor want = to_tensor(seq["hidden_states"]);
@@ -123,7 +120,9 @@ TEST_P(DecoderFixture, RightPaddedBatchMatches) {
     const int64_t len = lengths[row].item<int64_t>();
     EXPECT_LE(max_abs_diff(logits[row][len - 1], to_tensor(batch["last_valid_logits"][row])), 1e-4) << "row " << row;
     const at::Tensor lp = next_token_logprobs(logits[row].narrow(0, 0, len), ids[row].narrow(0, 0, len));
-    if (len > 1) EXPECT_LE(max_abs_diff(lp, to_tensor(batch["token_logprobs"][row])), 1e-4) << "row " << row;
+    if (len > 1) {
+      EXPECT_LE(max_abs_diff(lp, to_tensor(batch["token_logprobs"][row])), 1e-4) << "row " << row;
+    }
   }
 }
 

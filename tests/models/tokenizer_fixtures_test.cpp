@@ -12,6 +12,7 @@
 
 #include "models/chat_template.h"
 #include "models/tokenizer.h"
+#include "tests/support/fixtures.h"
 
 namespace grpo {
 namespace {
@@ -19,19 +20,12 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string fixture_dir() {
-  if (const char* dir = std::getenv("GRPO_TOKENIZER_FIXTURES")) return dir;
-  return std::string(GRPO_SHARED_DIR) + "/fixtures/tokenizers";
-}
+std::string fixture_dir() { return testing::shared_path("GRPO_TOKENIZER_FIXTURES", "fixtures/tokenizers"); }
 
 std::vector<std::string> tokenizer_dirs() {
-  std::vector<std::string> dirs;
-  if (!fs::is_directory(fixture_dir())) return dirs;
-  for (const auto& entry : fs::directory_iterator(fixture_dir()))
-    if (entry.is_directory() && fs::exists(entry.path() / "expected.jsonl") && fs::exists(entry.path() / "tokenizer.json"))
-      dirs.push_back(entry.path().string());
-  std::sort(dirs.begin(), dirs.end());
-  return dirs;
+  return testing::sorted_entries(fixture_dir(), [](const fs::directory_entry& e) {
+    return e.is_directory() && fs::exists(e.path() / "expected.jsonl") && fs::exists(e.path() / "tokenizer.json");
+  });
 }
 
 std::vector<json> read_cases(const std::string& dir) {

@@ -10,14 +10,12 @@
 
 #include "core/jsonl.h"
 #include "rewards/sandbox.h"
+#include "tests/support/fixtures.h"
 
 namespace grpo {
 namespace {
 
-std::string humaneval_path() {
-  if (const char* path = std::getenv("GRPO_HUMANEVAL")) return path;
-  return std::string(GRPO_SHARED_DIR) + "/data/humaneval/HumanEval.jsonl";
-}
+std::string humaneval_path() { return testing::shared_path("GRPO_HUMANEVAL", "data/humaneval/HumanEval.jsonl"); }
 
 // Replaces the first statement of the body with one that returns a wrong value.
 std::string mutate_first_line(const std::string& body) {
@@ -54,10 +52,7 @@ TEST(CodeReward, HumanEvalCanonicalSolutionsPassAndMutantsFail) {
               mutants_failed, problems->records.size());
 }
 
-std::string mbpp_path() {
-  if (const char* path = std::getenv("GRPO_MBPP")) return path;
-  return std::string(GRPO_SHARED_DIR) + "/data/mbpp/mbpp.jsonl";
-}
+std::string mbpp_path() { return testing::shared_path("GRPO_MBPP", "data/mbpp/mbpp.jsonl"); }
 
 // MBPP's own records (code + test_list + test_setup_code): every reference solution passes every
 // assert, each assert run on its own.

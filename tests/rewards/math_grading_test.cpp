@@ -12,14 +12,12 @@
 #include <nlohmann/json.hpp>
 
 #include "rewards/math_grader.h"
+#include "tests/support/fixtures.h"
 
 namespace grpo {
 namespace {
 
-std::string grading_file() {
-  if (const char* path = std::getenv("GRPO_MATH_GRADING")) return path;
-  return std::string(GRPO_SHARED_DIR) + "/data/math-grading/public.jsonl";
-}
+std::string grading_file() { return testing::shared_path("GRPO_MATH_GRADING", "data/math-grading/public.jsonl"); }
 
 // Pairs where both peers agree and grpo-cpp deliberately does not: (candidate, gold) -> why.
 const std::map<std::pair<std::string, std::string>, std::string> kDeliberateDifferences = {

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_file.h"
+#include "tests/support/fixtures.h"
 
 namespace grpo {
 namespace {
@@ -19,8 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string model_fixture(const std::string& name) {
-  const char* dir = std::getenv("GRPO_MODEL_FIXTURES");
-  return (dir ? std::string(dir) : std::string(GRPO_SHARED_DIR) + "/fixtures/models") + "/" + name;
+  return testing::shared_path("GRPO_MODEL_FIXTURES", "fixtures/models") + "/" + name;
 }
 
 class EngineTest : public ::testing::Test {
@@ -81,7 +81,9 @@ TEST_F(EngineTest, SampledLogprobsEqualASeparateForwardPass) {
     const int64_t last = batch.completion_ids[row][len - 1].item<int64_t>();
     const bool stopped = last == 5 || last == 9 || last == 17;
     EXPECT_EQ(batch.finish_reasons[row], stopped ? FinishReason::kStopToken : FinishReason::kLength);
-    if (!stopped) EXPECT_EQ(len, 12);
+    if (!stopped) {
+      EXPECT_EQ(len, 12);
+    }
   }
 }
 

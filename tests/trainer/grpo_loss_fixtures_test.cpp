@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/config.h"
+#include "tests/support/fixtures.h"
 #include "trainer/grpo_loss.h"
 
 namespace grpo {
@@ -25,18 +26,10 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string fixture_dir() {
-  if (const char* dir = std::getenv("GRPO_LOSS_FIXTURES")) return dir;
-  return std::string(GRPO_SHARED_DIR) + "/fixtures/grpo";
-}
+std::string fixture_dir() { return testing::shared_path("GRPO_LOSS_FIXTURES", "fixtures/grpo"); }
 
 std::vector<std::string> fixture_files() {
-  std::vector<std::string> files;
-  if (!fs::is_directory(fixture_dir())) return files;
-  for (const auto& entry : fs::directory_iterator(fixture_dir()))
-    if (entry.path().extension() == ".json") files.push_back(entry.path().string());
-  std::sort(files.begin(), files.end());
-  return files;
+  return testing::sorted_entries(fixture_dir(), [](const fs::directory_entry& e) { return e.path().extension() == ".json"; });
 }
 
 at::Tensor to_tensor(const json& value) {
