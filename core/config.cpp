@@ -202,8 +202,8 @@ void describe(ConfigVisitor& v, TrainerConfig& c) {
               .at_least(0),
           c.micro_batch_size);
   v.visit(field("zero_stage", "Optimizer sharding over ranks (DeepSpeed's ZeRO stages): 0 = AdamW state whole on "
-                              "every rank; 1 = split over ranks; 2 = gradients reduce-scattered too. Parameter "
-                              "sharding (stage 3) is not implemented.")
+                              "every rank; 1 = split over ranks; 2 = gradients reduce-scattered too. Parameters "
+                              "are not sharded: every rank holds the whole model.")
               .at_least(0)
               .at_most(2),
           c.zero_stage);
