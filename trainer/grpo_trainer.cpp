@@ -176,13 +176,17 @@ RunSummary run_grpo(const Config& config) {
     const double lr = scheduled_lr(config.optimizer, run->step, config.trainer.steps);
     at::Tensor entropy = at::zeros_like(mask_on_device, at::kFloat);
     at::Tensor kl = at::zeros_like(mask_on_device, at::kFloat);
-    double loss_sum = 0, clipped_tokens = 0;
+    // The last update's loss and clipped-token count, summed on the device and read once for the
+    // metrics, so that no micro-batch waits on it.
+    const at::Tensor loss_sum = at::zeros({}, mask_on_device.options().dtype(at::kDouble));
+    const at::Tensor clipped_tokens = at::zeros({}, mask_on_device.options().dtype(at::kDouble));
     double grad_norm = 0;
     int64_t skipped = 0;
     const int64_t updates = counts[0] > 0 ? config.grpo.updates_per_batch : 0;
     for (int64_t update = 0; update < updates; ++update) {
       run->optimizer->zero_grad();
-      loss_sum = clipped_tokens = 0;
+      loss_sum.zero_();
+      clipped_tokens.zero_();
       for (int64_t start = 0; start < n; start += micro) {
         const int64_t len = std::min(micro, n - start);
         GrpoLossInputs in;
@@ -202,8 +206,8 @@ RunSummary run_grpo(const Config& config) {
         // in one pass on one rank.
         const GrpoLossResult part = grpo_loss(in, loss_options);
         part.loss.backward();
-        loss_sum += part.loss.item<double>();
-        clipped_tokens += (part.metrics.clip_frac * part.metrics.valid_tokens).item<double>();
+        loss_sum.add_(part.loss.detach());
+        clipped_tokens.add_(part.metrics.clip_frac * part.metrics.valid_tokens);
         kl.narrow(0, start, len).copy_(part.kl.detach());
       }
       grad_norm = run->optimizer->step(lr);  // summed over ranks, clipped, AdamW; skipped if not finite
@@ -242,8 +246,8 @@ RunSummary run_grpo(const Config& config) {
     add("zero_std_groups", flat_group.sum().item<double>(), static_cast<double>(prompts_per_step));
     add("kl", (kl * valid).sum().item<double>(), tokens);
     add("entropy", (entropy * valid).sum().item<double>(), tokens);
-    add("clip_frac", clipped_tokens, tokens);
-    add("loss", loss_sum, 1.0);  // each rank's part of the globally normalized loss
+    add("clip_frac", clipped_tokens.item<double>(), tokens);
+    add("loss", loss_sum.item<double>(), 1.0);  // each rank's part of the globally normalized loss
     std::vector<double> values;
     for (const auto& entry : sums) values.push_back(entry.second);
     comm.all_reduce_sum(values);

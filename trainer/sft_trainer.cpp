@@ -47,7 +47,8 @@ RunSummary run_sft(const Config& config) {
     run->optimizer->zero_grad();
     const int64_t rows = b.prompt_ids.size(0);
     const int64_t micro = config.trainer.micro_batch_size > 0 ? std::min(config.trainer.micro_batch_size, rows) : rows;
-    double nll_local = 0;
+    // Summed on the device and read once, so that no micro-batch waits on it.
+    const at::Tensor nll_local = at::zeros({}, run->params.front().options().dtype(at::kDouble));
     for (int64_t start = 0; start < rows; start += micro) {
       const int64_t len = std::min(micro, rows - start);
       const at::Tensor logp = completion_logprobs(run->policy.model, b.prompt_ids.narrow(0, start, len),
@@ -56,7 +57,7 @@ RunSummary run_sft(const Config& config) {
       const at::Tensor mask = b.completion_mask.narrow(0, start, len).to(logp.device(), at::kFloat);
       const at::Tensor nll_sum = -(logp * mask).sum();
       (nll_sum / std::max(counts[0], 1.0)).backward();
-      nll_local += nll_sum.item<double>();
+      nll_local.add_(nll_sum.detach());
     }
     const double lr = scheduled_lr(config.optimizer, run->step, config.trainer.steps);
     const double grad_norm = run->optimizer->step(lr);
@@ -64,7 +65,7 @@ RunSummary run_sft(const Config& config) {
     if (!finite) log_warn("step {}: non-finite gradient norm, update skipped on every rank", run->step + 1);
     ++run->step;
 
-    std::vector<double> sums{nll_local};
+    std::vector<double> sums{nll_local.item<double>()};
     comm.all_reduce_sum(sums);
     step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     const std::map<std::string, double> metrics = {
