@@ -120,13 +120,14 @@ DatasetResult evaluate_dataset(const Config& config, Policy& policy, std::vector
   return result;
 }
 
-}  // namespace
-
+// The held-out sets to run: eval.datasets, or data.eval_path alone.
 std::vector<EvalDatasetConfig> eval_datasets(const Config& config) {
   if (!config.eval.datasets.empty()) return config.eval.datasets;
   if (config.data.eval_path.empty()) return {};
   return {EvalDatasetConfig{"eval", config.data.eval_path, "", ""}};
 }
+
+}  // namespace
 
 std::vector<EvalSummary> run_eval(const Config& config) {
   Communicator& comm = world();

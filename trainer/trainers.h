@@ -35,9 +35,6 @@ struct EvalSummary {
   double seconds = 0;
 };
 
-// The held-out sets `grpo eval` runs: eval.datasets, or data.eval_path alone.
-std::vector<EvalDatasetConfig> eval_datasets(const Config& config);
-
 // pass@1 over eval.samples samples, pass@k and cons@k on each held-out set (eval.datasets, or
 // data.eval_path); writes one JSON with a result per set (eval.output).
 std::vector<EvalSummary> run_eval(const Config& config);
