@@ -107,7 +107,12 @@ class MpiCommunicator final : public Communicator {
   }
   void all_gather_into(at::Tensor& out, const at::Tensor& local) override {
     check_gather_shape(out, local, size_);
-    if (!local.device().is_cpu()) return staged(out, [&](at::Tensor& host) { all_gather_into(host, local.to(at::kCPU)); });
+    if (!local.device().is_cpu()) {
+      at::Tensor host = at::empty(out.sizes(), out.options().device(at::kCPU));  // written whole: nothing to copy in
+      all_gather_into(host, local.to(at::kCPU));
+      out.copy_(host);
+      return;
+    }
     const at::Tensor send = local.contiguous();
     const int count = mpi_count(send.numel(), "all_gather");
     MPI_Allgather(send.data_ptr(), count, mpi_type(send.scalar_type()), out.data_ptr(), count, mpi_type(send.scalar_type()),
