@@ -198,14 +198,7 @@ TEST_P(DecoderFixture, SavedDirectoryLoadsBackBitIdentical) {
   fs::remove_all(out);
 }
 
-std::string case_name(const ::testing::TestParamInfo<std::string>& info) {
-  std::string name = fs::path(info.param).filename().string();
-  for (char& ch : name)
-    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-  return name;
-}
-
-INSTANTIATE_TEST_SUITE_P(HuggingFace, DecoderFixture, ::testing::ValuesIn(case_dirs()), case_name);
+INSTANTIATE_TEST_SUITE_P(HuggingFace, DecoderFixture, ::testing::ValuesIn(case_dirs()), testing::fixture_case_name);
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(DecoderFixture);
 
 }  // namespace

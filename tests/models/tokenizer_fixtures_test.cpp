@@ -108,14 +108,7 @@ TEST_P(TokenizerFixture, ChatTemplatesRenderAndEncode) {
   EXPECT_GT(checked, 0);
 }
 
-std::string case_name(const ::testing::TestParamInfo<std::string>& info) {
-  std::string name = fs::path(info.param).filename().string();
-  for (char& ch : name)
-    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-  return name;
-}
-
-INSTANTIATE_TEST_SUITE_P(HuggingFace, TokenizerFixture, ::testing::ValuesIn(tokenizer_dirs()), case_name);
+INSTANTIATE_TEST_SUITE_P(HuggingFace, TokenizerFixture, ::testing::ValuesIn(tokenizer_dirs()), testing::fixture_case_name);
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(TokenizerFixture);
 
 }  // namespace

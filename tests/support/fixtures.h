@@ -2,7 +2,10 @@
 // Where the tests find the peers' fixtures and data sets: an environment variable names another
 // directory or file of the same schema (the held-out sets), else the copy under ../shared.
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -26,6 +29,16 @@ inline std::vector<std::string> sorted_entries(const std::string& dir,
     if (keep(entry)) paths.push_back(entry.path().string());
   std::sort(paths.begin(), paths.end());
   return paths;
+}
+
+// A parameterized case's name from its fixture path: the directory's name, or the file's name
+// without its extension, with anything but letters and digits turned into '_'.
+inline std::string fixture_case_name(const ::testing::TestParamInfo<std::string>& info) {
+  const std::filesystem::path path(info.param);
+  std::string name = std::filesystem::is_directory(path) ? path.filename().string() : path.stem().string();
+  for (char& ch : name)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return name;
 }
 
 }  // namespace grpo::testing

@@ -193,14 +193,7 @@ TEST_P(GrpoLossFixture, MatchesPeer) {
   expect_close_tensor(loss_inputs.logp.grad(), outputs.at("grad_logp"), "grad_logp");
 }
 
-std::string case_name(const ::testing::TestParamInfo<std::string>& info) {
-  std::string name = fs::path(info.param).stem().string();
-  for (char& ch : name)
-    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-  return name;
-}
-
-INSTANTIATE_TEST_SUITE_P(Peers, GrpoLossFixture, ::testing::ValuesIn(fixture_files()), case_name);
+INSTANTIATE_TEST_SUITE_P(Peers, GrpoLossFixture, ::testing::ValuesIn(fixture_files()), testing::fixture_case_name);
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(GrpoLossFixture);
 
 }  // namespace
