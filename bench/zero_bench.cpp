@@ -14,7 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "trainer/communicator.h"
+#include "dist/communicator.h"
 #include "trainer/distributed_optimizer.h"
 
 int main(int argc, char** argv) {

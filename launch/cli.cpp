@@ -20,7 +20,7 @@
 #include "core/logging.h"
 #include "core/version.h"
 #include "launch/commands.h"
-#include "trainer/communicator.h"
+#include "dist/communicator.h"
 #include "trainer/toy_policy.h"
 
 namespace grpo {

@@ -9,7 +9,7 @@
 #include "core/logging.h"
 #include "launch/commands.h"
 #include "trainer/checkpoint.h"
-#include "trainer/communicator.h"
+#include "dist/communicator.h"
 #include "trainer/trainers.h"
 
 namespace grpo {

@@ -19,7 +19,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "core/config.h"
-#include "trainer/communicator.h"
+#include "dist/communicator.h"
 #include "trainer/optimizer.h"
 
 namespace grpo {

@@ -14,7 +14,7 @@
 #include "rewards/builtin_rewards.h"
 #include "rewards/math_grader.h"
 #include "rollout/engine.h"
-#include "trainer/communicator.h"
+#include "dist/communicator.h"
 #include "trainer/data.h"
 #include "trainer/policy.h"
 #include "trainer/trainers.h"

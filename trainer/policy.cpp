@@ -12,7 +12,7 @@
 #include <torch/nn/module.h>
 
 #include "core/atomic_file.h"
-#include "trainer/communicator.h"
+#include "dist/communicator.h"
 
 namespace grpo {
 namespace {

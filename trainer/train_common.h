@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/config.h"
-#include "trainer/communicator.h"
+#include "dist/communicator.h"
 #include "trainer/data.h"
 #include "trainer/distributed_optimizer.h"
 #include "trainer/metrics.h"

@@ -15,8 +15,8 @@
 
 #include "tests/support/run_command.h"
 #include "tests/support/run_weights.h"
-#include "trainer/communicator.h"
-#include "trainer/nccl_communicator.h"
+#include "dist/communicator.h"
+#include "dist/nccl_communicator.h"
 
 namespace grpo {
 namespace {

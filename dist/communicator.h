@@ -1,8 +1,8 @@
 #pragma once
 // Collective operations between ranks. The MPI implementation moves CPU tensors (and stages any
 // other device's tensors through host memory); with one process (no launcher) every operation is
-// local. CUDA tensors go through NCCL (trainer/nccl_communicator.h) when the build links it.
-// Lives in trainer/, not core/, because it moves tensors and core stays free of LibTorch.
+// local. CUDA tensors go through NCCL (dist/nccl_communicator.h) when the build links it.
+// Lives in dist/, below models/ and rollout/, so that any role can move tensors; core stays free of LibTorch.
 
 #include <cstdint>
 #include <string>

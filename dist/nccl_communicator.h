@@ -8,7 +8,7 @@
 #include <memory>
 #include <string>
 
-#include "trainer/communicator.h"
+#include "dist/communicator.h"
 
 namespace grpo {
 

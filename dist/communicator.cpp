@@ -1,4 +1,4 @@
-#include "trainer/communicator.h"
+#include "dist/communicator.h"
 
 #include <mpi.h>
 
@@ -13,7 +13,7 @@
 #include <ATen/ATen.h>
 
 #if GRPO_LINK_NCCL
-#include "trainer/nccl_communicator.h"
+#include "dist/nccl_communicator.h"
 #endif
 
 namespace grpo {
