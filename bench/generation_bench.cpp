@@ -6,6 +6,7 @@
 //   SHAPE: qwen2.5-0.5b | demo-2.9m | DIR (a Hugging Face model directory)
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/Parallel.h>
 
 #include <chrono>

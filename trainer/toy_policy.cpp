@@ -1,6 +1,7 @@
 #include "trainer/toy_policy.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "trainer/grpo_loss.h"

@@ -3,6 +3,7 @@
 // transformers, reproduced from config.json + model.safetensors alone. Tolerances: the README.
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
 #include <cstdlib>
