@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/cpu_info.h"
 #include "rollout/engine.h"
 
 namespace {
@@ -51,6 +52,7 @@ int main(int argc, char** argv) {
   const int64_t group = group_env ? std::atoll(group_env) : 8;
   at::set_num_threads(threads);
   at::manual_seed(0);
+  std::printf("compute: %s\n", grpo::compute_setup_line().c_str());
 
   Decoder model{nullptr};
   if (which == "qwen2.5-0.5b" || which == "demo-2.9m") {

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "core/cpu_info.h"
 #include "trainer/grpo_loss.h"
 
 namespace {
@@ -25,6 +26,7 @@ int main(int argc, char** argv) {
   const int iterations = argc > 3 ? std::atoi(argv[3]) : 20;
   at::set_num_threads(1);
   at::manual_seed(0);
+  std::printf("compute: %s\n", grpo::compute_setup_line().c_str());
   const at::Tensor base = -at::rand({n, t}) * 3;
   const at::Tensor old_logp = base + 0.1 * at::randn({n, t});
   const at::Tensor ref_logp = base + 0.1 * at::randn({n, t});

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/cpu_info.h"
 #include "rewards/sandbox.h"
 
 namespace {
@@ -34,6 +35,7 @@ void run_plain(const std::string& dir) {
 int main(int argc, char** argv) {
   const int runs = argc > 1 ? std::atoi(argv[1]) : 100;
   const int threads = argc > 2 ? std::atoi(argv[2]) : 2;
+  std::printf("compute: %s\n", grpo::compute_setup_line().c_str());
   if (grpo::Status s = grpo::sandbox_available(); !s.is_ok()) {
     std::fprintf(stderr, "%s\n", s.message().c_str());
     return 1;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/cpu_info.h"
 #include "core/jsonl.h"
 #include "models/tokenizer.h"
 
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
     const std::string data = std::string(GRPO_SHARED_DIR) + "/data/";
     files = {data + "gsm8k/test.jsonl", data + "math500/test.jsonl", data + "humaneval/HumanEval.jsonl"};
   }
+  std::printf("compute: %s\n", grpo::compute_setup_line().c_str());
   std::vector<std::string> corpus;
   size_t bytes = 0;
   for (const auto& f : files) {

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "core/cpu_info.h"
 #include "dist/communicator.h"
 #include "trainer/distributed_optimizer.h"
 
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   mallopt(M_TOP_PAD, 64 << 20);
   Communicator& comm = world();
+  if (comm.rank() == 0) std::printf("compute: %s\n", compute_setup_line().c_str());
   // Decoder-like tensors: 24 blocks of (4 x d*d) plus an embedding, about `millions` in all.
   const auto total = static_cast<int64_t>(millions * 1e6);
   const int64_t d = 512, per_block = 4 * d * d, blocks = std::max<int64_t>(1, total / per_block / 2);

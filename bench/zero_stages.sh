@@ -15,8 +15,8 @@ for stage in 0 1 2; do
 done
 python3 - "$out" <<'PY'
 import re, sys
-rows = [re.search(r"zero_stage (\d), .* update ([\d.]+) ms/step, optimizer state (\d+) MiB, peak RSS (\d+) MiB", l)
-        for l in open(sys.argv[1])]
+pattern = r"zero_stage (\d), .* update ([\d.]+) ms/step, optimizer state (\d+) MiB, peak RSS (\d+) MiB"
+rows = [r for r in (re.search(pattern, l) for l in open(sys.argv[1])) if r]  # skips the "compute:" lines
 by_stage = {}
 for r in rows:
     s = by_stage.setdefault(int(r[1]), {"ms": [], "rss": []})

@@ -17,6 +17,7 @@
 #include <torch/version.h>
 
 #include "core/config.h"
+#include "core/cpu_info.h"
 #include "core/logging.h"
 #include "core/version.h"
 #include "launch/commands.h"
@@ -105,7 +106,17 @@ int run_version(const Arguments&) {
                                           : "not built (CPU LibTorch)");
   fmt::print("NCCL: {}\n", nccl_build_summary());
   fmt::print("MPI: {}\n", mpi_library_version());
-  fmt::print("intra-op threads: {}\n", at::get_num_threads());
+  const TorchParallelism torch = probe_torch_parallelism();
+  fmt::print("intra-op threads: {} (LibTorch {} backend)\n", torch.intra_op_threads, torch.backend);
+  const BlasInfo blas = probe_blas();
+  fmt::print("BLAS: {}\n", blas.config.empty() ? blas.library : blas.config);
+  fmt::print("BLAS core: {}\n", blas.core.empty() ? "unknown" : blas.core);
+  fmt::print("BLAS threads: {}{}\n", blas.threads > 0 ? std::to_string(blas.threads) : "unknown",
+             blas.threading.empty() ? "" : " (" + blas.threading + ")");
+  fmt::print("BLAS library file: {}\n", blas.provider.empty() ? "none loaded (sgemm_ not found)" : blas.provider);
+  const CpuFeatures cpu = probe_cpu_features();
+  fmt::print("CPU: {}, AVX2 {}, AVX-512 {}\n", cpu.model_name, cpu.avx2 ? "yes" : "no", cpu.avx512 ? "yes" : "no");
+  if (const auto warning = generic_blas_core_warning(blas, cpu)) fmt::print("warning: {}\n", *warning);
   return kExitOk;
 }
 
@@ -178,7 +189,7 @@ const std::map<std::string, Command>& commands() {
         {"--tokenizer", "--input", "--field"},
         run_tokenize}},
       {"version",
-       {"Print the grpo-cpp, LibTorch and MPI versions and whether CUDA/NCCL are usable",
+       {"Print the versions, whether CUDA/NCCL are usable, and the BLAS and threads CPU math runs on",
         "grpo version",
         {},
         {},

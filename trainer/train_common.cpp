@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "core/atomic_file.h"
+#include "core/cpu_info.h"
 #include "core/logging.h"
 #include "trainer/checkpoint.h"
 
@@ -35,6 +36,7 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
                           ? static_cast<int>(config.trainer.threads)
                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_size());
   at::set_num_threads(threads);
+  log_compute_setup(comm.rank());
   // Checked before the run directory exists, so a run that cannot start leaves nothing behind.
   if (StatusOr<std::string> placed = placement(config.model.device); !placed)
     throw std::runtime_error(placed.status().message());

@@ -53,6 +53,60 @@ TEST(Cli, VersionNamesTorchAndMpi) {
   EXPECT_NE(run.output.find("NCCL: "), std::string::npos);
 }
 
+// OpenBLAS names the core it chose itself when OPENBLAS_VERBOSE=2 ("Core: Haswell"), the
+// independent truth for what `grpo version` reports; "" when OpenBLAS is not loaded.
+std::string core_openblas_announces(const std::string& output) {
+  const auto at = output.find("Core: ");
+  if (at == std::string::npos) return "";
+  return output.substr(at + 6, output.find('\n', at) - at - 6);
+}
+
+TEST(Cli, VersionReportsTheBlasCoreOpenBlasChose) {
+  const CliRun run = testing::run_command(std::string("OPENBLAS_VERBOSE=2 ") + GRPO_BINARY + " version");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("BLAS: "), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("intra-op threads: "), std::string::npos) << run.output;
+  const std::string core = core_openblas_announces(run.output);
+  if (core.empty()) GTEST_SKIP() << "OpenBLAS is not loaded here:\n" << run.output;
+  EXPECT_NE(run.output.find("BLAS core: " + core + "\n"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("BLAS: OpenBLAS "), std::string::npos) << run.output;
+}
+
+// Forcing OpenBLAS's generic kernels in the child simulates the Intel machine where OpenBLAS 0.3.21
+// did not know the CPU; the test's own environment stays as the machine set it.
+TEST(Cli, GenericBlasCoreIsReportedAndWarnedAboutOnAnAvx2Cpu) {
+  if (run_grpo("version").output.find("BLAS: OpenBLAS") == std::string::npos) GTEST_SKIP() << "not OpenBLAS";
+  const CliRun run = testing::run_command(std::string("OPENBLAS_CORETYPE=Prescott ") + GRPO_BINARY + " version");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("BLAS core: Prescott\n"), std::string::npos) << run.output;
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool warned = run.output.find("warning: ") != std::string::npos;
+  EXPECT_EQ(warned, avx2) << run.output;
+  if (avx2) {
+    EXPECT_NE(run.output.find("OPENBLAS_CORETYPE="), std::string::npos) << run.output;
+    EXPECT_NE(run.output.find("docs/performance.md"), std::string::npos) << run.output;
+  }
+}
+
+TEST(Cli, TrainingStartNamesTheBlasCoreAndWarnsOnceOnAGenericCore) {
+  if (run_grpo("version").output.find("BLAS: OpenBLAS") == std::string::npos) GTEST_SKIP() << "not OpenBLAS";
+  const auto dir = std::filesystem::temp_directory_path() / ("grpo_blas_core_" + std::to_string(::getpid()));
+  const CliRun run = testing::run_command(
+      std::string("OPENBLAS_CORETYPE=Prescott ") + GRPO_BINARY + " sft --config " + GRPO_SOURCE_DIR +
+      "/configs/demo/sft.yaml trainer.steps=1 'data.train_path=builtin:addition?n=8&seed=2' trainer.prompts_per_step=4 "
+      "checkpoint.resume=none trainer.threads=1 trainer.run_dir=" + dir.string());
+  std::filesystem::remove_all(dir);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("BLAS OpenBLAS "), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find(", core Prescott, 1 thread"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("LibTorch "), std::string::npos) << run.output;
+  size_t warnings = 0;
+  for (auto at = run.output.find("OPENBLAS_CORETYPE="); at != std::string::npos;
+       at = run.output.find("OPENBLAS_CORETYPE=", at + 1))
+    ++warnings;
+  EXPECT_EQ(warnings, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1u : 0u) << run.output;
+}
+
 TEST(Cli, CudaWithoutACudaBuildFailsBeforeTheRunDirectoryExists) {
   if (run_grpo("version").output.find("CUDA: not built") == std::string::npos) GTEST_SKIP() << "a CUDA build";
   const auto dir = std::filesystem::temp_directory_path() / (std::to_string(::getpid()) + "_cuda_run");

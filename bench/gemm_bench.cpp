@@ -1,0 +1,46 @@
+// float32 matrix product throughput of the BLAS LibTorch loaded, with its error against the same
+// product in float64, so that a faster kernel set (OPENBLAS_CORETYPE=...) is only trusted when it is
+// as accurate as the one the library chose.
+//
+// Usage: [OPENBLAS_CORETYPE=Haswell] bench_gemm [M] [K] [N] [threads] [repeats]   (default 1024 2048 2048 1 5)
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "core/cpu_info.h"
+
+int main(int argc, char** argv) {
+  const int64_t m = argc > 1 ? std::atoll(argv[1]) : 1024;
+  const int64_t k = argc > 2 ? std::atoll(argv[2]) : 2048;
+  const int64_t n = argc > 3 ? std::atoll(argv[3]) : 2048;
+  const int threads = argc > 4 ? std::atoi(argv[4]) : 1;
+  const int repeats = argc > 5 ? std::atoi(argv[5]) : 5;
+  at::set_num_threads(threads);
+  at::manual_seed(0);
+  std::printf("compute: %s\n", grpo::compute_setup_line().c_str());
+
+  const at::Tensor a = at::randn({m, k});
+  const at::Tensor b = at::randn({k, n});
+  at::Tensor c = at::mm(a, b);  // warm-up: thread pool, page faults
+  std::vector<double> seconds;
+  for (int r = 0; r < repeats; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    at::mm_out(c, a, b);
+    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(seconds.begin(), seconds.end());
+  const double median = seconds[seconds.size() / 2];
+  const at::Tensor reference = at::mm(a.to(at::kDouble), b.to(at::kDouble));
+  const double relative_error =
+      ((c.to(at::kDouble) - reference).norm() / reference.norm()).item<double>();
+  std::printf("sgemm %lldx%lldx%lld, %d thread(s): median %.2f ms, %.1f GFLOP/s (best %.1f), relative error vs float64 %.2e\n",
+              (long long)m, (long long)k, (long long)n, threads, median * 1e3, 2.0 * m * k * n / median / 1e9,
+              2.0 * m * k * n / seconds.front() / 1e9, relative_error);
+  return 0;
+}
