@@ -12,6 +12,7 @@
 #include "launch/cli.h"
 #include "launch/commands.h"
 #include "trainer/checkpoint.h"
+#include "trainer/policy.h"
 #include "dist/communicator.h"
 #include "trainer/trainers.h"
 
@@ -57,6 +58,11 @@ bool starts_afresh(const Config& config) {
 // Rank 0's part of claim_run_directory: the lock, then whether a fresh start would mix with an
 // earlier run. Returns the exit code (0: go on) after printing the one-line reason.
 int lock_and_check(const std::string& verb, const Config& config, bool overwrite, std::unique_ptr<RunLock>* lock) {
+  // A run that cannot start leaves no run directory behind, and taking the lock would create it.
+  if (StatusOr<std::string> placed = placement(config.model.device); !placed) {
+    fmt::print(stderr, "grpo {}: {}\n", verb, placed.status().message());
+    return kExitFailure;
+  }
   const std::string& dir = config.trainer.run_dir;
   StatusOr<std::unique_ptr<RunLock>> locked = RunLock::acquire(dir);
   if (!locked) {
