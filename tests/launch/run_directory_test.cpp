@@ -81,15 +81,22 @@ TEST(RunDirectory, ASecondRunIsRefusedWhileTheFirstHoldsTheLock) {
             "trainer.steps=100000", "checkpoint.every_steps=0", "trainer.max_seconds=100", static_cast<char*>(nullptr));
     ::_exit(127);
   }
-  // The holder's line appears once the first run holds the lock.
+  struct KillOnExit {
+    pid_t pid;
+    ~KillOnExit() {
+      if (pid <= 0) return;
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } first_guard{first};
+  // Once the first run logs its first step it is surely under way (and holds the lock).
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  std::string holder;
-  while (std::chrono::steady_clock::now() < deadline && !contains(holder, "\n")) {
+  while (std::chrono::steady_clock::now() < deadline && !(fs::exists(dir / "metrics.jsonl") && fs::file_size(dir / "metrics.jsonl") > 0))
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    std::ifstream in(dir / ".lock");
-    holder.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
-  ASSERT_TRUE(contains(holder, "pid " + std::to_string(first) + " on host ")) << holder;
+  ASSERT_TRUE(fs::exists(dir / "metrics.jsonl")) << "the first run did not start";
+  std::ifstream lock_file(dir / ".lock");
+  const std::string holder((std::istreambuf_iterator<char>(lock_file)), std::istreambuf_iterator<char>());
+  EXPECT_TRUE(contains(holder, "pid " + std::to_string(first) + " on host ")) << holder;
 
   const std::string second_args = "sft --config " + config + " trainer.run_dir=" + dir.string() + " trainer.steps=1";
   const testing::CommandResult one = grpo(second_args);
@@ -106,6 +113,7 @@ TEST(RunDirectory, ASecondRunIsRefusedWhileTheFirstHoldsTheLock) {
   // kill -9 leaves no stale lock: the next run starts at once.
   ::kill(first, SIGKILL);
   ::waitpid(first, nullptr, 0);
+  first_guard.pid = -1;
   const testing::CommandResult after = grpo(second_args + " --resume auto");
   EXPECT_EQ(after.exit_code, 0) << after.output;
   fs::remove_all(dir);
