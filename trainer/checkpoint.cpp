@@ -91,6 +91,15 @@ Status save_checkpoint(const std::string& checkpoints_dir, const CheckpointConte
   fs::remove_all(temp_dir, ec);
   fs::create_directories(temp_dir, ec);
   if (ec) return Status::error(fmt::format("cannot create '{}': {}", temp_dir.string(), ec.message()));
+  // A failed attempt (a full disk) must not leave its partial copy taking space.
+  struct RemoveUnlessCommitted {
+    fs::path path;
+    bool committed = false;
+    ~RemoveUnlessCommitted() {
+      std::error_code ignored;
+      if (!committed) fs::remove_all(path, ignored);
+    }
+  } temp_guard{temp_dir};
 
   std::map<std::string, std::string> files = c.files;
   nlohmann::json state = c.state;
@@ -114,6 +123,7 @@ Status save_checkpoint(const std::string& checkpoints_dir, const CheckpointConte
   fs::remove_all(final_dir, ec);  // an older incomplete attempt at the same step
   fs::rename(temp_dir, final_dir, ec);
   if (ec) return Status::error(fmt::format("cannot commit checkpoint '{}': {}", final_dir.string(), ec.message()));
+  temp_guard.committed = true;
   fsync_path(checkpoints_dir, true);
 
   // Keep the newest keep_last up to this step, this one always; remove older ones and abandoned

@@ -151,6 +151,25 @@ TEST(Checkpoint, RetentionNeverRemovesTheCheckpointJustWritten) {
   fs::remove_all(dir);
 }
 
+// Issue 9.4 (keep): a checkpoint that cannot be written is an error, the earlier checkpoints stay
+// loadable, and no partial copy is left taking space.
+TEST(Checkpoint, AFailedWriteIsAnErrorAndLeavesNothingBehind) {
+  const fs::path dir = fresh_dir("ckpt_fail");
+  ASSERT_TRUE(save_checkpoint(dir.string(), sample_checkpoint(1), 3).is_ok());
+  CheckpointContents broken = sample_checkpoint(2);
+  broken.files["no_such_directory/tokenizer.json"] = "{}";  // its write fails, as on a full disk
+  const Status s = save_checkpoint(dir.string(), broken, 3);
+  EXPECT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("no_such_directory/tokenizer.json"), std::string::npos) << s.message();
+  std::vector<std::string> left;
+  for (const auto& entry : fs::directory_iterator(dir)) left.push_back(entry.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{"step-1"});
+  auto latest = load_latest_checkpoint(dir.string(), nullptr);
+  ASSERT_TRUE(latest.has_value());
+  EXPECT_EQ(latest->step, 1);
+  fs::remove_all(dir);
+}
+
 // Issue 9.5: a manifest field of the wrong type threw out of load_checkpoint and aborted the run.
 TEST(Checkpoint, WronglyTypedManifestFieldIsSkippedAsCorrupt) {
   const fs::path dir = fresh_dir("ckpt_typed");
