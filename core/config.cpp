@@ -232,8 +232,12 @@ void describe(ConfigVisitor& v, EvalConfig& c) {
 void describe(ConfigVisitor& v, CheckpointConfig& c) {
   v.visit(field("every_steps", "Save a checkpoint every N steps; 0 saves only at the end.").at_least(0),
           c.every_steps);
-  v.visit(field("keep_last", "Keep the newest K complete checkpoints.").at_least(1), c.keep_last);
-  v.visit(field("resume", "none, auto (the newest complete checkpoint in the run directory), or a checkpoint path."),
+  v.visit(field("keep_last", "Keep the newest K checkpoints up to the current step; the one just written is "
+                             "always kept.").at_least(1),
+          c.keep_last);
+  v.visit(field("resume", "none (start afresh; refused if the run directory holds checkpoints, unless --overwrite), "
+                          "auto (the newest complete checkpoint in the run directory, or afresh if there is none), "
+                          "or a checkpoint path. --resume sets it."),
           c.resume);
 }
 

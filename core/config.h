@@ -104,7 +104,7 @@ struct TrainerConfig {
 struct CheckpointConfig {
   int64_t every_steps = 0;  // 0 = only at the end of training.
   int64_t keep_last = 3;
-  std::string resume = "auto";  // none, auto (newest complete checkpoint in run_dir), or a path
+  std::string resume = "none";  // none (start afresh), auto (newest complete checkpoint in run_dir), or a path
 };
 
 // One held-out set of `grpo eval`; empty fields fall back to data.*.

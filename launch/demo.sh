@@ -18,11 +18,11 @@ mpi=(mpirun -np "$ranks" --oversubscribe)
 
 start=$(date +%s)
 echo "== 1/4 cold-start SFT =="
-"${mpi[@]}" "$grpo" sft --config configs/demo/sft.yaml
+"${mpi[@]}" "$grpo" sft --config configs/demo/sft.yaml --resume auto
 echo "== 2/4 evaluate the SFT model =="
 "${mpi[@]}" "$grpo" eval --config configs/demo/sft.yaml model.path=runs/demo/sft/final eval.output=runs/demo/eval_sft.json
 echo "== 3/4 GRPO =="
-"${mpi[@]}" "$grpo" train --config configs/demo/grpo.yaml
+"${mpi[@]}" "$grpo" train --config configs/demo/grpo.yaml --resume auto
 echo "== 4/4 evaluate the GRPO model =="
 "${mpi[@]}" "$grpo" eval --config configs/demo/grpo.yaml model.path=runs/demo/grpo/final eval.output=runs/demo/eval_grpo.json
 elapsed=$(( $(date +%s) - start ))

@@ -3,27 +3,37 @@
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
 #include <fmt/format.h>
 
 #include "core/logging.h"
+#include "core/run_lock.h"
+#include "launch/cli.h"
 #include "launch/commands.h"
 #include "trainer/checkpoint.h"
+#include "trainer/policy.h"
 #include "dist/communicator.h"
 #include "trainer/trainers.h"
 
 namespace grpo {
 
+#define RUN_DIRECTORY_HELP                                                                                  \
+  "One run at a time per run directory (a lock; a second run is refused, naming the holder).\n"            \
+  "--resume auto continues from the newest complete checkpoint; without it, a run directory that\n"        \
+  "already holds checkpoints is refused, unless --overwrite, which deletes that run's checkpoints/,\n"     \
+  "metrics.jsonl, samples.jsonl, tensorboard/ and final/ first."
+
 const char* const kSftUsage =
-    "grpo sft --config FILE [--resume auto|none|PATH] [key.path=value ...]\n"
+    "grpo sft --config FILE [--resume auto|none|PATH] [--overwrite] [key.path=value ...]\n"
     "mpirun -np N grpo sft --config FILE\n\n"
     "Supervised fine-tuning on data.train_path's worked solutions (cold start, distillation).\n"
-    "Writes <trainer.run_dir>/{config.yaml, metrics.jsonl, tensorboard/, checkpoints/, final/}.";
+    "Writes <trainer.run_dir>/{config.yaml, metrics.jsonl, tensorboard/, checkpoints/, final/}.\n" RUN_DIRECTORY_HELP;
 const char* const kTrainUsage =
-    "grpo train --config FILE [--resume auto|none|PATH] [key.path=value ...]\n"
+    "grpo train --config FILE [--resume auto|none|PATH] [--overwrite] [key.path=value ...]\n"
     "mpirun -np N grpo train --config FILE\n\n"
     "GRPO on data.train_path's prompts with reward.functions. Writes <trainer.run_dir>/{config.yaml,\n"
-    "metrics.jsonl, tensorboard/, samples.jsonl, checkpoints/, final/}.";
+    "metrics.jsonl, tensorboard/, samples.jsonl, checkpoints/, final/}.\n" RUN_DIRECTORY_HELP;
 const char* const kEvalUsage =
     "grpo eval --config FILE [key.path=value ...]\n\n"
     "pass@1 over eval.samples samples (temperature eval.temperature, top-p eval.top_p), pass@k and\n"
@@ -41,10 +51,80 @@ Config with_resume(const Arguments& args, Config config) {
   return config;
 }
 
+bool starts_afresh(const Config& config) {
+  return config.checkpoint.resume.empty() || config.checkpoint.resume == "none";
+}
+
+// Rank 0's part of claim_run_directory: the lock, then whether a fresh start would mix with an
+// earlier run. Returns the exit code (0: go on) after printing the one-line reason.
+int lock_and_check(const std::string& verb, const Config& config, bool overwrite, std::unique_ptr<RunLock>* lock) {
+  // A run that cannot start leaves no run directory behind, and taking the lock would create it.
+  if (StatusOr<std::string> placed = placement(config.model.device); !placed) {
+    fmt::print(stderr, "grpo {}: {}\n", verb, placed.status().message());
+    return kExitFailure;
+  }
+  const std::string& dir = config.trainer.run_dir;
+  StatusOr<std::unique_ptr<RunLock>> locked = RunLock::acquire(dir);
+  if (!locked) {
+    fmt::print(stderr, "grpo {}: {}\n", verb, locked.status().message());
+    return kExitFailure;
+  }
+  *lock = std::move(locked).value();
+  const std::vector<int64_t> steps = checkpoint_steps(dir + "/checkpoints");
+  if (!starts_afresh(config) || steps.empty()) return kExitOk;
+  if (!overwrite) {
+    fmt::print(stderr,
+               "grpo {}: trainer.run_dir '{}' already holds checkpoints of an earlier run (newest step-{}): pass "
+               "--resume auto to continue it, choose another trainer.run_dir, or pass --overwrite to discard it\n",
+               verb, dir, steps.back());
+    return kExitUsage;
+  }
+  for (const char* name : {"checkpoints", "metrics.jsonl", "samples.jsonl", "tensorboard", "final"}) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir + "/" + name, ec);
+    if (ec) {
+      fmt::print(stderr, "grpo {}: --overwrite: cannot remove '{}/{}': {}\n", verb, dir, name, ec.message());
+      return kExitFailure;
+    }
+  }
+  fmt::print(stderr, "grpo {}: --overwrite: removed the earlier run's checkpoints (newest step-{}) and logs from '{}'\n",
+             verb, steps.back(), dir);
+  return kExitOk;
+}
+
+// Every rank takes part, so a refused run ends on all of them with the same exit code, promptly,
+// and none is left waiting in a collective. Rank 0 holds the lock (one holder per job is enough:
+// every job has a rank 0).
+int claim_run_directory(const std::string& verb, const Config& config, bool overwrite, std::unique_ptr<RunLock>* lock) {
+  if (overwrite && !starts_afresh(config))
+    throw UsageError(fmt::format("--overwrite starts afresh and cannot be combined with --resume {}",
+                                 config.checkpoint.resume));
+  Communicator& comm = world();
+  int code = kExitOk;
+  if (comm.rank() == 0) {
+    try {
+      code = lock_and_check(verb, config, overwrite, lock);
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "grpo {}: {}\n", verb, e.what());
+      code = kExitFailure;
+    }
+  }
+  std::vector<double> agreed{static_cast<double>(code)};
+  comm.all_reduce_sum(agreed);
+  return static_cast<int>(agreed[0]);
+}
+
 }  // namespace
 
 int run_training_verb(const std::string& verb, const Arguments& args, const Config& loaded) {
   const Config config = with_resume(args, loaded);
+  std::unique_ptr<RunLock> lock;  // held until the run has ended, however it ends
+  if (verb == "sft" || verb == "train") {
+    if (const int refused = claim_run_directory(verb, config, args.has_flag("--overwrite"), &lock)) {
+      shutdown_world();
+      return refused;
+    }
+  }
   try {
     if (verb == "sft" || verb == "train") {
       const RunSummary s = verb == "sft" ? run_sft(config) : run_grpo(config);

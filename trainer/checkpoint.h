@@ -18,6 +18,8 @@
 
 namespace grpo {
 
+struct Config;
+
 struct CheckpointContents {
   int64_t step = 0;
   TensorMap model;                             // HF parameter names
@@ -26,8 +28,23 @@ struct CheckpointContents {
   std::map<std::string, std::string> files;    // extra files by name: config.json, tokenizer.json, ...
 };
 
-// Writes `checkpoints_dir`/step-<step>/ and keeps the newest `keep_last` complete checkpoints.
+// Writes `checkpoints_dir`/step-<step>/, then removes all but the newest `keep_last` checkpoints
+// numbered up to <step>. The one just written is always kept, and checkpoints numbered after it
+// are never touched (a run sets those aside when it starts: set_aside_checkpoints_after).
 Status save_checkpoint(const std::string& checkpoints_dir, const CheckpointContents& contents, int64_t keep_last);
+
+// The steps of the step-<N> directories under `checkpoints_dir`, complete or not, ascending.
+std::vector<int64_t> checkpoint_steps(const std::string& checkpoints_dir);
+
+// Renames every step-<N> with N > `step` to step-<N>.set-aside-<unix time>, so that a run which
+// starts at `step` neither loads nor removes another timeline's checkpoints. Returns "old -> new"
+// for each, or the error of the first rename that failed.
+StatusOr<std::vector<std::string>> set_aside_checkpoints_after(const std::string& checkpoints_dir, int64_t step);
+
+// The settings that make a resumed run a different experiment (model.path, data.train_path,
+// grpo.group_size, optimizer.lr, ...) that differ between the configuration a checkpoint was
+// written with and `now`, one "key: old -> new" each.
+std::vector<std::string> changed_essentials(const Config& before, const Config& now);
 
 // Reads one checkpoint directory, verifying every file against the manifest.
 StatusOr<CheckpointContents> load_checkpoint(const std::string& path);

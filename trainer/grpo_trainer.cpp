@@ -265,14 +265,13 @@ RunSummary run_grpo(const Config& config) {
     metrics["step_s"] = step_seconds;
     metrics["tokens_per_s"] = metrics["response_tokens"] * rows / std::max(step_seconds, 1e-9);
     summary.last_metrics = metrics;
-    if (comm.rank() == 0 && !samples.empty()) {
+    if (run->metrics) {
       // A few decoded samples per step, for reading what the policy does.
-      std::ofstream out(config.trainer.run_dir + "/samples.jsonl", std::ios::app);
+      std::vector<nlohmann::json> rows;
       for (size_t i = 0; i < std::min<size_t>(2, samples.size()); ++i)
-        out << nlohmann::json{{"step", run->step}, {"prompt", samples[i].prompt}, {"completion", samples[i].completion},
-                              {"reward", scores[i].total}}
-                   .dump()
-            << "\n";
+        rows.push_back({{"step", run->step}, {"prompt", samples[i].prompt}, {"completion", samples[i].completion},
+                        {"reward", scores[i].total}});
+      run->metrics->log_samples(rows);
     }
     std::vector<std::string> console = {"reward"};
     for (const std::string& label : rewards->labels()) console.push_back("reward/" + label);

@@ -24,6 +24,20 @@ std::string format_duration(double seconds) {
   return fmt::format("{}s", s);
 }
 
+// Resuming with another model, data set, group size or learning rate is allowed (a deliberate
+// change of schedule, a moved data file) but must not pass unnoticed.
+void warn_about_changed_essentials(const CheckpointContents& checkpoint, const std::string& from, const Config& now) {
+  const auto saved = checkpoint.files.find("config.yaml");
+  if (saved == checkpoint.files.end()) return;
+  StatusOr<Config> before = parse_config(saved->second, from + "/config.yaml");
+  if (!before) {
+    log_warn("cannot compare the configuration with {}/config.yaml: {}", from, before.status().message());
+    return;
+  }
+  for (const std::string& change : changed_essentials(*before, now))
+    log_warn("resuming with a changed setting (checkpoint -> now) {}", change);
+}
+
 }  // namespace
 
 std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std::string& kind) {
@@ -46,7 +60,6 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
     std::filesystem::create_directories(dir);
     if (Status s = write_file_atomic(dir + "/config.yaml", config_to_yaml(config)); !s.is_ok())
       throw std::runtime_error(s.message());
-    run->metrics = std::make_unique<MetricsWriter>(dir);
   }
   comm.barrier();
 
@@ -100,6 +113,15 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
     run->step = checkpoint->step;
     run->resumed_state = checkpoint->state;
     log_info("resumed from {} at step {}", from, run->step);
+    warn_about_changed_essentials(*checkpoint, from, config);
+  }
+  // The run continues from run->step: later checkpoints and log rows belong to another attempt.
+  comm.barrier();  // every rank has read its checkpoint before any is renamed
+  if (comm.rank() == 0) {
+    StatusOr<std::vector<std::string>> set_aside = set_aside_checkpoints_after(dir + "/checkpoints", run->step);
+    if (!set_aside) throw std::runtime_error(set_aside.status().message());
+    for (const std::string& move : *set_aside) log_warn("set aside a checkpoint after step {}: {}", run->step, move);
+    run->metrics = std::make_unique<MetricsWriter>(dir, run->step);
   }
   return run;
 }

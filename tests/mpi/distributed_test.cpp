@@ -69,14 +69,17 @@ std::string fmt_name(const std::string& verb, int ranks, int stage) {
 using testing::final_weights;
 using testing::max_difference;
 
-// Logged metrics by step (the last line for a step wins), without the wall-clock ones.
+// Logged metrics by step, without the wall-clock ones. Each step is logged once, also after a
+// kill and a resume (the resumed run drops what the killed one logged after its checkpoint).
 std::map<int64_t, nlohmann::json> metrics_by_step(const fs::path& run_dir) {
   std::map<int64_t, nlohmann::json> out;
   std::ifstream in(run_dir / "metrics.jsonl");
   for (std::string line; std::getline(in, line);) {
     nlohmann::json m = nlohmann::json::parse(line);
     for (const char* timing : {"step_s", "rollout_s", "reward_s", "train_s", "tokens_per_s"}) m.erase(timing);
-    out[m["step"].get<int64_t>()] = m;
+    const int64_t step = m["step"].get<int64_t>();
+    EXPECT_EQ(out.count(step), 0u) << run_dir << ": step " << step << " logged twice";
+    out[step] = m;
   }
   return out;
 }

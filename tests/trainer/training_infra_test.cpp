@@ -3,11 +3,16 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+
+#include <nlohmann/json.hpp>
 
 #include "core/atomic_file.h"
+#include "core/config.h"
 #include "core/crc32c.h"
 #include "trainer/checkpoint.h"
 #include "trainer/data.h"
@@ -115,6 +120,177 @@ TEST(Checkpoint, RoundTripsVerifiesAndKeepsTheNewest) {
   EXPECT_EQ(latest->step, 2);
   EXPECT_NE(skipped[0].find("no manifest.json"), std::string::npos);
   fs::remove_all(dir);
+}
+
+// Issue 9.1: an earlier run's higher-numbered checkpoint made retention delete each new one.
+TEST(Checkpoint, RetentionNeverRemovesTheCheckpointJustWritten) {
+  const fs::path dir = fresh_dir("ckpt_retention");
+  ASSERT_TRUE(save_checkpoint(dir.string(), sample_checkpoint(50), 1).is_ok());
+  for (int64_t step : {1, 2, 3}) {
+    ASSERT_TRUE(save_checkpoint(dir.string(), sample_checkpoint(step), 2).is_ok());
+    EXPECT_TRUE(fs::exists(dir / ("step-" + std::to_string(step)) / "manifest.json")) << "step-" << step << " removed";
+  }
+  EXPECT_FALSE(fs::exists(dir / "step-1"));  // keep_last = 2 among the steps up to 3
+  EXPECT_TRUE(fs::exists(dir / "step-2"));
+  EXPECT_TRUE(fs::exists(dir / "step-50"));  // not this timeline's to remove
+
+  // A run starting at step 3 sets the later one aside: no longer listed, loaded or removed.
+  StatusOr<std::vector<std::string>> moved = set_aside_checkpoints_after(dir.string(), 3);
+  ASSERT_TRUE(moved.is_ok()) << moved.status().message();
+  ASSERT_EQ(moved->size(), 1u);
+  EXPECT_NE((*moved)[0].find("step-50 -> "), std::string::npos) << (*moved)[0];
+  EXPECT_EQ(checkpoint_steps(dir.string()), (std::vector<int64_t>{2, 3}));
+  auto latest = load_latest_checkpoint(dir.string(), nullptr);
+  ASSERT_TRUE(latest.has_value());
+  EXPECT_EQ(latest->step, 3);
+  ASSERT_TRUE(save_checkpoint(dir.string(), sample_checkpoint(4), 1).is_ok());
+  EXPECT_EQ(checkpoint_steps(dir.string()), (std::vector<int64_t>{4}));
+  size_t set_aside = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) set_aside += entry.path().filename().string().rfind("step-50.set-aside-", 0) == 0;
+  EXPECT_EQ(set_aside, 1u);
+  fs::remove_all(dir);
+}
+
+// Issue 9.4 (keep): a checkpoint that cannot be written is an error, the earlier checkpoints stay
+// loadable, and no partial copy is left taking space.
+TEST(Checkpoint, AFailedWriteIsAnErrorAndLeavesNothingBehind) {
+  const fs::path dir = fresh_dir("ckpt_fail");
+  ASSERT_TRUE(save_checkpoint(dir.string(), sample_checkpoint(1), 3).is_ok());
+  CheckpointContents broken = sample_checkpoint(2);
+  broken.files["no_such_directory/tokenizer.json"] = "{}";  // its write fails, as on a full disk
+  const Status s = save_checkpoint(dir.string(), broken, 3);
+  EXPECT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("no_such_directory/tokenizer.json"), std::string::npos) << s.message();
+  std::vector<std::string> left;
+  for (const auto& entry : fs::directory_iterator(dir)) left.push_back(entry.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{"step-1"});
+  auto latest = load_latest_checkpoint(dir.string(), nullptr);
+  ASSERT_TRUE(latest.has_value());
+  EXPECT_EQ(latest->step, 1);
+  fs::remove_all(dir);
+}
+
+// Issue 9.5: a manifest field of the wrong type threw out of load_checkpoint and aborted the run.
+TEST(Checkpoint, WronglyTypedManifestFieldIsSkippedAsCorrupt) {
+  const fs::path dir = fresh_dir("ckpt_typed");
+  for (int64_t step : {1, 2}) ASSERT_TRUE(save_checkpoint(dir.string(), sample_checkpoint(step), 3).is_ok());
+  for (const char* field : {"bytes", "crc32c"}) {
+    StatusOr<std::string> text = read_file((dir / "step-2" / "manifest.json").string());
+    ASSERT_TRUE(text.is_ok());
+    nlohmann::json manifest = nlohmann::json::parse(*text);
+    nlohmann::json damaged = manifest;
+    damaged["files"]["model.safetensors"][field] = "twelve";
+    ASSERT_TRUE(write_file_atomic((dir / "step-2" / "manifest.json").string(), damaged.dump()).is_ok());
+    std::vector<std::string> skipped;
+    std::optional<CheckpointContents> latest;
+    ASSERT_NO_THROW(latest = load_latest_checkpoint(dir.string(), &skipped)) << field;
+    ASSERT_TRUE(latest.has_value());
+    EXPECT_EQ(latest->step, 1) << field;
+    ASSERT_EQ(skipped.size(), 1u);
+    EXPECT_NE(skipped[0].find("step-2"), std::string::npos) << skipped[0];
+    EXPECT_NE(skipped[0].find("model.safetensors"), std::string::npos) << skipped[0];
+    ASSERT_TRUE(write_file_atomic((dir / "step-2" / "manifest.json").string(), manifest.dump()).is_ok());
+  }
+  fs::remove_all(dir);
+}
+
+TEST(Checkpoint, ChangedEssentialsNameOldAndNewValues) {
+  Config before, now;
+  before.model.path = "models/a";
+  now.model.path = "models/b";
+  before.optimizer.lr = 1e-6;
+  now.optimizer.lr = 2e-6;
+  now.grpo.group_size = before.grpo.group_size * 2;
+  const std::vector<std::string> changed = changed_essentials(before, now);
+  ASSERT_EQ(changed.size(), 3u);
+  EXPECT_EQ(changed[0], "model.path: models/a -> models/b");
+  EXPECT_EQ(changed[1], "grpo.group_size: 8 -> 16");
+  EXPECT_EQ(changed[2], "optimizer.lr: 1e-06 -> 2e-06");
+  EXPECT_TRUE(changed_essentials(before, before).empty());
+}
+
+std::vector<int64_t> jsonl_steps(const fs::path& path) {
+  std::vector<int64_t> steps;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) steps.push_back(nlohmann::json::parse(line).at("step").get<int64_t>());
+  return steps;
+}
+
+// The steps of every event in every event file of `dir` (framing as in the test above; the step
+// is the Event's field 2, a varint right after the 9-byte wall_time).
+std::vector<int64_t> event_steps(const fs::path& dir) {
+  std::vector<int64_t> steps;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string bytes = *read_file(entry.path().string());
+    for (size_t pos = 0; pos + 12 <= bytes.size();) {
+      const uint64_t length = read_u64(bytes, pos);
+      const std::string payload = bytes.substr(pos + 12, length);
+      EXPECT_EQ(payload[9], '\x10');  // field 2, varint
+      int64_t step = 0;
+      for (size_t i = 10, shift = 0; i < payload.size(); ++i, shift += 7) {
+        step |= static_cast<int64_t>(payload[i] & 0x7F) << shift;
+        if (!(payload[i] & 0x80)) break;
+      }
+      steps.push_back(step);
+      pos += 12 + length + 4;
+    }
+  }
+  std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
+nlohmann::json sample_row(int64_t step, const std::string& completion) {
+  nlohmann::json row = nlohmann::json::object();
+  row["step"] = step;
+  row["completion"] = completion;
+  return row;
+}
+
+// Issue 9.3: rows logged after the checkpoint a run resumes from appeared twice.
+TEST(Metrics, AWriterStartingAtAStepDropsLaterRows) {
+  const fs::path dir = fresh_dir("metrics_trim");
+  {
+    MetricsWriter first(dir.string(), 0);
+    for (int64_t step = 1; step <= 5; ++step) {
+      first.log(step, {{"reward", 0.1 * static_cast<double>(step)}});
+      first.log_samples({sample_row(step, "a"), sample_row(step, "b")});
+    }
+  }
+  std::ofstream(dir / "metrics.jsonl", std::ios::app) << "{\"step\": 6, \"rew";  // torn by a kill
+  MetricsWriter resumed(dir.string(), 3);
+  for (int64_t step = 4; step <= 6; ++step) {
+    resumed.log(step, {{"reward", 1.0}});
+    resumed.log_samples({sample_row(step, "c")});
+  }
+  EXPECT_EQ(jsonl_steps(dir / "metrics.jsonl"), (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(jsonl_steps(dir / "samples.jsonl"), (std::vector<int64_t>{1, 1, 2, 2, 3, 3, 4, 5, 6}));
+  // Two event files (one per writer), each opening with a file_version event at step 0.
+  EXPECT_EQ(event_steps(dir / "tensorboard"), (std::vector<int64_t>{0, 0, 1, 2, 3, 4, 5, 6}));
+  fs::remove_all(dir);
+}
+
+// Issue 9.4: a full disk left metrics.jsonl empty with no word. /dev/full fails every write with
+// ENOSPC, as a full disk does.
+TEST(Metrics, FailedWritesWarnOnceThenStopTheRun) {
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
+  for (const char* name : {"metrics.jsonl", "samples.jsonl"}) {
+    const fs::path dir = fresh_dir("metrics_full");
+    fs::create_symlink("/dev/full", dir / name);
+    MetricsWriter writer(dir.string(), 0);
+    for (int64_t step = 1; step < kFailedWritesBeforeError; ++step) {
+      EXPECT_NO_THROW(writer.log(step, {{"reward", 1.0}})) << name;
+      EXPECT_NO_THROW(writer.log_samples({sample_row(step, "a")})) << name;
+    }
+    try {
+      writer.log(kFailedWritesBeforeError, {{"reward", 1.0}});
+      writer.log_samples({sample_row(kFailedWritesBeforeError, "a")});
+      ADD_FAILURE() << name << ": persistent write failures were ignored";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("No space left on device"), std::string::npos) << e.what();
+    }
+    fs::remove_all(dir);
+  }
 }
 
 TEST(Data, AdditionExamplesAreCorrectWorkedSolutions) {
