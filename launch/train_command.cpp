@@ -45,6 +45,7 @@ Config with_resume(const Arguments& args, Config config) {
 
 int run_training_verb(const std::string& verb, const Arguments& args, const Config& loaded) {
   const Config config = with_resume(args, loaded);
+  set_collective_timeout(config.trainer.collective_timeout_s);
   try {
     if (verb == "sft" || verb == "train") {
       const RunSummary s = verb == "sft" ? run_sft(config) : run_grpo(config);
