@@ -81,7 +81,7 @@ RunSummary run_grpo(const Config& config) {
   StatusOr<RewardSet> rewards = RewardSet::create(config.reward.functions);
   if (!rewards) throw std::runtime_error(rewards.status().message());
   auto [data, order] = load_training_data(*run, &*rewards);
-  TrainingGuards guards(config.trainer.guards);
+  TrainingGuards guards(config.trainer.guards, comm.rank() == 0);
   ThreadPool reward_pool(config.reward.threads > 0 ? static_cast<size_t>(config.reward.threads) : 1);
   const bool use_kl = config.grpo.kl.beta > 0;
   Decoder reference = use_kl ? load_reference(config) : Decoder(nullptr);

@@ -12,10 +12,9 @@ Status TrainingGuards::observe(int64_t step, const StepHealth& health) {
 
   const bool all_flat = health.zero_std_group_fraction >= 1.0;
   flat_steps_ = all_flat ? flat_steps_ + 1 : 0;
-  if (all_flat && !warned_flat_) {
+  if (all_flat && !warned_flat_ && warn_) {
     warned_flat_ = true;
-    log_warn("step {}: every group's rewards are all equal, so no sample has an advantage and nothing is learned",
-             step);
+    log_warn("step {}: every group's rewards are all equal, so no sample has an advantage this step", step);
   }
   if (config_.zero_variance_steps > 0 && flat_steps_ >= config_.zero_variance_steps)
     return Status::error(fmt::format(
@@ -31,7 +30,7 @@ Status TrainingGuards::observe(int64_t step, const StepHealth& health) {
     updates += h.updates;
     skipped += h.skipped_updates;
   }
-  if (health.reward_errors > 0 && !warned_errors_) {
+  if (health.reward_errors > 0 && !warned_errors_ && warn_) {
     warned_errors_ = true;
     log_warn("step {}: {} of {} reward evaluations failed and were scored reward.error_score", step,
              health.reward_errors, health.reward_evaluations);
@@ -44,7 +43,7 @@ Status TrainingGuards::observe(int64_t step, const StepHealth& health) {
         "errors logged above",
         step, errors, evaluations, window_.size(), 100.0 * error_fraction, config_.max_reward_error_fraction));
 
-  if (health.skipped_updates > 0 && !warned_skipped_) {
+  if (health.skipped_updates > 0 && !warned_skipped_ && warn_) {
     warned_skipped_ = true;
     log_warn("step {}: {} of {} optimizer updates skipped for a non-finite gradient norm", step,
              health.skipped_updates, health.updates);

@@ -24,13 +24,15 @@ struct StepHealth {
 
 class TrainingGuards {
  public:
-  explicit TrainingGuards(const GuardConfig& config) : config_(config) {}
+  // `warn`: log the first-time warnings (one rank does, so they are not repeated per rank).
+  TrainingGuards(const GuardConfig& config, bool warn) : config_(config), warn_(warn) {}
   // Records step `step`'s health; an error naming the guard, the numbers and the key to change
   // when one trips.
   Status observe(int64_t step, const StepHealth& health);
 
  private:
   GuardConfig config_;
+  bool warn_;
   int64_t flat_steps_ = 0;        // consecutive steps with every group flat
   std::deque<StepHealth> window_;  // the last window_steps steps
   bool warned_flat_ = false, warned_errors_ = false, warned_skipped_ = false;

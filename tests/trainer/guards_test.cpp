@@ -125,7 +125,7 @@ StepHealth flat_step() {
 TEST(Guards, ZeroVarianceForKConsecutiveStepsStops) {
   GuardConfig config;
   config.zero_variance_steps = 3;
-  TrainingGuards guards(config);
+  TrainingGuards guards(config, true);
   StepHealth some_signal = flat_step();
   some_signal.zero_std_group_fraction = 0.75;
   EXPECT_TRUE(guards.observe(1, flat_step()).is_ok());
@@ -139,7 +139,7 @@ TEST(Guards, ZeroVarianceForKConsecutiveStepsStops) {
   EXPECT_NE(stopped.message().find("trainer.guards.zero_variance_steps = 3"), std::string::npos);
 
   config.zero_variance_steps = 0;  // off
-  TrainingGuards off(config);
+  TrainingGuards off(config, true);
   for (int step = 1; step <= 50; ++step) EXPECT_TRUE(off.observe(step, flat_step()).is_ok());
 }
 
@@ -147,7 +147,7 @@ TEST(Guards, SkippedUpdateFractionOverTheWindowStops) {
   GuardConfig config;
   config.max_skipped_update_fraction = 0.5;
   config.window_steps = 4;
-  TrainingGuards guards(config);
+  TrainingGuards guards(config, true);
   StepHealth ok = flat_step(), skipped = flat_step();
   skipped.skipped_updates = 1;
   // An lr of 1e30: the first update lands, every later one is skipped.
@@ -158,7 +158,7 @@ TEST(Guards, SkippedUpdateFractionOverTheWindowStops) {
   EXPECT_NE(stopped.message().find("2 of 3 optimizer updates were skipped"), std::string::npos) << stopped.message();
 
   // One skipped update now and then, over a window, does not stop a run.
-  TrainingGuards sparse(config);
+  TrainingGuards sparse(config, true);
   for (int step = 1; step <= 40; ++step) EXPECT_TRUE(sparse.observe(step, step % 4 == 0 ? skipped : ok).is_ok());
 }
 
@@ -169,18 +169,18 @@ TEST(Guards, RewardErrorFractionStopsAndZeroTurnsItOff) {
   StepHealth failing = flat_step();
   failing.zero_std_group_fraction = 0.0;
   failing.reward_errors = 6;  // of 16
-  TrainingGuards guards(config);
+  TrainingGuards guards(config, true);
   const Status stopped = guards.observe(1, failing);
   ASSERT_FALSE(stopped.is_ok());
   EXPECT_NE(stopped.message().find("6 of 16 reward evaluations failed"), std::string::npos) << stopped.message();
   EXPECT_NE(stopped.message().find("trainer.guards.max_reward_error_fraction = 0.25"), std::string::npos);
 
   failing.reward_errors = 4;  // exactly the threshold is not past it
-  TrainingGuards at_limit(config);
+  TrainingGuards at_limit(config, true);
   EXPECT_TRUE(at_limit.observe(1, failing).is_ok());
 
   config.max_reward_error_fraction = 0;
-  TrainingGuards off(config);
+  TrainingGuards off(config, true);
   failing.reward_errors = 16;
   EXPECT_TRUE(off.observe(1, failing).is_ok());
 }
