@@ -18,6 +18,12 @@ namespace fs = std::filesystem;
 
 const fs::path kWork = fs::temp_directory_path() / ("grpo_input_guards_" + std::to_string(::getpid()));
 
+// The runs' files go when the test process ends.
+class RemoveWorkDirectory : public ::testing::Environment {
+  void TearDown() override { fs::remove_all(kWork); }
+};
+const auto* const kCleanUp = ::testing::AddGlobalTestEnvironment(new RemoveWorkDirectory);
+
 testing::CommandResult run_grpo(const std::string& arguments) {
   return testing::run_command("timeout 300 " + std::string(GRPO_BINARY) + " " + arguments);
 }

@@ -2,6 +2,7 @@
 // context) and the run guards that stop a GRPO run which cannot learn.
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -15,8 +16,15 @@ namespace {
 
 namespace fs = std::filesystem;
 
+const fs::path kWork = fs::temp_directory_path() / ("grpo_guards_" + std::to_string(::getpid()));
+
+class RemoveWorkDirectory : public ::testing::Environment {
+  void TearDown() override { fs::remove_all(kWork); }
+};
+const auto* const kCleanUp = ::testing::AddGlobalTestEnvironment(new RemoveWorkDirectory);
+
 std::string write_jsonl(const std::string& name, const std::string& contents) {
-  const fs::path dir = fs::temp_directory_path() / ("grpo_guards_" + std::to_string(::getpid()));
+  const fs::path dir = kWork;
   fs::create_directories(dir);
   const std::string path = (dir / name).string();
   std::ofstream(path) << contents;
