@@ -10,6 +10,7 @@ namespace {
 
 const EnumNames kDTypeNames = {{int(DType::kFloat32), "float32"}, {int(DType::kBFloat16), "bfloat16"}};
 const EnumNames kDeviceNames = {{int(DeviceKind::kCpu), "cpu"}, {int(DeviceKind::kCuda), "cuda"}};
+const EnumNames kOverlongPromptNames = {{int(OverlongPrompts::kError), "error"}, {int(OverlongPrompts::kSkip), "skip"}};
 const EnumNames kRewardErrorNames = {{int(RewardErrorPolicy::kFail), "fail"},
                                      {int(RewardErrorPolicy::kScore), "score"}};
 const EnumNames kPresetNames = {{int(GrpoPreset::kR1), "r1"},
@@ -62,6 +63,10 @@ void describe(ConfigVisitor& v, DataConfig& c) {
   v.visit(field("shuffle", "Shuffle the training set each epoch (seeded by trainer.seed)."), c.shuffle);
   v.visit(field("skip_malformed", "Skip (and count) malformed JSONL lines instead of stopping with their line number."),
           c.skip_malformed);
+  v.visit(field("overlong_prompts", "A training prompt whose tokens plus rollout.max_new_tokens exceed the model's "
+                                    "context (max_position_embeddings): `error` stops at load naming file:line and the "
+                                    "lengths; `skip` drops it and logs the count."),
+          c.overlong_prompts, kOverlongPromptNames);
 }
 
 void describe(ConfigVisitor& v, RolloutConfig& c) {
@@ -186,6 +191,25 @@ void describe(ConfigVisitor& v, OptimizerConfig& c) {
           c.max_grad_norm);
 }
 
+void describe(ConfigVisitor& v, GuardConfig& c) {
+  v.visit(field("zero_variance_steps", "Stop when every group's rewards are all equal (no learning signal) for this "
+                                       "many steps in a row.")
+              .at_least(0),
+          c.zero_variance_steps);
+  v.visit(field("max_reward_error_fraction", "Stop when more than this fraction of reward evaluations failed (threw, "
+                                             "timed out, non-finite) over the last window_steps steps.")
+              .at_least(0)
+              .at_most(1),
+          c.max_reward_error_fraction);
+  v.visit(field("max_skipped_update_fraction", "Stop when more than this fraction of optimizer updates were skipped "
+                                               "(non-finite gradients) over the last window_steps steps.")
+              .at_least(0)
+              .at_most(1),
+          c.max_skipped_update_fraction);
+  v.visit(field("window_steps", "Steps the two fractions are taken over (fewer at the start of a run).").at_least(1),
+          c.window_steps);
+}
+
 void describe(ConfigVisitor& v, TrainerConfig& c) {
   v.visit(field("steps", "Optimizer steps to train.").at_least(1), c.steps);
   v.visit(field("prompts_per_step", "Prompts per step over all ranks (each sampled group_size times).").at_least(1),
@@ -207,6 +231,14 @@ void describe(ConfigVisitor& v, TrainerConfig& c) {
               .at_least(0)
               .at_most(2),
           c.zero_stage);
+  v.visit(field("collective_timeout_s", "A rank that waits longer than this in one collective or barrier (a peer "
+                                        "stopped, hung or lost) logs the collective and the step and aborts the whole "
+                                        "job; generous, since peers may be in a long rollout. 0 = wait forever.")
+              .at_least(0),
+          c.collective_timeout_s);
+  v.section("guards", "Stop a run that cannot learn (exit 1, naming the guard); each warns the first time its "
+                      "condition is seen. 0 turns a guard off.",
+            [&](ConfigVisitor& s) { describe(s, c.guards); });
 }
 
 void describe(ConfigVisitor& v, EvalDatasetConfig& c) {

@@ -25,6 +25,8 @@ struct ModelConfig {
   std::string chat_template;  // "" = prompts are used as written; else qwen3, deepseek_v3, r1_zero, tokenizer
 };
 
+enum class OverlongPrompts { kError, kSkip };
+
 struct DataConfig {
   std::string train_path;  // JSONL file, or builtin:addition?... (trainer/data.h)
   std::string eval_path;   // held-out set, same forms
@@ -33,6 +35,9 @@ struct DataConfig {
   std::string response_field = "response";  // worked solution, for SFT
   bool shuffle = true;
   bool skip_malformed = false;  // skip and count malformed lines instead of failing
+  // A prompt whose tokens plus rollout.max_new_tokens exceed the model's context: stop at load
+  // naming file:line (error), or drop it and count (skip).
+  OverlongPrompts overlong_prompts = OverlongPrompts::kError;
 };
 
 struct RolloutConfig {
@@ -89,6 +94,14 @@ struct OptimizerConfig {
   double max_grad_norm = 1.0;  // 0 disables clipping.
 };
 
+// Stops a run that cannot learn (trainer.guards.*); 0 turns a guard off.
+struct GuardConfig {
+  int64_t zero_variance_steps = 0;         // every group's rewards flat for this many steps in a row
+  double max_reward_error_fraction = 0.5;  // of reward evaluations over the window
+  double max_skipped_update_fraction = 0.5;  // of optimizer updates over the window
+  int64_t window_steps = 10;               // recent steps the fractions are taken over
+};
+
 struct TrainerConfig {
   int64_t steps = 100;
   int64_t prompts_per_step = 16;
@@ -99,6 +112,8 @@ struct TrainerConfig {
   double max_seconds = 0;       // stop after this much training time (0 = no limit)
   int64_t micro_batch_size = 0;  // rows per forward/backward; gradients accumulate (0 = the rank's whole batch)
   int64_t zero_stage = 0;       // optimizer state: 0 whole on every rank, 1 split over ranks, 2 gradients split too
+  double collective_timeout_s = 600;  // a rank waiting longer in one collective aborts the job (0 = no limit)
+  GuardConfig guards;
 };
 
 struct CheckpointConfig {

@@ -12,6 +12,8 @@
 
 #include <ATen/ATen.h>
 
+#include "dist/collective_watchdog.h"
+
 #if GRPO_LINK_NCCL
 #include "dist/nccl_communicator.h"
 #endif
@@ -91,10 +93,12 @@ class MpiCommunicator final : public Communicator {
     if (size_ == 1) return;
     if (!tensor.device().is_cpu()) return staged(tensor, [&](at::Tensor& host) { all_reduce_sum(host); });
     const MPI_Datatype type = mpi_type(tensor.scalar_type());
+    const CollectiveWatch watch = watched("all_reduce_sum");
     in_pieces(tensor, [&](void* data, int count) { MPI_Allreduce(MPI_IN_PLACE, data, count, type, MPI_SUM, MPI_COMM_WORLD); });
   }
   void all_reduce_sum(std::vector<double>& values) override {
     if (size_ == 1 || values.empty()) return;
+    const CollectiveWatch watch = watched("all_reduce_sum");
     MPI_Allreduce(MPI_IN_PLACE, values.data(), mpi_count(static_cast<int64_t>(values.size()), "all_reduce_sum"),
                   MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
   }
@@ -103,6 +107,7 @@ class MpiCommunicator final : public Communicator {
     if (size_ == 1) return;
     if (!tensor.device().is_cpu()) return staged(tensor, [&](at::Tensor& host) { broadcast(host, root); });
     const MPI_Datatype type = mpi_type(tensor.scalar_type());
+    const CollectiveWatch watch = watched("broadcast");
     in_pieces(tensor, [&](void* data, int count) { MPI_Bcast(data, count, type, root, MPI_COMM_WORLD); });
   }
   void all_gather_into(at::Tensor& out, const at::Tensor& local) override {
@@ -115,6 +120,7 @@ class MpiCommunicator final : public Communicator {
     }
     const at::Tensor send = local.contiguous();
     const int count = mpi_count(send.numel(), "all_gather");
+    const CollectiveWatch watch = watched("all_gather");
     MPI_Allgather(send.data_ptr(), count, mpi_type(send.scalar_type()), out.data_ptr(), count, mpi_type(send.scalar_type()),
                   MPI_COMM_WORLD);
   }
@@ -133,6 +139,7 @@ class MpiCommunicator final : public Communicator {
     const MPI_Datatype type = mpi_type(send.scalar_type());
     const int count = mpi_count(chunk, "reduce_scatter_sum");
     at::Tensor outgoing, incoming = at::empty({chunk}, send.options());
+    const CollectiveWatch watch = watched("reduce_scatter_sum");
     for (int s = 0; s + 1 < size_; ++s) {
       const int64_t send_index = (rank_ - s - 1 + 2 * size_) % size_, recv_index = (rank_ - s - 2 + 2 * size_) % size_;
       const at::Tensor to_send = s == 0 ? send.narrow(0, send_index * chunk, chunk) : outgoing;
@@ -144,7 +151,10 @@ class MpiCommunicator final : public Communicator {
     }
     return outgoing;
   }
-  void barrier() override { MPI_Barrier(MPI_COMM_WORLD); }
+  void barrier() override {
+    const CollectiveWatch watch = watched("barrier");
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
   [[noreturn]] void abort(int exit_code) override {
     MPI_Abort(MPI_COMM_WORLD, exit_code);
     std::exit(exit_code);
@@ -157,6 +167,13 @@ class MpiCommunicator final : public Communicator {
     at::Tensor host = tensor.to(at::kCPU).contiguous();
     collective(host);
     tensor.copy_(host);
+  }
+
+  // A deadline on one blocking call (set_collective_timeout). On expiry, called from the
+  // watchdog's thread while this one is still blocked in MPI: MPI_Abort asks the launcher to end
+  // every rank, a stopped one included (SIGKILL needs no cooperation).
+  CollectiveWatch watched(const char* collective) const {
+    return CollectiveWatch(collective, rank_, size_, [](const std::string&) { MPI_Abort(MPI_COMM_WORLD, 1); });
   }
 
   int rank_ = 0, size_ = 1;

@@ -53,6 +53,13 @@ std::string nccl_build_summary();
 int local_rank();
 int local_size();
 
+// The collective watchdog (dist/collective_watchdog.h): a rank that waits longer than `seconds`
+// in one blocking collective or barrier logs it and aborts the whole job; 0 (the default) waits
+// forever. Process-wide; set it before the first collective that should be covered.
+void set_collective_timeout(double seconds);
+// What this rank is doing ("step 12"), named in the watchdog's message.
+void set_collective_context(std::string context);
+
 // Releases the device communicators, then finalizes MPI if it was initialized (call once, at the
 // end of main).
 void shutdown_world();

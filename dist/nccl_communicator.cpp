@@ -10,6 +10,8 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include "dist/collective_watchdog.h"
+
 #if GRPO_TORCH_CUDA
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -97,8 +99,16 @@ class NcclCommunicator final : public Communicator {
     return out;
   }
   void barrier() override {
-    // Device work first, so that "after the barrier" also holds for what NCCL has queued.
-    check_cuda(cudaStreamSynchronize(stream()), "cudaStreamSynchronize");
+    // Device work first, so that "after the barrier" also holds for what NCCL has queued. A peer
+    // that never joins a queued NCCL collective blocks it here: on the watchdog's deadline the
+    // communicator is aborted (freeing the kernel) and the bootstrap ends the job.
+    {
+      const CollectiveWatch watch("barrier (NCCL work queued before it)", rank(), size(), [this](const std::string&) {
+        ncclCommAbort(comm_);
+        bootstrap_.abort(1);
+      });
+      check_cuda(cudaStreamSynchronize(stream()), "cudaStreamSynchronize");
+    }
     bootstrap_.barrier();
   }
   [[noreturn]] void abort(int exit_code) override {

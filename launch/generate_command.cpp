@@ -83,10 +83,17 @@ int run_generate(const Arguments& args) {
   };
 
   std::vector<std::vector<int64_t>> prompts;
+  std::vector<std::string> origins;  // where each prompt came from, for errors
   if (args.values.count("--prompt"))
-    for (const std::string& text : args.values.at("--prompt")) prompts.push_back(encode_text({{"user", text}}, "--prompt"));
+    for (const std::string& text : args.values.at("--prompt")) {
+      prompts.push_back(encode_text({{"user", text}}, "--prompt"));
+      origins.push_back(fmt::format("--prompt #{}", origins.size() + 1));
+    }
   if (args.values.count("--prompt-ids"))
-    for (const std::string& ids : args.values.at("--prompt-ids")) prompts.push_back(parse_id_list(ids));
+    for (const std::string& ids : args.values.at("--prompt-ids")) {
+      prompts.push_back(parse_id_list(ids));
+      origins.push_back(fmt::format("--prompt-ids #{}", origins.size() + 1));
+    }
   if (auto input = args.value("--input")) {
     StatusOr<JsonlRecords> records = read_jsonl(*input);
     if (!records) throw UsageError(records.status().message());
@@ -105,6 +112,7 @@ int run_generate(const Arguments& args) {
       } else {
         throw UsageError(fmt::format("{}: expected an object with \"prompt\", \"prompt_ids\" or \"messages\"", where));
       }
+      origins.push_back(where);
     }
   }
   if (prompts.empty()) throw UsageError("no prompts: give --prompt, --prompt-ids or --input");
@@ -125,6 +133,16 @@ int run_generate(const Arguments& args) {
       options.max_new_tokens < 1 || options.group_size < 1)
     throw UsageError("sampling options out of range (temperature >= 0, 0 < top-p <= 1, top-k >= 0, 0 <= min-p < 1, "
                      "max-new-tokens >= 1, samples >= 1)");
+  // The model has no positions past its context: a longer prompt + completion would run slowly
+  // into garbage, so it is refused up front, naming the prompt and the lengths.
+  const int64_t context = (*model)->options().max_position_embeddings;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const int64_t length = static_cast<int64_t>(prompts[i].size());
+    if (length + options.max_new_tokens > context)
+      throw UsageError(fmt::format("{}: prompt of {} tokens + --max-new-tokens {} = {} exceeds the model's context of "
+                                   "{} tokens (max_position_embeddings)",
+                                   origins[i], length, options.max_new_tokens, length + options.max_new_tokens, context));
+  }
   options.stop_token_ids = (*model)->options().eos_token_ids;
   if (tokenizer && tokenizer->eos_id()) options.stop_token_ids.push_back(*tokenizer->eos_id());
   if (args.values.count("--stop")) {

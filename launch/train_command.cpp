@@ -118,6 +118,7 @@ int claim_run_directory(const std::string& verb, const Config& config, bool over
 
 int run_training_verb(const std::string& verb, const Arguments& args, const Config& loaded) {
   const Config config = with_resume(args, loaded);
+  set_collective_timeout(config.trainer.collective_timeout_s);
   std::unique_ptr<RunLock> lock;  // held until the run has ended, however it ends
   if (verb == "sft" || verb == "train") {
     if (const int refused = claim_run_directory(verb, config, args.has_flag("--overwrite"), &lock)) {

@@ -33,10 +33,16 @@ class MathReward final : public Reward {
     return std::unique_ptr<Reward>(std::move(r));
   }
 
+  std::vector<std::string> missing_fields(const nlohmann::json& fields) const override {
+    const auto it = fields.find(answer_field_);
+    const bool missing = it == fields.end() || it->is_null() || (it->is_string() && it->get<std::string>().empty());
+    return missing ? std::vector<std::string>{answer_field_} : std::vector<std::string>{};
+  }
+
   RewardScore score(const RewardSample& sample) const override {
-    const auto it = sample.fields.find(answer_field_);
-    if (it == sample.fields.end() || it->is_null())
+    if (!missing_fields(sample.fields).empty())
       throw std::runtime_error(fmt::format("sample has no gold answer field '{}'", answer_field_));
+    const auto it = sample.fields.find(answer_field_);
     const std::string gold = gold_answer(it->is_string() ? it->get<std::string>() : it->dump());
     RewardScore result;
     const auto answer = extract_final_answer(sample.completion);
@@ -180,6 +186,13 @@ class LanguageReward final : public Reward {
     if (!r->language_.empty() && scripts_of_language(r->language_).empty())
       return Status::error(fmt::format("reward 'language': unknown language '{}'", r->language_));
     return std::unique_ptr<Reward>(std::move(r));
+  }
+
+  std::vector<std::string> missing_fields(const nlohmann::json& fields) const override {
+    if (!language_.empty()) return {};
+    const auto it = fields.find(language_field_);
+    if (it != fields.end() && it->is_string() && !it->get<std::string>().empty()) return {};
+    return {language_field_};
   }
 
   RewardScore score(const RewardSample& sample) const override {

@@ -34,6 +34,13 @@ class Reward {
  public:
   virtual ~Reward() = default;
   virtual RewardScore score(const RewardSample& sample) const = 0;
+  // The dataset fields (keys of RewardSample::fields) this reward needs and `fields` lacks; the
+  // dataset is checked with it when it loads, so a missing gold answer stops the run before any
+  // rollout instead of scoring 0 at every step. Rewards that need no field keep the default.
+  virtual std::vector<std::string> missing_fields(const nlohmann::json& fields) const {
+    (void)fields;
+    return {};
+  }
 };
 
 // Builds a reward from its options (a JSON object); invalid options are a Status that names the

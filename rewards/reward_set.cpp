@@ -1,6 +1,7 @@
 #include "rewards/reward_set.h"
 
 #include <chrono>
+#include <cmath>
 #include <future>
 #include <set>
 #include <stdexcept>
@@ -35,6 +36,14 @@ StatusOr<RewardSet> RewardSet::create(const std::vector<RewardFunctionConfig>& f
   return set;
 }
 
+std::pair<std::string, std::string> RewardSet::missing_field(const nlohmann::json& fields) const {
+  for (size_t r = 0; r < rewards_.size(); ++r) {
+    const std::vector<std::string> missing = rewards_[r]->missing_fields(fields);
+    if (!missing.empty()) return {labels_[r], missing.front()};
+  }
+  return {};
+}
+
 std::vector<SampleScores> RewardSet::score(const std::vector<RewardSample>& samples, const RewardConfig& policy,
                                            ThreadPool& pool, ScoringStats* stats) const {
   using Clock = std::chrono::steady_clock;
@@ -54,6 +63,10 @@ std::vector<SampleScores> RewardSet::score(const std::vector<RewardSample>& samp
         TaskOutcome outcome;
         try {
           outcome.score = reward->score(sample);
+          // NaN or Inf would poison the group's advantages (and, in training, skip every update):
+          // it is a failure to score, never a value.
+          if (!std::isfinite(outcome.score.score))
+            outcome.error = fmt::format("non-finite score {}", outcome.score.score);
         } catch (const std::exception& e) {
           outcome.error = e.what();
         } catch (...) {

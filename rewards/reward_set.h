@@ -1,11 +1,12 @@
 #pragma once
-// Scores batches of samples with a weighted sum of rewards on a thread pool. A reward that throws
-// or runs past the timeout either fails the batch with an error naming the sample and the reward,
+// Scores batches of samples with a weighted sum of rewards on a thread pool. A reward that throws,
+// runs past the timeout or returns a non-finite score (NaN, Inf) either fails the batch with an error naming the sample and the reward,
 // or (on_error: score) gets the configured score; either way it is counted and reported.
 
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/config.h"
@@ -24,7 +25,7 @@ struct SampleScores {
 
 struct ScoringStats {
   int64_t samples = 0;
-  int64_t errors = 0;    // rewards that threw
+  int64_t errors = 0;    // rewards that threw, timed out or returned a non-finite score
   int64_t timeouts = 0;  // rewards that ran past the timeout
 };
 
@@ -38,6 +39,10 @@ class RewardSet {
                                   ThreadPool& pool, ScoringStats* stats = nullptr) const;
 
   const std::vector<std::string>& labels() const { return labels_; }
+
+  // The first field one of the rewards needs and `fields` (a sample's dataset fields) lacks, as
+  // {reward label, field name}; empty names when every reward has what it needs.
+  std::pair<std::string, std::string> missing_field(const nlohmann::json& fields) const;
 
  private:
   std::vector<std::shared_ptr<const Reward>> rewards_;

@@ -115,22 +115,74 @@ StatusOr<Dataset> load_dataset(const std::string& source, const DataConfig& mapp
   for (size_t i = 0; i < records->records.size(); ++i) {
     const nlohmann::json& r = records->records[i];
     const std::string where = fmt::format("{}:{}", source, records->line_numbers[i]);
+    std::string error;
     if (!r.is_object() || !r.contains(mapping.prompt_field)) {
-      const std::string error = fmt::format("{}: no field '{}' (data.prompt_field)", where, mapping.prompt_field);
+      error = fmt::format("{}: no field '{}' (data.prompt_field)", where, mapping.prompt_field);
+    } else if (const nlohmann::json& prompt = r[mapping.prompt_field];
+               !prompt.is_string() || prompt.get<std::string>().find_first_not_of(" \t\r\n") == std::string::npos) {
+      // Caught here, not when the prompt is first sampled (deep in the tokenizer, mid-run).
+      error = fmt::format("{}: field '{}' (data.prompt_field) must be a non-empty string, got {}", where,
+                          mapping.prompt_field, prompt.is_string() ? "\"" + prompt.get<std::string>() + "\"" : prompt.dump());
+    }
+    if (!error.empty()) {
       if (!mapping.skip_malformed) return Status::error(error);
       ++d.skipped_lines;
       continue;
     }
     Example e;
     e.id = r.contains("id") ? field_text(r, "id") : fmt::format("{}#{}", source, records->line_numbers[i]);
+    e.source = where;
     e.prompt = field_text(r, mapping.prompt_field);
     e.answer = field_text(r, mapping.answer_field);
     e.response = field_text(r, mapping.response_field);
     e.fields = r;
-    e.fields["answer"] = e.answer;  // rewards read the gold answer under one name
+    // Rewards read the gold answer under one name; a record without one has none, not "" (the
+    // load-time field check and the math reward both report it).
+    const auto gold = r.find(mapping.answer_field);
+    if (gold != r.end() && !gold->is_null()) e.fields["answer"] = e.answer;
+    else e.fields.erase("answer");
     d.examples.push_back(std::move(e));
   }
   return d;
+}
+
+StatusOr<int64_t> check_examples(Dataset& dataset, const ExampleChecks& checks, const DataConfig& mapping) {
+  if (checks.prompt_tokens && checks.max_new_tokens >= checks.context_length)
+    return Status::error(fmt::format("rollout.max_new_tokens ({}) leaves no room for a prompt in the model's context of "
+                                     "{} tokens (max_position_embeddings)",
+                                     checks.max_new_tokens, checks.context_length));
+  int64_t dropped = 0;
+  std::vector<Example> kept;
+  kept.reserve(dataset.examples.size());
+  for (Example& e : dataset.examples) {
+    const std::string where = e.source.empty() ? fmt::format("example '{}'", e.id) : e.source;
+    if (checks.missing_field) {
+      const auto [reward, field] = checks.missing_field(e.fields);
+      if (!field.empty()) {
+        // Rewards name the gold answer "answer"; the file holds it under data.answer_field.
+        const std::string name = field == "answer" && mapping.answer_field != "answer"
+                                     ? fmt::format("'{}' (data.answer_field)", mapping.answer_field)
+                                     : fmt::format("'{}'", field);
+        return Status::error(fmt::format("{}: reward '{}' needs field {}, which is missing, null or empty", where,
+                                         reward, name));
+      }
+    }
+    if (checks.prompt_tokens) {
+      const int64_t length = checks.prompt_tokens(e.prompt);
+      if (length + checks.max_new_tokens > checks.context_length) {
+        if (checks.overlong == OverlongPrompts::kError)
+          return Status::error(fmt::format(
+              "{}: prompt of {} tokens + rollout.max_new_tokens {} = {} exceeds the model's context of {} tokens "
+              "(max_position_embeddings); shorten it, lower rollout.max_new_tokens, or set data.overlong_prompts: skip",
+              where, length, checks.max_new_tokens, length + checks.max_new_tokens, checks.context_length));
+        ++dropped;
+        continue;
+      }
+    }
+    kept.push_back(std::move(e));
+  }
+  dataset.examples = std::move(kept);
+  return dropped;
 }
 
 DataOrder::DataOrder(int64_t size, uint64_t seed, bool shuffle) : size_(size), seed_(seed), shuffle_(shuffle) {

@@ -3,7 +3,9 @@
 // built-in synthetic task for the demo and tests, and a seeded, resumable order over epochs.
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -19,6 +21,7 @@ struct Example {
   std::string answer;    // the gold answer the rewards compare with
   std::string response;  // a worked solution, for SFT
   nlohmann::json fields; // every field of the record, for rewards
+  std::string source;    // "file:line" of a JSONL record; "" for built-in sets
 };
 
 struct Dataset {
@@ -28,6 +31,23 @@ struct Dataset {
 
 // `source` is a JSONL path, or `builtin:addition?n=4000&digits=1-3&hard_digits=4-5&hard_fraction=0.1&seed=1`.
 StatusOr<Dataset> load_dataset(const std::string& source, const DataConfig& mapping);
+
+// Load-time checks of a training set against what the run will do with it, so that bad data stops
+// the run before any model work instead of scoring 0 or running at a crawl later.
+struct ExampleChecks {
+  // The first field a configured reward needs and `fields` lacks, as {reward, field}; empty when none.
+  std::function<std::pair<std::string, std::string>(const nlohmann::json& fields)> missing_field;
+  // A prompt's length in tokens as the model will see it (chat template applied); unset: not checked.
+  std::function<int64_t(const std::string& prompt)> prompt_tokens;
+  int64_t context_length = 0;  // the model's max_position_embeddings
+  int64_t max_new_tokens = 0;  // rollout.max_new_tokens
+  OverlongPrompts overlong = OverlongPrompts::kError;
+};
+
+// Runs `checks` over every example. Overlong prompts are dropped when checks.overlong is skip, and
+// their number returned; any other failure is an error naming the example's file:line and what it
+// lacks (a field by its data.* name) or its lengths.
+StatusOr<int64_t> check_examples(Dataset& dataset, const ExampleChecks& checks, const DataConfig& mapping);
 
 // Column-addition problems with a worked solution in the R1 format, e.g. prompt "25315+2485=",
 // response "<think>5+5+0=10,1+8+1=10,3+4+1=8,5+2+0=7,2+0+0=2</think><answer>27800</answer>".

@@ -18,6 +18,7 @@
 #include "rollout/engine.h"
 #include "trainer/data.h"
 #include "trainer/grpo_loss.h"
+#include "trainer/guards.h"
 #include "trainer/train_common.h"
 #include "trainer/trainers.h"
 
@@ -61,14 +62,27 @@ std::vector<std::string> agree_on_names(Communicator& comm, const std::vector<Sa
   return out;
 }
 
+// Stops the run (every rank alike: the inputs are reduced metrics) when a trainer.guards.* limit trips.
+void check_guards(TrainingGuards& guards, int64_t step, const std::map<std::string, double>& metrics,
+                  double evaluations, int64_t updates) {
+  StepHealth health;
+  health.zero_std_group_fraction = metrics.at("zero_std_groups");
+  health.reward_evaluations = std::llround(evaluations);
+  health.reward_errors = std::llround(metrics.at("reward_errors") * evaluations);
+  health.updates = updates;
+  health.skipped_updates = std::llround(metrics.at("skipped_updates"));
+  if (Status s = guards.observe(step, health); !s.is_ok()) throw std::runtime_error(s.message());
+}
+
 }  // namespace
 
 RunSummary run_grpo(const Config& config) {
   auto run = start_training_run(config, "grpo");
   Communicator& comm = *run->comm;
-  auto [data, order] = load_training_data(*run);
   StatusOr<RewardSet> rewards = RewardSet::create(config.reward.functions);
   if (!rewards) throw std::runtime_error(rewards.status().message());
+  auto [data, order] = load_training_data(*run, &*rewards);
+  TrainingGuards guards(config.trainer.guards, comm.rank() == 0);
   ThreadPool reward_pool(config.reward.threads > 0 ? static_cast<size_t>(config.reward.threads) : 1);
   const bool use_kl = config.grpo.kl.beta > 0;
   Decoder reference = use_kl ? load_reference(config) : Decoder(nullptr);
@@ -95,6 +109,7 @@ RunSummary run_grpo(const Config& config) {
   const auto started = std::chrono::steady_clock::now();
   while (run->step < config.trainer.steps) {
     const auto step_start = std::chrono::steady_clock::now();
+    set_collective_context(fmt::format("step {}", run->step + 1));
     // 1. This rank's prompts (a prompt's G samples stay on one rank).
     const std::vector<int64_t> indices = order.next(prompts_per_step);
     std::vector<const Example*> examples;
@@ -134,7 +149,8 @@ RunSummary run_grpo(const Config& config) {
         if (config.trainer.mask_truncated) mask[row].fill_(false);
       }
     }
-    const std::vector<SampleScores> scores = rewards->score(samples, config.reward, reward_pool);
+    ScoringStats scoring;
+    const std::vector<SampleScores> scores = rewards->score(samples, config.reward, reward_pool, &scoring);
     std::vector<float> totals;
     for (const SampleScores& s : scores) totals.push_back(static_cast<float>(s.total));
     const double reward_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - reward_start).count();
@@ -245,6 +261,8 @@ RunSummary run_grpo(const Config& config) {
     add("response_tokens", batch.completion_mask.sum().item<double>(), rows);
     add("truncated", static_cast<double>(truncated), rows);
     add("zero_std_groups", flat_group.sum().item<double>(), static_cast<double>(prompts_per_step));
+    const double evaluations = rows * static_cast<double>(rewards->labels().size());
+    add("reward_errors", static_cast<double>(scoring.errors), evaluations);
     add("kl", (kl * valid).sum().item<double>(), tokens);
     add("entropy", (entropy * valid).sum().item<double>(), tokens);
     add("clip_frac", clipped_tokens.item<double>(), tokens);
@@ -277,7 +295,10 @@ RunSummary run_grpo(const Config& config) {
     for (const std::string& label : rewards->labels()) console.push_back("reward/" + label);
     for (const char* key : {"accuracy", "kl", "clip_frac", "entropy", "response_tokens", "truncated", "tokens_per_s"})
       console.push_back(key);
-    if (finish_step(*run, "grpo", {{"data", order.cursor()}}, metrics, console, step_seconds)) break;
+    const bool stop = finish_step(*run, "grpo", {{"data", order.cursor()}}, metrics, console, step_seconds);
+    // After the step is logged, so its metrics row shows what tripped a guard.
+    check_guards(guards, run->step, metrics, evaluations, updates);
+    if (stop) break;
   }
   export_final(*run);
   summary.last_step = run->step;

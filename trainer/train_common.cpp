@@ -12,6 +12,7 @@
 #include "core/atomic_file.h"
 #include "core/cpu_info.h"
 #include "core/logging.h"
+#include "rewards/reward_set.h"
 #include "trainer/checkpoint.h"
 
 namespace grpo {
@@ -126,10 +127,26 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
   return run;
 }
 
-TrainingData load_training_data(const TrainingRun& run) {
+TrainingData load_training_data(const TrainingRun& run, const RewardSet* rewards) {
   const Config& config = run.config;
   StatusOr<Dataset> data = load_dataset(config.data.train_path, config.data);
   if (!data) throw std::runtime_error("data.train_path: " + data.status().message());
+  if (rewards != nullptr) {
+    ExampleChecks checks;
+    checks.missing_field = [rewards](const nlohmann::json& fields) { return rewards->missing_field(fields); };
+    checks.prompt_tokens = [&run](const std::string& prompt) {
+      return static_cast<int64_t>(encode_prompt(run.policy, prompt).size());
+    };
+    checks.context_length = run.policy.model->options().max_position_embeddings;
+    checks.max_new_tokens = config.rollout.max_new_tokens;
+    checks.overlong = config.data.overlong_prompts;
+    StatusOr<int64_t> dropped = check_examples(*data, checks, config.data);
+    if (!dropped) throw std::runtime_error("data.train_path: " + dropped.status().message());
+    if (*dropped > 0)
+      log_warn("skipped {} prompts of {} too long for the model's context with rollout.max_new_tokens {} "
+               "(data.overlong_prompts: skip)",
+               *dropped, config.data.train_path, config.rollout.max_new_tokens);
+  }
   if (data->examples.empty()) throw std::runtime_error("data.train_path: no examples");
   if (data->skipped_lines > 0) log_warn("skipped {} malformed lines of {}", data->skipped_lines, config.data.train_path);
   DataOrder order(static_cast<int64_t>(data->examples.size()), static_cast<uint64_t>(config.trainer.seed), config.data.shuffle);

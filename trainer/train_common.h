@@ -19,6 +19,8 @@
 
 namespace grpo {
 
+class RewardSet;
+
 struct TrainingRun {
   Config config;
   Communicator* comm = nullptr;
@@ -38,11 +40,13 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
 
 // The training set (data.train_path) and its seeded order, continued from the checkpoint's cursor
 // when the run resumed. Throws naming data.train_path when the set cannot be read or is empty.
+// With `rewards` (GRPO) every example is first checked for the fields they need and for a prompt
+// that leaves rollout.max_new_tokens of room in the model's context (data.overlong_prompts).
 struct TrainingData {
   Dataset dataset;
   DataOrder order;
 };
-TrainingData load_training_data(const TrainingRun& run);
+TrainingData load_training_data(const TrainingRun& run, const RewardSet* rewards = nullptr);
 
 // Writes step-<run.step> (rank 0; every rank takes part in gathering sharded optimizer state) and
 // waits for it on every rank.

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <thread>
 
@@ -201,6 +203,54 @@ TEST(Plugins, SubprocessRewardAndItsFailures) {
   auto slow = make_reward("subprocess", {{"command", {"sh", "-c", "read line; sleep 5"}}, {"timeout_s", 0.3}});
   ASSERT_TRUE(slow.is_ok());
   EXPECT_THROW((*slow)->score(sample_of("x")), std::runtime_error);
+}
+
+// Scores what the completion says: "nan", "inf", "-inf" or 1.
+class NonFiniteReward final : public Reward {
+ public:
+  RewardScore score(const RewardSample& sample) const override {
+    if (sample.completion == "nan") return RewardScore{std::nan(""), {}, ""};
+    if (sample.completion == "inf") return RewardScore{std::numeric_limits<double>::infinity(), {}, ""};
+    if (sample.completion == "-inf") return RewardScore{-std::numeric_limits<double>::infinity(), {}, ""};
+    return RewardScore{1.0, {}, "fine"};
+  }
+};
+
+TEST(RewardSet, NonFiniteScoresAreCountedErrorsNeverValues) {
+  register_reward("nonfinite", [](const nlohmann::json&) -> StatusOr<std::unique_ptr<Reward>> {
+    return std::unique_ptr<Reward>(std::make_unique<NonFiniteReward>());
+  });
+  StatusOr<RewardSet> set = RewardSet::create({{"nonfinite", "", 1.0, nlohmann::json::object()}});
+  ASSERT_TRUE(set.is_ok()) << set.status().message();
+  ThreadPool pool(2);
+  RewardConfig policy;
+  policy.on_error = RewardErrorPolicy::kScore;
+  policy.error_score = -0.5;
+  std::vector<RewardSample> samples{sample_of("nan"), sample_of("fine"), sample_of("inf"), sample_of("-inf")};
+  samples[0].id = "the-nan";
+  ScoringStats stats;
+  const auto scores = set->score(samples, policy, pool, &stats);
+  EXPECT_EQ(stats.errors, 3);
+  EXPECT_EQ(stats.timeouts, 0);
+  EXPECT_DOUBLE_EQ(scores[1].total, 1.0);
+  for (size_t i : {0u, 2u, 3u}) {
+    EXPECT_DOUBLE_EQ(scores[i].total, -0.5) << i;
+    ASSERT_EQ(scores[i].errors.size(), 1u) << i;
+  }
+  EXPECT_EQ(scores[0].errors[0], "reward 'nonfinite' failed on sample 'the-nan': non-finite score nan");
+
+  policy.on_error = RewardErrorPolicy::kFail;
+  EXPECT_THROW(set->score({samples[2]}, policy, pool), std::runtime_error);
+}
+
+TEST(MathReward, DeclaresTheGoldAnswerFieldItNeeds) {
+  auto math = make_reward("math", {{"answer_field", "solution"}});
+  ASSERT_TRUE(math.is_ok());
+  EXPECT_EQ((*math)->missing_fields({{"solution", "4"}}), std::vector<std::string>{});
+  for (const nlohmann::json& fields : {nlohmann::json::object(), nlohmann::json{{"solution", nullptr}},
+                                       nlohmann::json{{"solution", ""}}})
+    EXPECT_EQ((*math)->missing_fields(fields), std::vector<std::string>{"solution"}) << fields.dump();
+  EXPECT_THROW((*math)->score(sample_of("\\boxed{4}", {{"solution", ""}})), std::runtime_error);
 }
 
 }  // namespace
