@@ -86,6 +86,9 @@ class SharedLibraryReward final : public Reward {
 
 // ---- subprocess speaking JSON lines -----------------------------------------------------------
 
+// Version 2 added request_id (sent with every request, echoed in every reply).
+constexpr int kSubprocessProtocol = 2;
+
 class SubprocessReward final : public Reward {
  public:
   ~SubprocessReward() override { stop(); }
@@ -110,13 +113,23 @@ class SubprocessReward final : public Reward {
     if (pid_ <= 0) {
       if (Status s = const_cast<SubprocessReward*>(this)->start(); !s.is_ok()) throw std::runtime_error(s.message());
     }
-    const nlohmann::json request = {{"id", sample.id}, {"prompt", sample.prompt}, {"completion", sample.completion},
+    // The request id lets a reply be matched to its request: a program that writes an extra line
+    // would otherwise shift every later reply onto the wrong sample.
+    const int64_t request_id = ++last_request_id_;
+    const nlohmann::json request = {{"protocol", kSubprocessProtocol}, {"request_id", request_id},
+                                    {"id", sample.id}, {"prompt", sample.prompt}, {"completion", sample.completion},
                                     {"fields", sample.fields}, {"completion_tokens", sample.completion_tokens}};
     const std::string line = request.dump() + "\n";
     if (!write_all(line)) fail("its stdin closed (did it exit?)");
     const std::string reply = read_line();
     const auto response = nlohmann::json::parse(reply, nullptr, false);
     if (!response.is_object()) fail(fmt::format("replied with a line that is not a JSON object: {}", reply.substr(0, 200)));
+    const auto echoed = response.find("request_id");
+    if (echoed == response.end() || !echoed->is_number_integer() || echoed->get<int64_t>() != request_id)
+      fail(fmt::format("reply to request {} (sample '{}') carries request_id {} (protocol {} replies echo the "
+                       "request's request_id): {}",
+                       request_id, sample.id, echoed == response.end() ? "none" : echoed->dump(), kSubprocessProtocol,
+                       reply.substr(0, 200)));
     if (response.contains("error")) throw std::runtime_error(fmt::format("subprocess reward '{}': {}", name_, response["error"].dump()));
     if (!response.contains("score") || !response["score"].is_number()) fail("reply has no numeric \"score\"");
     RewardScore result;
@@ -233,6 +246,7 @@ class SubprocessReward final : public Reward {
   double timeout_s_ = 30;
   mutable std::mutex mutex_;
   mutable std::string buffer_;
+  mutable int64_t last_request_id_ = 0;
   pid_t pid_ = -1;
   int to_child_ = -1, from_child_ = -1, child_err_ = -1;
 };

@@ -198,9 +198,45 @@ TEST(Plugins, SubprocessRewardAndItsFailures) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("subprocess reward 'crasher': it exited (code 3)"), std::string::npos) << "message: " << e.what();
   }
+  // Protocol 2: a reply must echo its request's request_id.
+  auto unnumbered = make_reward("subprocess", {{"command", {"sh", "-c", "while read line; do echo '{\"score\": 1}'; done"}},
+                                               {"name", "unnumbered"}});
+  ASSERT_TRUE(unnumbered.is_ok());
+  try {
+    (*unnumbered)->score(sample_of("x"));
+    ADD_FAILURE() << "a reply without request_id was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("subprocess reward 'unnumbered': reply to request 1 (sample 's1') carries request_id none"),
+              std::string::npos) << e.what();
+  }
   auto slow = make_reward("subprocess", {{"command", {"sh", "-c", "read line; sleep 5"}}, {"timeout_s", 0.3}});
   ASSERT_TRUE(slow.is_ok());
   EXPECT_THROW((*slow)->score(sample_of("x")), std::runtime_error);
+}
+
+// A program that writes two replies per request: every later reply would belong to an earlier
+// sample. The id check turns that into an error naming the program, never a shifted score.
+TEST(Plugins, SubprocessRewardRejectsRepliesShiftedOntoTheWrongSample) {
+  const std::string doubler =
+      "import json, sys\n"
+      "for line in sys.stdin:\n"
+      "    r = json.loads(line)\n"
+      "    for _ in range(2):\n"
+      "        print(json.dumps({'request_id': r['request_id'], 'score': len(r['completion'])}), flush=True)\n";
+  auto reward = make_reward("subprocess", {{"command", {"python3", "-c", doubler}}, {"name", "doubler"}, {"timeout_s", 5.0}});
+  ASSERT_TRUE(reward.is_ok()) << reward.status().message();
+  EXPECT_EQ((*reward)->score(sample_of("a")).score, 1.0);
+  RewardSample second = sample_of("bbb");
+  second.id = "s2";
+  try {
+    const RewardScore shifted = (*reward)->score(second);
+    ADD_FAILURE() << "sample s2 got the reply meant for s1: score " << shifted.score;
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("subprocess reward 'doubler': reply to request 2 (sample 's2') carries request_id 1"),
+              std::string::npos) << e.what();
+  }
+  // The program was restarted: the next sample is scored from a clean stream.
+  EXPECT_EQ((*reward)->score(sample_of("cccc")).score, 4.0);
 }
 
 }  // namespace
