@@ -157,7 +157,7 @@ const SeccompProgram& seccomp_program() {
 
 // One step of building the sandbox's root, prepared in the parent.
 struct MountStep {
-  enum Kind { kMkdir, kTouch, kSymlink, kBindReadOnly, kBindWritable } kind;
+  enum Kind { kMkdir, kTouch, kSymlink, kBindReadOnly, kBindDevice, kBindWritable } kind;
   std::string source;  // kBind*: the host path; kSymlink: the link's target
   std::string target;  // inside the new root (the root's mount point as prefix)
 };
@@ -209,6 +209,10 @@ int child_main(void* arg) {
       case MountStep::kBindReadOnly:
         if (::mount(step.source.c_str(), target, nullptr, MS_BIND | MS_REC, nullptr) != 0) child_fail(s, 'b');
         if (::mount(nullptr, target, nullptr, kReadOnly, nullptr) != 0) child_fail(s, 'r');
+        break;
+      case MountStep::kBindDevice:  // read-only, but a device node must stay usable (no MS_NODEV)
+        if (::mount(step.source.c_str(), target, nullptr, MS_BIND, nullptr) != 0) child_fail(s, 'b');
+        if (::mount(nullptr, target, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID, nullptr) != 0) child_fail(s, 'r');
         break;
       case MountStep::kBindWritable:
         if (::mount(step.source.c_str(), target, nullptr, MS_BIND, nullptr) != 0) child_fail(s, 'b');
@@ -299,7 +303,7 @@ std::vector<MountStep> plan_root(const std::string& root, const std::string& wor
   for (const char* device : kVisibleDevices) {
     if (::access(device, F_OK) != 0) continue;
     steps.push_back({MountStep::kTouch, "", root + device});
-    steps.push_back({MountStep::kBindReadOnly, device, root + device});
+    steps.push_back({MountStep::kBindDevice, device, root + device});
   }
   mkdirs("/proc");
   mkdirs(work_dir);

@@ -23,6 +23,7 @@ struct SandboxLimits {
   int64_t max_file_bytes = 16LL << 20;     // RLIMIT_FSIZE
   int64_t max_open_files = 64;             // RLIMIT_NOFILE
   int64_t max_output_bytes = 1LL << 20;    // stdout + stderr kept; more kills the run
+  int64_t max_scratch_bytes = 64LL << 20;  // all files of a run's SandboxDirectory together
 };
 
 struct SandboxResult {
@@ -48,8 +49,7 @@ StatusOr<SandboxResult> run_sandboxed(const std::vector<std::string>& argv, cons
 // by a process that died is removed by the next process that makes one.
 class SandboxDirectory {
  public:
-  static constexpr int64_t kDefaultMaxBytes = 64LL << 20;
-  explicit SandboxDirectory(int64_t max_bytes = kDefaultMaxBytes);
+  explicit SandboxDirectory(int64_t max_bytes = SandboxLimits{}.max_scratch_bytes);
   ~SandboxDirectory();
   SandboxDirectory(const SandboxDirectory&) = delete;
   SandboxDirectory& operator=(const SandboxDirectory&) = delete;

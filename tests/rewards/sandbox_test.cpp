@@ -197,7 +197,8 @@ TEST_F(SandboxTest, HostFilesOutsideTheAllowListAreInvisible) {
                              "for path in ['" + planted + "', '" + beside + "', '" GRPO_SOURCE_DIR "/README.md', '/etc/passwd']:\n"
                              "    try:\n        print(path, open(path).read()[:40])\n"
                              "    except OSError as e:\n        print(path, 'denied', type(e).__name__)\n"
-                             "print('root', sorted(os.listdir('/')))\n").is_ok());
+                             "print('root', sorted(os.listdir('/')))\n"
+                             "open('/dev/null', 'w').write('x')\nprint('random', len(open('/dev/urandom', 'rb').read(8)))\n").is_ok());
   StatusOr<SandboxResult> r = run_sandboxed({"/usr/bin/python3", "main.py"}, "", dir.path(), {});
   ASSERT_TRUE(r.is_ok()) << r.status().message();
   EXPECT_TRUE(r->ok()) << r->stderr_text;
@@ -207,6 +208,7 @@ TEST_F(SandboxTest, HostFilesOutsideTheAllowListAreInvisible) {
   EXPECT_NE(r->stdout_text.find("README.md denied FileNotFoundError"), std::string::npos) << r->stdout_text;
   EXPECT_EQ(r->stdout_text.find("'work'"), std::string::npos) << r->stdout_text;
   EXPECT_NE(r->stdout_text.find("'usr'"), std::string::npos) << r->stdout_text;
+  EXPECT_NE(r->stdout_text.find("random 8"), std::string::npos) << r->stdout_text;  // devices still work
   fs::remove(planted);
   fs::remove(beside);
 }
