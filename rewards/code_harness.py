@@ -13,15 +13,21 @@
 # - Only after the tests ran does the harness print "<token> <passed> <total>". A program that
 #   exits early, raises SystemExit, patches builtins, assert or the test function in its own
 #   process, or kills the harness leaves no such line: it fails.
+import os
+import sys
+
+# Imports must never come from the run's directory, which the program under test can write: the
+# script's directory leaves the path before anything is imported lazily.
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
 import builtins
 import ctypes
 import importlib
 import json
 import marshal
-import os
 import signal
 import struct
-import sys
 import types
 
 HANDLE = "\x00grpo-handle"
@@ -196,7 +202,7 @@ def incoming(value):
         return iter([incoming(item) for item in value[1]])
     if kind is tuple and len(value) == 2 and value[0] == MODULE and type(value[1]) is str:
         # The program's imports, as the tests may use them (MBPP's `sys`): standard library only,
-        # imported here from the interpreter's own paths (python3 -I: never the run's directory).
+        # imported here from the interpreter's own paths (never the run's directory).
         if value[1].partition(".")[0] in sys.stdlib_module_names:
             try:
                 return importlib.import_module(value[1])

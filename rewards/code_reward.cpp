@@ -155,7 +155,7 @@ StatusOr<CodeTestReport> run_python_tests(const std::string& code, const nlohman
     }
     if (Status s = dir.write_file("solution.py", program); !s.is_ok()) return s;
     if (Status s = dir.write_file("harness.py", kPythonTestHarness); !s.is_ok()) return s;
-    StatusOr<SandboxResult> run = run_sandboxed({kPython, "-I", "harness.py"}, spec.dump(), dir.path(), limits);
+    StatusOr<SandboxResult> run = run_sandboxed({kPython, "harness.py"}, spec.dump(), dir.path(), limits);
     if (!run) return run.status();
     report.total = humaneval ? 1 : static_cast<int>(fields["test_list"].size());
     const std::optional<std::pair<int, int>> verdict = harness_verdict(run->stdout_text, token);

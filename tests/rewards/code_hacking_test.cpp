@@ -74,6 +74,27 @@ def add(a, b):
     return 0
 )";
 
+// Plants a module in its directory that, imported by the harness, would find the token in the
+// harness's frames and print a verdict; then makes the harness import it (MBPP tests may use the
+// program's imports).
+constexpr const char* kPlantsAModuleForTheHarness = R"(import os, sys
+with open('colorsys.py', 'w') as f:
+    f.write('import os, sys\n'
+            'frame = sys._getframe()\n'
+            'while frame:\n'
+            '    token = frame.f_locals.get("token")\n'
+            '    if isinstance(token, str):\n'
+            '        sys.stdout.write(token + " 4 4\\n" + token + " 1 1\\n")\n'
+            '        sys.stdout.flush()\n'
+            '        os._exit(0)\n'
+            '    frame = frame.f_back\n')
+sys.path.insert(0, os.getcwd())
+import colorsys
+
+def add(a, b):
+    return 0
+)";
+
 const std::vector<Hack>& hacks() {
   static const std::vector<Hack> all = {
       {"os._exit(0) at load", "def add(a, b):\n    return 0\nimport os\nos._exit(0)\n"},
@@ -99,6 +120,7 @@ const std::vector<Hack>& hacks() {
       {"a fake verdict line and exit", "import os, sys\nprint('__grpo_passed__ 4')\nprint('1 1 1')\nsys.stdout.flush()\nos._exit(0)\ndef add(a, b):\n    return 0\n"},
       {"killing the harness", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\ndef add(a, b):\n    return 0\n"},
       {"reading the expected outputs from files and memory", kReadsExpectedOutputs},
+      {"a module planted for the harness to import", kPlantsAModuleForTheHarness},
   };
   return all;
 }
