@@ -240,7 +240,10 @@ int child_main(void* arg) {
   limit(RLIMIT_NOFILE, s.limits.max_open_files);
   limit(RLIMIT_CORE, 0);
   // An unprivileged identity of its own, no way back.
-  if (::setgroups(0, nullptr) != 0 || ::setgid(s.uid) != 0 || ::setuid(s.uid) != 0) child_fail(s, 'u');
+  // Raw system calls: glibc's setuid() and friends would try to switch every thread of the
+  // parent too (the child of clone() still believes it has them) and wait for them forever.
+  if (::syscall(SYS_setgroups, 0, nullptr) != 0 || ::syscall(SYS_setgid, s.uid) != 0 || ::syscall(SYS_setuid, s.uid) != 0)
+    child_fail(s, 'u');
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(s, 'n');
   if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &s.seccomp) != 0) child_fail(s, 's');
   if (::chdir(s.work_dir) != 0) child_fail(s, 'c');

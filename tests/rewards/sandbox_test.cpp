@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -245,6 +246,30 @@ TEST_F(SandboxTest, TotalBytesWrittenAreCappedAndNothingReachesTheHostDisk) {
     EXPECT_LE(bytes, kCap);
   }
   EXPECT_FALSE(fs::exists(path)) << "the run's directory outlived it";
+}
+
+// Rewards are scored on a thread pool: runs started from several threads at once must all work.
+// The child of clone() used to hang now and then in glibc's setuid(), which waits for the
+// parent's other threads, until the wall-clock limit failed a correct program.
+TEST_F(SandboxTest, RunsFromSeveralThreadsAtOnceAllSucceed) {
+  constexpr int kThreads = 3, kRuns = 15;
+  std::atomic<int> succeeded{0};
+  std::vector<std::string> failures(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kRuns; ++i) {
+        SandboxDirectory dir;
+        (void)dir.write_file("main.py", "print(sum(range(10)))\n");
+        SandboxLimits limits;
+        limits.wall_seconds = 5;
+        StatusOr<SandboxResult> r = run_sandboxed({"/usr/bin/python3", "main.py"}, "", dir.path(), limits);
+        if (r.is_ok() && r->ok() && r->stdout_text == "45\n") ++succeeded;
+        else if (failures[t].empty()) failures[t] = r.is_ok() ? (r->timed_out ? "timed out" : r->stderr_text) : r.status().message();
+      }
+    });
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(succeeded.load(), kThreads * kRuns) << failures[0] << failures[1] << failures[2];
 }
 
 // Two processes on one machine (two ranks) each run sandboxes: a fork bomb in one must not make
