@@ -203,7 +203,7 @@ def incoming(value):
     if kind is tuple and len(value) == 2 and value[0] == MODULE and type(value[1]) is str:
         # The program's imports, as the tests may use them (MBPP's `sys`): standard library only,
         # imported here from the interpreter's own paths (never the run's directory).
-        if value[1].partition(".")[0] in sys.stdlib_module_names:
+        if value[1].partition(".")[0] in getattr(sys, "stdlib_module_names", ()):
             try:
                 return importlib.import_module(value[1])
             except ImportError:
