@@ -14,12 +14,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <atomic>
-#include <thread>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -27,6 +24,7 @@
 #include <fstream>
 #include <mutex>
 #include <random>
+#include <thread>
 
 #include <fmt/format.h>
 

@@ -2,9 +2,10 @@
 // Runs untrusted programs (model-written code) contained: fresh pid, mount, network, IPC and UTS
 // namespaces; a root of its own that shows only the interpreter and compiler paths of the host
 // (read-only), a few devices and the run's own directory (the one writable place); an
-// unprivileged uid that no other run on the machine holds at the same time; no_new_privs and a seccomp filter (no sockets but AF_UNIX, no namespaces,
-// mounts, ptrace, kernel keys, BPF, modules); rlimits on CPU, memory, processes, file size and
-// open files; a wall-clock timeout; capped output. When the run's first process exits, the
+// unprivileged uid that no other run on the machine holds at the same time; no_new_privs and a
+// seccomp filter (no sockets but AF_UNIX, no namespaces, mounts, ptrace, kernel keys, BPF,
+// modules); rlimits on CPU, memory, processes, file size and open files; a wall-clock timeout;
+// capped output. When the run's first process exits, the
 // kernel kills everything it left behind in its pid namespace.
 
 #include <cstdint>
@@ -39,8 +40,8 @@ struct SandboxResult {
 
 // Runs argv[0] (an absolute path under an allow-listed host path, or in `work_dir`) with
 // `stdin_data`, inside `work_dir` (which must exist and is the only writable place; a
-// SandboxDirectory caps what it holds). Errors are for a sandbox that could not be set up, never for what the
-// program did.
+// SandboxDirectory caps what it holds). Errors are for a sandbox that could not be set up, never
+// for what the program did.
 StatusOr<SandboxResult> run_sandboxed(const std::vector<std::string>& argv, const std::string& stdin_data,
                                       const std::string& work_dir, const SandboxLimits& limits);
 
