@@ -4,8 +4,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +14,7 @@
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -100,8 +101,19 @@ std::string describe_exit(int status) {
 
 // The worker: loads the plugin, creates its state, then answers score requests until the socket
 // closes. It never returns.
-[[noreturn]] void plugin_worker(int socket, const std::string& path, const std::string& options) {
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the reward
+[[noreturn]] void plugin_worker(int socket, pid_t parent, const std::string& path, const std::string& options) {
+  // Keep only the standard streams and the socket: the worker must not hold the trainer's other
+  // descriptors (MPI sockets, other workers' sockets, files) open.
+  if (socket != 3 && ::dup2(socket, 3) == 3) socket = 3;
+  if (::syscall(SYS_close_range, 4u, ~0u, 0u) != 0)
+    for (int fd = 4; fd < 4096; ++fd) ::close(fd);
+  // Never outlive the process that made it, even while the plugin hangs (PR_SET_PDEATHSIG would
+  // follow the forking thread, which may be a scoring thread that ends before the process).
+  if (::getppid() != parent) ::_exit(0);
+  std::thread([parent] {
+    while (::getppid() == parent) ::usleep(200000);
+    ::_exit(0);
+  }).detach();
   auto reply = [&](const std::vector<std::string>& fields) {
     if (!send_all(socket, message_of(fields))) ::_exit(0);
   };
@@ -207,6 +219,7 @@ class SharedLibraryReward final : public Reward {
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sockets) != 0)
       return Status::error(fmt::format("reward plugin '{}': socketpair: {}", path_, std::strerror(errno)));
     std::fflush(nullptr);  // the child must not write the parent's buffered output again
+    const pid_t parent = ::getpid();
     const pid_t pid = ::fork();
     if (pid < 0) {
       ::close(sockets[0]);
@@ -215,7 +228,7 @@ class SharedLibraryReward final : public Reward {
     }
     if (pid == 0) {
       ::close(sockets[0]);
-      plugin_worker(sockets[1], path_, options_);
+      plugin_worker(sockets[1], parent, path_, options_);
     }
     ::close(sockets[1]);
     worker_ = pid;
