@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """An example subprocess reward for grpo-cpp: JSON lines in on stdin, one JSON line out per sample.
 
-Request:  {"id", "prompt", "completion", "fields", "completion_tokens"}
-Reply:    {"score": float, "components": {name: float}, "reason": str}
-          or {"error": str} when the sample cannot be scored.
+Protocol 2 (docs/rewards.md):
+Request:  {"protocol": 2, "request_id": int, "id", "prompt", "completion", "fields", "completion_tokens"}
+Reply:    {"request_id": int, "score": float, "components": {name: float}, "reason": str}
+          or {"request_id": int, "error": str} when the sample cannot be scored.
+Every reply echoes its request's request_id; a reply with another id (or none) is an error.
 
 This one scores 1 when the completion contains the sample's field "expected", and reports the
 completion's length in characters. Standard library only.
@@ -34,7 +36,9 @@ def main():
     for line in sys.stdin:
         if not line.strip():
             continue
-        reply = score(json.loads(line))
+        request = json.loads(line)
+        reply = score(request)
+        reply["request_id"] = request.get("request_id")
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()  # one reply per request, without waiting for more input
 

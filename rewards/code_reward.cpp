@@ -1,11 +1,16 @@
 #include "rewards/code_reward.h"
 
+#include <optional>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 
 #include <fmt/format.h>
 
 namespace grpo {
+
+extern const char* const kPythonTestHarness;  // rewards/code_harness.py, embedded by CMake
+
 namespace {
 
 constexpr const char* kPython = "/usr/bin/python3";
@@ -80,6 +85,26 @@ class CodeReward final : public Reward {
   }
 };
 
+std::string random_token() {
+  std::random_device device;
+  std::string token;
+  for (int i = 0; i < 4; ++i) token += fmt::format("{:08x}", device());
+  return token;
+}
+
+// The harness's "<token> <passed> <total>" line; anything the program printed cannot carry the
+// token, which it never saw.
+std::optional<std::pair<int, int>> harness_verdict(const std::string& stdout_text, const std::string& token) {
+  std::istringstream lines(stdout_text);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream words(line);
+    std::string first;
+    int passed = 0, total = 0;
+    if (words >> first >> passed >> total && first == token) return std::make_pair(passed, total);
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::string extract_code(const std::string& completion) {
@@ -105,45 +130,39 @@ std::string extract_code(const std::string& completion) {
 
 StatusOr<CodeTestReport> run_python_tests(const std::string& code, const nlohmann::json& fields,
                                           const SandboxLimits& limits) {
-  SandboxDirectory dir;
+  SandboxDirectory dir(limits.max_scratch_bytes);
   CodeTestReport report;
-  if (fields.contains("test") && fields.contains("entry_point")) {
-    // HumanEval: prompt + completion, or the completion alone when it defines the function.
-    const std::string prompt = fields.value("prompt", "");
-    const std::string entry = fields["entry_point"];
-    std::string program = indent_of_first_line(code).empty() ? prompt + "\n" + code : prompt + code;
-    program += "\n\n" + fields["test"].get<std::string>() + "\n\ncheck(" + entry + ")\n";
-    if (Status s = dir.write_file("main.py", program); !s.is_ok()) return s;
-    StatusOr<SandboxResult> run = run_sandboxed({kPython, "main.py"}, "", dir.path(), limits);
-    if (!run) return run.status();
-    report.total = 1;
-    report.passed = run->ok() ? 1 : 0;
-    if (!run->ok()) {
-      const std::string& err = run->stderr_text;
-      report.detail = run->timed_out ? "timed out" : err.substr(err.size() > 300 ? err.size() - 300 : 0);
+  const bool humaneval = fields.contains("test") && fields.contains("entry_point");
+  if (humaneval || fields.contains("test_list")) {
+    // The tests and the token travel only on the harness's stdin (rewards/code_harness.py says
+    // why the program under test can neither see nor forge them).
+    nlohmann::json spec;
+    const std::string token = random_token();
+    spec["token"] = token;
+    std::string program = code;
+    if (humaneval) {
+      // HumanEval: prompt + completion, or the completion alone when it defines the function.
+      const std::string prompt = fields.value("prompt", "");
+      program = indent_of_first_line(code).empty() ? prompt + "\n" + code : prompt + code;
+      spec["kind"] = "humaneval";
+      spec["prompt"] = prompt;
+      spec["test"] = fields["test"];
+      spec["entry_point"] = fields["entry_point"];
+    } else {
+      spec["kind"] = "mbpp";
+      spec["setup"] = fields.value("test_setup_code", "");
+      spec["tests"] = fields["test_list"];
     }
-    return report;
-  }
-  if (fields.contains("test_list")) {
-    // MBPP: each assert runs on its own so that the score can be a share.
-    std::string program = code + "\n\n" + fields.value("test_setup_code", "") + "\n";
-    program += "import sys\n_grpo_passed = 0\n";
-    const auto& tests = fields["test_list"];
-    for (size_t i = 0; i < tests.size(); ++i) {
-      program += "try:\n";
-      std::istringstream lines(tests[i].get<std::string>());
-      for (std::string line; std::getline(lines, line);) program += "    " + line + "\n";
-      program += "    _grpo_passed += 1\nexcept BaseException as _grpo_error:\n"
-                 "    print(f'test " + std::to_string(i) + " failed: {_grpo_error!r}', file=sys.stderr)\n";
-    }
-    program += "print(f'__grpo_passed__ {_grpo_passed}')\n";
-    if (Status s = dir.write_file("main.py", program); !s.is_ok()) return s;
-    StatusOr<SandboxResult> run = run_sandboxed({kPython, "main.py"}, "", dir.path(), limits);
+    if (Status s = dir.write_file("solution.py", program); !s.is_ok()) return s;
+    if (Status s = dir.write_file("harness.py", kPythonTestHarness); !s.is_ok()) return s;
+    StatusOr<SandboxResult> run = run_sandboxed({kPython, "harness.py"}, spec.dump(), dir.path(), limits);
     if (!run) return run.status();
-    report.total = static_cast<int>(tests.size());
-    const size_t marker = run->stdout_text.rfind("__grpo_passed__ ");
-    if (marker != std::string::npos && run->ok()) report.passed = std::stoi(run->stdout_text.substr(marker + 16));
-    report.detail = run->timed_out ? "timed out" : run->stderr_text.substr(0, 300);
+    report.total = humaneval ? 1 : static_cast<int>(fields["test_list"].size());
+    const std::optional<std::pair<int, int>> verdict = harness_verdict(run->stdout_text, token);
+    if (verdict && !run->timed_out && verdict->second == report.total) report.passed = std::min(verdict->first, report.total);
+    const std::string& err = run->stderr_text;
+    report.detail = run->timed_out ? "timed out" : !verdict ? "the harness reported no verdict"
+                                                            : err.substr(err.size() > 300 ? err.size() - 300 : 0);
     return report;
   }
   if (fields.contains("tests") && fields["tests"].is_array()) {
@@ -156,7 +175,7 @@ StatusOr<CodeTestReport> run_python_tests(const std::string& code, const nlohman
 StatusOr<CodeTestReport> run_cpp_tests(const std::string& code, const nlohmann::json& fields,
                                        const SandboxLimits& limits) {
   if (!fields.contains("tests") || !fields["tests"].is_array()) return CodeTestReport{};
-  SandboxDirectory dir;
+  SandboxDirectory dir(limits.max_scratch_bytes);
   if (Status s = dir.write_file("main.cpp", code); !s.is_ok()) return s;
   SandboxLimits compile = limits;
   compile.wall_seconds = std::max(limits.wall_seconds, 60.0);
@@ -184,6 +203,7 @@ StatusOr<std::unique_ptr<Reward>> create_code_reward(const nlohmann::json& optio
   r->limits.memory_bytes = o.integer("memory_mb", 1024) << 20;
   r->limits.max_processes = o.integer("max_processes", 64);
   r->limits.max_output_bytes = o.integer("max_output_kb", 1024) << 10;
+  r->limits.max_scratch_bytes = o.integer("scratch_mb", 64) << 20;
   if (Status s = o.finish(); !s.is_ok()) return s;
   if (r->language != "python" && r->language != "cpp")
     return Status::error(fmt::format("reward 'code': option 'language' must be python or cpp, got '{}'", r->language));

@@ -8,7 +8,10 @@
  *         options: {path: build/examples/libkeyword_reward.so, options: {keyword: "42"}}
  *
  * Rules: strings are UTF-8 and NUL-terminated; everything passed in is owned by grpo-cpp and
- * valid only during the call; score() may run on several threads at once with the same state.
+ * valid only during the call. grpo-cpp runs the plugin in a worker process of its own (forked,
+ * one per plugin): calls come one at a time; a call that runs past the plugin's timeout_s, a
+ * crash or a call to exit() kills the worker, fails that sample and starts a fresh worker (create
+ * runs again).
  * The struct only grows: fields are appended, struct_size says how many the plugin knows. */
 #ifndef GRPO_REWARD_PLUGIN_ABI_H_
 #define GRPO_REWARD_PLUGIN_ABI_H_

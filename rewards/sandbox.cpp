@@ -13,16 +13,18 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <random>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -31,6 +33,62 @@ namespace {
 
 constexpr uid_t kFirstSandboxUid = 61000;
 constexpr uid_t kSandboxUidCount = 1000;
+// One byte per sandbox uid; a run holds an open-file-description lock on its uid's byte. The path
+// is fixed (not $TMPDIR) so that every process on the machine sees the same file.
+constexpr const char* kUidLockPath = "/tmp/.grpo-sandbox-uids.lock";
+
+// Host paths a sandboxed program sees (read-only): the interpreter, the compiler and their
+// libraries. Nothing else of the host is in its root.
+constexpr const char* kVisibleHostPaths[] = {"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+                                             "/etc/ld.so.cache", "/etc/alternatives", "/etc/python3",
+                                             "/etc/python3.11", "/etc/python3.12", "/etc/python3.13"};
+constexpr const char* kVisibleDevices[] = {"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom", "/dev/full"};
+
+// A uid held for one run: no other run on this machine, in this or any other process, has it
+// until the lease ends. The lock goes away with the descriptor, so a crashed process frees its uids.
+class UidLease {
+ public:
+  UidLease() = default;
+  UidLease(const UidLease&) = delete;
+  UidLease& operator=(const UidLease&) = delete;
+  ~UidLease() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  uid_t uid() const { return uid_; }
+
+  Status acquire(double wait_seconds) {
+    fd_ = ::open(kUidLockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd_ < 0) return Status::error(fmt::format("sandbox: cannot open the uid lock file {}: {}", kUidLockPath, std::strerror(errno)));
+    thread_local std::minstd_rand random(static_cast<unsigned>(::getpid()) * 7919u +
+                                         static_cast<unsigned>(std::hash<std::thread::id>()(std::this_thread::get_id())));
+    const auto start = std::chrono::steady_clock::now();
+    for (;;) {
+      const uid_t first = static_cast<uid_t>(random() % kSandboxUidCount);
+      for (uid_t k = 0; k < kSandboxUidCount; ++k) {
+        const uid_t slot = (first + k) % kSandboxUidCount;
+        struct flock lock {};
+        lock.l_type = F_WRLCK;
+        lock.l_whence = SEEK_SET;
+        lock.l_start = slot;
+        lock.l_len = 1;
+        if (::fcntl(fd_, F_OFD_SETLK, &lock) == 0) {
+          uid_ = kFirstSandboxUid + slot;
+          return Status::ok();
+        }
+        if (errno != EAGAIN && errno != EACCES)
+          return Status::error(fmt::format("sandbox: locking {}: {}", kUidLockPath, std::strerror(errno)));
+      }
+      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > wait_seconds)
+        return Status::error(fmt::format("sandbox: all {} sandbox uids ({}-{}) are in use on this machine", kSandboxUidCount,
+                                         kFirstSandboxUid, kFirstSandboxUid + kSandboxUidCount - 1));
+      ::usleep(10000);
+    }
+  }
+
+ private:
+  int fd_ = -1;
+  uid_t uid_ = 0;
+};
 
 // The seccomp program, built once in the parent: the child must not allocate after clone().
 struct SeccompProgram {
@@ -95,8 +153,17 @@ const SeccompProgram& seccomp_program() {
   return program;
 }
 
+// One step of building the sandbox's root, prepared in the parent.
+struct MountStep {
+  enum Kind { kMkdir, kTouch, kSymlink, kBindReadOnly, kBindDevice, kBindWritable } kind;
+  std::string source;  // kBind*: the host path; kSymlink: the link's target
+  std::string target;  // inside the new root (the root's mount point as prefix)
+};
+
 // Everything the child needs, prepared before clone() so the child only makes system calls.
 struct ChildSetup {
+  const char* new_root = nullptr;  // where the run's root (a tmpfs) is assembled before pivot_root
+  std::vector<MountStep> mounts;
   std::vector<char*> argv;
   std::vector<char*> envp;
   const char* work_dir = nullptr;
@@ -117,13 +184,48 @@ int child_main(void* arg) {
   const ChildSetup& s = *static_cast<const ChildSetup*>(arg);
   ::setsid();
   if (::dup2(s.stdin_fd, 0) < 0 || ::dup2(s.stdout_fd, 1) < 0 || ::dup2(s.stderr_fd, 2) < 0) child_fail(s, 'd');
-  // Filesystem: everything read-only but the run's directory; private /proc, /dev/shm, /tmp.
+  // Filesystem: a root of its own (a tmpfs) holding only the allow-listed host paths read-only,
+  // a few devices, a private /proc and /dev/shm, and the run's directory, the one writable place.
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) child_fail(s, 'p');
-  if (::mount(s.work_dir, s.work_dir, nullptr, MS_BIND, nullptr) != 0) child_fail(s, 'b');
-  if (::mount(nullptr, "/", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) != 0)
-    child_fail(s, 'r');
+  if (::mount("tmpfs", s.new_root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755") != 0) child_fail(s, 't');
+  constexpr unsigned long kReadOnly = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV;
+  for (const MountStep& step : s.mounts) {
+    const char* target = step.target.c_str();
+    switch (step.kind) {
+      case MountStep::kMkdir:
+        if (::mkdir(target, 0755) != 0 && errno != EEXIST) child_fail(s, 'm');
+        break;
+      case MountStep::kTouch: {
+        const int fd = ::open(target, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+        if (fd < 0) child_fail(s, 'm');
+        ::close(fd);
+        break;
+      }
+      case MountStep::kSymlink:
+        if (::symlink(step.source.c_str(), target) != 0) child_fail(s, 'm');
+        break;
+      case MountStep::kBindReadOnly:
+        if (::mount(step.source.c_str(), target, nullptr, MS_BIND | MS_REC, nullptr) != 0) child_fail(s, 'b');
+        if (::mount(nullptr, target, nullptr, kReadOnly, nullptr) != 0) child_fail(s, 'r');
+        break;
+      case MountStep::kBindDevice:  // read-only, but a device node must stay usable (no MS_NODEV)
+        if (::mount(step.source.c_str(), target, nullptr, MS_BIND, nullptr) != 0) child_fail(s, 'b');
+        if (::mount(nullptr, target, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID, nullptr) != 0) child_fail(s, 'r');
+        break;
+      case MountStep::kBindWritable:
+        if (::mount(step.source.c_str(), target, nullptr, MS_BIND, nullptr) != 0) child_fail(s, 'b');
+        if (::mount(nullptr, target, nullptr, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV, nullptr) != 0) child_fail(s, 'b');
+        break;
+    }
+  }
+  if (::chdir(s.new_root) != 0) child_fail(s, 'c');
+  // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only the new.
+  if (::syscall(SYS_pivot_root, ".", ".") != 0) child_fail(s, 'v');
+  if (::umount2(".", MNT_DETACH) != 0) child_fail(s, 'v');
+  if (::chdir("/") != 0) child_fail(s, 'c');
+  if (::mount(nullptr, "/", nullptr, kReadOnly, nullptr) != 0) child_fail(s, 'r');
   if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) child_fail(s, 'f');
-  ::mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=1777");
+  if (::mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=1777") != 0) child_fail(s, 'f');
   // Limits.
   auto limit = [&](int resource, int64_t value) {
     const rlimit r{static_cast<rlim_t>(value), static_cast<rlim_t>(value)};
@@ -136,7 +238,10 @@ int child_main(void* arg) {
   limit(RLIMIT_NOFILE, s.limits.max_open_files);
   limit(RLIMIT_CORE, 0);
   // An unprivileged identity of its own, no way back.
-  if (::setgroups(0, nullptr) != 0 || ::setgid(s.uid) != 0 || ::setuid(s.uid) != 0) child_fail(s, 'u');
+  // Raw system calls: glibc's setuid() and friends would try to switch every thread of the
+  // parent too (the child of clone() still believes it has them) and wait for them forever.
+  if (::syscall(SYS_setgroups, 0, nullptr) != 0 || ::syscall(SYS_setgid, s.uid) != 0 || ::syscall(SYS_setuid, s.uid) != 0)
+    child_fail(s, 'u');
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(s, 'n');
   if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &s.seccomp) != 0) child_fail(s, 's');
   if (::chdir(s.work_dir) != 0) child_fail(s, 'c');
@@ -149,9 +254,12 @@ std::string describe_setup_failure(char step, int err) {
   switch (step) {
     case 'd': what = "redirecting standard streams"; break;
     case 'p': what = "making mounts private"; break;
-    case 'b': what = "bind-mounting the work directory"; break;
-    case 'r': what = "remounting / read-only"; break;
-    case 'f': what = "mounting /proc"; break;
+    case 't': what = "mounting the run's root tmpfs"; break;
+    case 'm': what = "creating a mount point in the run's root"; break;
+    case 'b': what = "bind-mounting a host path or the work directory"; break;
+    case 'r': what = "remounting a path read-only"; break;
+    case 'v': what = "switching to the run's root (pivot_root)"; break;
+    case 'f': what = "mounting /proc or /dev/shm"; break;
     case 'l': what = "setting rlimits"; break;
     case 'u': what = "dropping to the sandbox uid"; break;
     case 'n': what = "setting no_new_privs"; break;
@@ -160,6 +268,48 @@ std::string describe_setup_failure(char step, int err) {
     case 'e': what = "executing the program"; break;
   }
   return fmt::format("sandbox setup failed while {}: {}", what, std::strerror(err));
+}
+
+std::string sandbox_base_directory() { return std::filesystem::temp_directory_path() / "grpo-sandbox"; }
+
+// The steps that assemble a run's root at `root`: allow-listed host paths as they are on the host
+// (a symlink stays a symlink, so /lib -> usr/lib keeps working), devices, /proc, /dev/shm and the
+// work directory at its own path.
+std::vector<MountStep> plan_root(const std::string& root, const std::string& work_dir) {
+  std::vector<MountStep> steps;
+  auto mkdirs = [&](const std::string& path) {  // every component of an absolute path
+    for (size_t slash = path.find('/', 1);; slash = path.find('/', slash + 1)) {
+      steps.push_back({MountStep::kMkdir, "", root + path.substr(0, slash)});
+      if (slash == std::string::npos) break;
+    }
+  };
+  for (const char* host : kVisibleHostPaths) {
+    struct stat info {};
+    if (::lstat(host, &info) != 0) continue;
+    const std::string parent = std::filesystem::path(host).parent_path();
+    if (parent != "/") mkdirs(parent);
+    if (S_ISLNK(info.st_mode)) {
+      std::error_code error;
+      const std::filesystem::path target = std::filesystem::read_symlink(host, error);
+      if (!error) steps.push_back({MountStep::kSymlink, target.string(), root + host});
+    } else if (S_ISDIR(info.st_mode)) {
+      steps.push_back({MountStep::kMkdir, "", root + host});
+      steps.push_back({MountStep::kBindReadOnly, host, root + host});
+    } else {
+      steps.push_back({MountStep::kTouch, "", root + host});
+      steps.push_back({MountStep::kBindReadOnly, host, root + host});
+    }
+  }
+  mkdirs("/dev/shm");
+  for (const char* device : kVisibleDevices) {
+    if (::access(device, F_OK) != 0) continue;
+    steps.push_back({MountStep::kTouch, "", root + device});
+    steps.push_back({MountStep::kBindDevice, device, root + device});
+  }
+  mkdirs("/proc");
+  mkdirs(work_dir);
+  steps.push_back({MountStep::kBindWritable, work_dir, root + work_dir});
+  return steps;
 }
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -179,15 +329,27 @@ StatusOr<SandboxResult> run_sandboxed(const std::vector<std::string>& argv, cons
   if (Status available = sandbox_available(); !available.is_ok()) return available;
   if (argv.empty() || argv[0].empty() || argv[0][0] != '/') return Status::error("sandbox: argv[0] must be an absolute path");
 
-  static std::atomic<uint32_t> next_slot{0};
+  std::error_code path_error;
+  const std::string work = std::filesystem::canonical(work_dir, path_error).string();
+  if (path_error || !std::filesystem::is_directory(work))
+    return Status::error(fmt::format("sandbox: work directory '{}' does not exist", work_dir));
+  if (work == "/") return Status::error("sandbox: the work directory cannot be /");
+  const std::string new_root = sandbox_base_directory() + "/root";
+  std::filesystem::create_directories(new_root, path_error);
+  if (path_error) return Status::error(fmt::format("sandbox: cannot create {}: {}", new_root, path_error.message()));
+
+  UidLease uid;
+  if (Status s = uid.acquire(limits.wall_seconds); !s.is_ok()) return s;
   ChildSetup setup;
-  setup.uid = kFirstSandboxUid + (next_slot++ % kSandboxUidCount);
+  setup.uid = uid.uid();
   setup.limits = limits;
-  setup.work_dir = work_dir.c_str();
+  setup.work_dir = work.c_str();
+  setup.new_root = new_root.c_str();
+  setup.mounts = plan_root(new_root, work);
   std::vector<std::string> args = argv;
   for (std::string& a : args) setup.argv.push_back(a.data());
   setup.argv.push_back(nullptr);
-  std::vector<std::string> env = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + work_dir, "LANG=C.UTF-8",
+  std::vector<std::string> env = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + work, "TMPDIR=" + work, "LANG=C.UTF-8",
                                   "PYTHONDONTWRITEBYTECODE=1", "PYTHONHASHSEED=0", "OMP_NUM_THREADS=1"};
   for (std::string& e : env) setup.envp.push_back(e.data());
   setup.envp.push_back(nullptr);
@@ -196,7 +358,7 @@ StatusOr<SandboxResult> run_sandboxed(const std::vector<std::string>& argv, cons
   setup.seccomp.filter = const_cast<sock_filter*>(program.filter.data());
 
   // The run's directory must be writable by its uid.
-  ::chown(work_dir.c_str(), setup.uid, setup.uid);
+  ::chown(work.c_str(), setup.uid, setup.uid);
 
   int in_pipe[2], out_pipe[2], err_pipe[2], status_pipe[2];
   if (::pipe2(in_pipe, O_CLOEXEC) != 0 || ::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0 ||
@@ -307,16 +469,44 @@ StatusOr<SandboxResult> run_sandboxed(const std::vector<std::string>& argv, cons
   return result;
 }
 
-SandboxDirectory::SandboxDirectory() {
-  const std::string base = std::filesystem::temp_directory_path() / "grpo-sandbox";
+namespace {
+
+// A run directory is named run-<pid>-XXXXXX so that the tmpfs of a process that died without
+// cleaning up (kill -9) can be found and removed by the next process.
+void remove_directories_of_dead_processes(const std::string& base) {
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(base, error)) {
+    const std::string name = entry.path().filename();
+    if (name.rfind("run-", 0) != 0) continue;
+    const pid_t owner = static_cast<pid_t>(std::strtol(name.c_str() + 4, nullptr, 10));
+    if (owner <= 0 || ::kill(owner, 0) == 0 || errno != ESRCH) continue;
+    ::umount2(entry.path().c_str(), MNT_DETACH);
+    std::filesystem::remove_all(entry.path(), error);
+  }
+}
+
+}  // namespace
+
+SandboxDirectory::SandboxDirectory(int64_t max_bytes) {
+  const std::string base = sandbox_base_directory();
   std::filesystem::create_directories(base);
   ::chmod(base.c_str(), 0711);
-  std::string pattern = base + "/run-XXXXXX";
+  static std::once_flag cleaned;
+  std::call_once(cleaned, [&] { remove_directories_of_dead_processes(base); });
+  std::string pattern = fmt::format("{}/run-{}-XXXXXX", base, ::getpid());
   if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error(fmt::format("mkdtemp: {}", std::strerror(errno)));
   path_ = pattern;
+  // Everything a run writes lands in this size-limited tmpfs, never on the host's disk.
+  const std::string options = fmt::format("size={},mode=0700", std::max<int64_t>(max_bytes, 4096));
+  if (::mount("tmpfs", path_.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()) != 0) {
+    const int err = errno;
+    ::rmdir(path_.c_str());
+    throw std::runtime_error(fmt::format("sandbox: cannot mount a {}-byte tmpfs at {}: {}", max_bytes, path_, std::strerror(err)));
+  }
 }
 
 SandboxDirectory::~SandboxDirectory() {
+  ::umount2(path_.c_str(), MNT_DETACH);
   std::error_code ignored;
   std::filesystem::remove_all(path_, ignored);
 }

@@ -60,7 +60,8 @@ TEST(CodeReward, MbppReferenceSolutionsPass) {
   if (Status s = sandbox_available(); !s.is_ok()) GTEST_SKIP() << s.message();
   StatusOr<JsonlRecords> problems = read_jsonl(mbpp_path());
   ASSERT_TRUE(problems.is_ok()) << problems.status().message();
-  auto reward = make_reward("code", nlohmann::json::object());
+  // A generous wall clock: some references take seconds, and the machine may be shared.
+  auto reward = make_reward("code", {{"timeout_s", 60.0}});
   ASSERT_TRUE(reward.is_ok());
   int passed = 0;
   for (const auto& p : problems->records) {

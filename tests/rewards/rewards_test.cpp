@@ -200,6 +200,17 @@ TEST(Plugins, SubprocessRewardAndItsFailures) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("subprocess reward 'crasher': it exited (code 3)"), std::string::npos) << "message: " << e.what();
   }
+  // Protocol 2: a reply must echo its request's request_id.
+  auto unnumbered = make_reward("subprocess", {{"command", {"sh", "-c", "while read line; do echo '{\"score\": 1}'; done"}},
+                                               {"name", "unnumbered"}});
+  ASSERT_TRUE(unnumbered.is_ok());
+  try {
+    (*unnumbered)->score(sample_of("x"));
+    ADD_FAILURE() << "a reply without request_id was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("subprocess reward 'unnumbered': reply to request 1 (sample 's1') carries request_id none"),
+              std::string::npos) << e.what();
+  }
   auto slow = make_reward("subprocess", {{"command", {"sh", "-c", "read line; sleep 5"}}, {"timeout_s", 0.3}});
   ASSERT_TRUE(slow.is_ok());
   EXPECT_THROW((*slow)->score(sample_of("x")), std::runtime_error);
@@ -251,6 +262,73 @@ TEST(MathReward, DeclaresTheGoldAnswerFieldItNeeds) {
                                        nlohmann::json{{"solution", ""}}})
     EXPECT_EQ((*math)->missing_fields(fields), std::vector<std::string>{"solution"}) << fields.dump();
   EXPECT_THROW((*math)->score(sample_of("\\boxed{4}", {{"solution", ""}})), std::runtime_error);
+}
+
+// A C-ABI plugin that hangs, calls exit(0) or crashes costs an error naming it and the sample,
+// within its timeout; the calling process lives on and the next sample is scored.
+TEST(Plugins, SharedLibraryThatHangsExitsOrCrashesIsContained) {
+  auto reward = make_reward("plugin", {{"path", GRPO_HOSTILE_PLUGIN_PATH}, {"timeout_s", 1.0}});
+  ASSERT_TRUE(reward.is_ok()) << reward.status().message();
+  EXPECT_EQ((*reward)->score(sample_of("fine")).score, 0.5);
+  const std::string name = std::string("plugin hostile (") + GRPO_HOSTILE_PLUGIN_PATH + ")";
+  const std::pair<const char*, const char*> cases[] = {
+      {"hang", "no reply within 1 s (timeout_s); its worker was killed"},
+      {"exit", "its worker exited with code 0 (a plugin must return from score, not exit)"},
+      {"crash", "its worker crashed with signal 11"},
+  };
+  for (const auto& [completion, why] : cases) {
+    RewardSample sample = sample_of(completion);
+    sample.id = std::string("sample-") + completion;
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      (*reward)->score(sample);
+      ADD_FAILURE() << completion << ": expected an error";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find(name + " on sample 'sample-" + completion + "': " + why), std::string::npos)
+          << e.what();
+    }
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 5.0) << completion;
+    EXPECT_EQ((*reward)->score(sample_of("fine")).score, 0.5) << "after " << completion;
+  }
+  // Through the scorer: errors counted and scored per on_error, the batch finishes.
+  StatusOr<RewardSet> set = RewardSet::create({{"plugin", "hostile", 1.0, {{"path", GRPO_HOSTILE_PLUGIN_PATH}, {"timeout_s", 1.0}}}});
+  ASSERT_TRUE(set.is_ok()) << set.status().message();
+  ThreadPool pool(2);
+  RewardConfig policy;
+  policy.timeout_s = 5;
+  policy.on_error = RewardErrorPolicy::kScore;
+  policy.error_score = -1.0;
+  ScoringStats stats;
+  const auto scores = set->score({sample_of("hang"), sample_of("exit"), sample_of("fine"), sample_of("crash")}, policy, pool, &stats);
+  EXPECT_EQ(stats.errors, 3);
+  EXPECT_DOUBLE_EQ(scores[0].total, -1.0);
+  EXPECT_DOUBLE_EQ(scores[2].total, 0.5);
+  EXPECT_DOUBLE_EQ(scores[3].total, -1.0);
+}
+
+// A program that writes two replies per request: every later reply would belong to an earlier
+// sample. The id check turns that into an error naming the program, never a shifted score.
+TEST(Plugins, SubprocessRewardRejectsRepliesShiftedOntoTheWrongSample) {
+  const std::string doubler =
+      "import json, sys\n"
+      "for line in sys.stdin:\n"
+      "    r = json.loads(line)\n"
+      "    for _ in range(2):\n"
+      "        print(json.dumps({'request_id': r['request_id'], 'score': len(r['completion'])}), flush=True)\n";
+  auto reward = make_reward("subprocess", {{"command", {"python3", "-c", doubler}}, {"name", "doubler"}, {"timeout_s", 5.0}});
+  ASSERT_TRUE(reward.is_ok()) << reward.status().message();
+  EXPECT_EQ((*reward)->score(sample_of("a")).score, 1.0);
+  RewardSample second = sample_of("bbb");
+  second.id = "s2";
+  try {
+    const RewardScore shifted = (*reward)->score(second);
+    ADD_FAILURE() << "sample s2 got the reply meant for s1: score " << shifted.score;
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("subprocess reward 'doubler': reply to request 2 (sample 's2') carries request_id 1"),
+              std::string::npos) << e.what();
+  }
+  // The program was restarted: the next sample is scored from a clean stream.
+  EXPECT_EQ((*reward)->score(sample_of("cccc")).score, 4.0);
 }
 
 }  // namespace
