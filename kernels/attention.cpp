@@ -187,7 +187,7 @@ at::Tensor sdpa_attention(const at::Tensor& q, const at::Tensor& k, const at::Te
   const at::Tensor keys = s.group > 1 ? k.repeat_interleave(s.group, 1) : k;
   const at::Tensor values = s.group > 1 ? v.repeat_interleave(s.group, 1) : v;
   if (!key_mask.defined() && query_offset == 0 && s.queries == s.keys)
-    return at::scaled_dot_product_attention(q, keys, values, c10::nullopt, 0.0, /*is_causal=*/true, scale);
+    return at::scaled_dot_product_attention(q, keys, values, {}, 0.0, /*is_causal=*/true, scale);
   const at::Tensor allowed = block_allowed(defined_key_mask(key_mask, k), query_offset, s.queries, 0, s.keys)
                                  .view({s.batch, 1, s.queries, s.keys});
   const at::Tensor blind = allowed.logical_not().all(-1, /*keepdim=*/true);  // [B, 1, T, 1]
