@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "core/atomic_file.h"
+#include "kernels/attention.h"
 
 namespace grpo {
 namespace {
@@ -46,11 +47,10 @@ class AttentionImpl : public torch::nn::Module {
     o_proj = register_module("o_proj", make_linear(o.num_heads * o.head_dim, o.hidden_size, o.o_bias));
   }
 
-  // x [B, T, hidden]; cos/sin [B, T, hd]; bias [B, 1, T, S] additive; layer's cache slice or none.
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& bias,
+  // x [B, T, hidden]; cos/sin [B, T, hd]; key_valid [B, S] marks real keys; layer's cache slice or none.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& key_valid,
                      KvCache* cache, size_t layer) {
     const int64_t b = x.size(0), t = x.size(1), hd = o_.head_dim, kv = o_.num_kv_heads;
-    const int64_t group = o_.num_heads / kv;
     at::Tensor q = q_proj(x).view({b, t, o_.num_heads, hd}).transpose(1, 2);  // [B, H, T, hd]
     at::Tensor k = k_proj(x).view({b, t, kv, hd}).transpose(1, 2);           // [B, KV, T, hd]
     at::Tensor v = v_proj(x).view({b, t, kv, hd}).transpose(1, 2);
@@ -63,14 +63,10 @@ class AttentionImpl : public torch::nn::Module {
       k = cache->keys[layer].narrow(2, 0, cache->length + t);
       v = cache->values[layer].narrow(2, 0, cache->length + t);
     }
-    // Query head h reads kv head h / group: fold the group into the query rows instead of
-    // copying keys and values group times.
-    const int64_t keys = k.size(2);
-    const at::Tensor grouped_q = q.reshape({b, kv, group * t, hd});
-    at::Tensor scores = at::matmul(grouped_q, k.transpose(2, 3)).view({b, o_.num_heads, t, keys}) / std::sqrt(double(hd));
-    scores = scores + bias;
-    const at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
-    const at::Tensor out = at::matmul(probs.view({b, kv, group * t, keys}), v).view({b, o_.num_heads, t, hd});
+    // Causal over cache slots (the new tokens follow the `length` cached ones), blockwise so
+    // memory stays linear in length; query head h reads kv head h / (heads / kv_heads).
+    const int64_t query_offset = cache != nullptr ? cache->length : 0;
+    const at::Tensor out = attention(q, k, v, key_valid, query_offset);
     return o_proj(out.transpose(1, 2).reshape({b, t, o_.num_heads * hd}));
   }
 
@@ -101,9 +97,9 @@ class DecoderLayerImpl : public torch::nn::Module {
     input_layernorm = register_module("input_layernorm", RmsNorm(o.hidden_size, o.rms_norm_eps));
     post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(o.hidden_size, o.rms_norm_eps));
   }
-  at::Tensor forward(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& bias, KvCache* cache,
-                     size_t layer) {
-    h = h + self_attn->forward(input_layernorm(h), cos, sin, bias, cache, layer);
+  at::Tensor forward(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& key_valid,
+                     KvCache* cache, size_t layer) {
+    h = h + self_attn->forward(input_layernorm(h), cos, sin, key_valid, cache, layer);
     return h + mlp(post_attention_layernorm(h));
   }
   Attention self_attn{nullptr};
@@ -207,28 +203,15 @@ at::Tensor DecoderImpl::run(const at::Tensor& input_ids, const at::Tensor& atten
   positions = positions.clamp_min(0);
 
   at::Tensor key_valid;  // [B, S]
-  int64_t query_offset = 0;
   if (cache != nullptr) {
     TORCH_CHECK(cache->batch() == b, "decoder: cache holds ", cache->batch(), " rows, input has ", b);
     TORCH_CHECK(cache->length + t <= cache->capacity(), "decoder: cache capacity ", cache->capacity(), " exceeded");
     cache->key_mask.narrow(1, cache->length, t).copy_(mask);
     key_valid = cache->key_mask.narrow(1, 0, cache->length + t);
-    query_offset = cache->length;
   } else {
     key_valid = mask;
   }
-  const int64_t s = key_valid.size(1);
-  const at::Tensor query_slot = at::arange(query_offset, query_offset + t, at::TensorOptions().dtype(at::kLong).device(device));
-  const at::Tensor key_slot = at::arange(s, at::TensorOptions().dtype(at::kLong).device(device));
-  const at::Tensor causal = key_slot.unsqueeze(0) <= query_slot.unsqueeze(1);           // [T, S]
-  const at::Tensor allowed = causal.unsqueeze(0) & key_valid.unsqueeze(1);              // [B, T, S]
-  // A large finite negative (not -inf): a padding query row that sees no key stays finite.
   const auto act_dtype = model_->embed_tokens->weight.scalar_type();
-  const double lowest = act_dtype == at::kBFloat16 ? -3.3895313892515355e38
-                        : act_dtype == at::kHalf   ? -65504.0
-                                                   : static_cast<double>(std::numeric_limits<float>::lowest());
-  const auto bias_options = at::TensorOptions().dtype(act_dtype).device(device);
-  const at::Tensor bias = at::where(allowed, at::zeros({}, bias_options), at::full({}, lowest, bias_options)).unsqueeze(1);
 
   const at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_.to(device).view({1, 1, -1});
   const at::Tensor emb = at::cat({freqs, freqs}, -1);
@@ -237,7 +220,7 @@ at::Tensor DecoderImpl::run(const at::Tensor& input_ids, const at::Tensor& atten
   at::Tensor h = model_->embed_tokens(input_ids);
   if (collect != nullptr) collect->push_back(h);
   for (size_t i = 0; i < model_->decoder_layers.size(); ++i) {
-    h = model_->decoder_layers[i]->forward(h, cos, sin, bias, cache, i);
+    h = model_->decoder_layers[i]->forward(h, cos, sin, key_valid, cache, i);
     if (collect != nullptr && i + 1 < model_->decoder_layers.size()) collect->push_back(h);
   }
   h = model_->norm(h);

@@ -47,6 +47,8 @@ class DecoderImpl : public torch::nn::Module {
   // Final normed hidden states [B, T, hidden] (before the head), same arguments as forward.
   at::Tensor hidden(const at::Tensor& input_ids, const at::Tensor& attention_mask = {}, KvCache* cache = nullptr);
   at::Tensor logits_from_hidden(const at::Tensor& hidden);
+  // The head's weight [V, hidden]: lm_head.weight, or the embeddings when tied.
+  const at::Tensor& head_weight() const { return lm_head_weight_; }
 
   // HF's output_hidden_states: the embeddings, each layer's output but the last, then the final
   // norm of the last layer's output: num_layers + 1 tensors [B, T, hidden].

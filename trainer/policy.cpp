@@ -14,6 +14,7 @@
 
 #include "core/atomic_file.h"
 #include "dist/communicator.h"
+#include "kernels/token_logprobs.h"
 
 namespace grpo {
 namespace {
@@ -163,13 +164,16 @@ at::Tensor completion_logprobs(Decoder& model, const at::Tensor& prompt_ids, con
   const at::Device device = model->parameters().front().device();  // batches are built on the host
   const at::Tensor ids = at::cat({prompt_ids, completion_ids}, 1).to(device);
   const at::Tensor mask = at::cat({prompt_mask, completion_mask}, 1).to(device);
-  // Only the positions that predict completion tokens go through the head.
+  // Only the positions that predict completion tokens go through the head, in chunks of tokens
+  // (kernels/token_logprobs): the [N, C, V] float32 logits never exist at once.
   const at::Tensor hidden = model->hidden(ids, mask).narrow(1, p - 1, c);
-  at::Tensor logits = model->logits_from_hidden(hidden);
-  if (temperature > 0 && temperature != 1.0) logits = logits / temperature;
-  const at::Tensor logp_all = at::log_softmax(logits, -1);
-  if (entropy) *entropy = -(logp_all.exp() * logp_all).sum(-1).detach();
-  return logp_all.gather(2, completion_ids.to(device).unsqueeze(2)).squeeze(2);
+  TokenLogprobsOptions options;
+  options.temperature = temperature > 0 ? temperature : 1.0;
+  options.with_entropy = entropy != nullptr;
+  const TokenLogprobs out = token_logprobs(hidden, model->head_weight(), completion_ids.to(device),
+                                           completion_mask.to(device), options);
+  if (entropy) *entropy = out.entropy.detach();
+  return out.logprobs;
 }
 
 }  // namespace grpo

@@ -39,6 +39,7 @@ Status export_policy(Policy& policy, const std::string& dir);
 
 // log pi(completion token | everything before it) [N, C] for left-padded prompts followed by
 // right-padded completions, at `temperature`; optionally the policy's entropy at those tokens.
+// Both are 0 where completion_mask is false. Memory for the head is O(chunk * V), not O(N * C * V).
 at::Tensor completion_logprobs(Decoder& model, const at::Tensor& prompt_ids, const at::Tensor& prompt_mask,
                                const at::Tensor& completion_ids, const at::Tensor& completion_mask, double temperature,
                                at::Tensor* entropy = nullptr);
