@@ -83,6 +83,21 @@ class CodeReward final : public Reward {
                                 report->detail.empty() ? "" : "; " + report->detail);
     return result;
   }
+
+  // Python samples carry HumanEval's test + entry_point, MBPP's test_list or stdin/stdout tests;
+  // C++ samples only stdin/stdout tests.
+  std::vector<std::string> missing_fields(const nlohmann::json& fields) const override {
+    auto non_empty_array = [&](const char* key) {
+      return fields.contains(key) && fields[key].is_array() && !fields[key].empty();
+    };
+    auto non_empty_string = [&](const char* key) {
+      return fields.contains(key) && fields[key].is_string() && !fields[key].get<std::string>().empty();
+    };
+    if (language == "cpp") return non_empty_array("tests") ? std::vector<std::string>{} : std::vector<std::string>{"tests"};
+    if ((non_empty_string("test") && non_empty_string("entry_point")) || non_empty_array("test_list") || non_empty_array("tests"))
+      return {};
+    return {"test + entry_point, test_list or tests"};
+  }
 };
 
 std::string random_token() {

@@ -264,6 +264,16 @@ TEST(MathReward, DeclaresTheGoldAnswerFieldItNeeds) {
   EXPECT_THROW((*math)->score(sample_of("\\boxed{4}", {{"solution", ""}})), std::runtime_error);
 }
 
+TEST(CodeReward, DeclaresTheTestFieldsItNeeds) {
+  auto code = make_reward("code", nlohmann::json::object());
+  ASSERT_TRUE(code.is_ok()) << code.status().message();
+  EXPECT_EQ((*code)->missing_fields({{"test", "def check(f): assert f() == 1"}, {"entry_point", "f"}}), std::vector<std::string>{});
+  EXPECT_EQ((*code)->missing_fields({{"test_list", {"assert f() == 1"}}}), std::vector<std::string>{});
+  for (const nlohmann::json& fields : {nlohmann::json::object(), nlohmann::json{{"test", "x"}},
+                                       nlohmann::json{{"test_list", nlohmann::json::array()}}})
+    EXPECT_EQ((*code)->missing_fields(fields).size(), 1u) << fields.dump();
+}
+
 // A C-ABI plugin that hangs, calls exit(0) or crashes costs an error naming it and the sample,
 // within its timeout; the calling process lives on and the next sample is scored.
 TEST(Plugins, SharedLibraryThatHangsExitsOrCrashesIsContained) {
