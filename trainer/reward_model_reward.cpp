@@ -39,7 +39,13 @@ class RewardModelReward : public Reward {
   std::vector<RewardScore> score_batch(const std::vector<RewardSample>& samples) const override {
     std::vector<std::vector<int64_t>> rows;
     rows.reserve(samples.size());
-    for (const RewardSample& sample : samples) rows.push_back(encode(sample));
+    for (const RewardSample& sample : samples) {
+      try {
+        rows.push_back(encode(sample));
+      } catch (const std::exception& e) {
+        throw std::runtime_error(fmt::format("sample '{}': {}", sample.id, e.what()));
+      }
+    }
     std::vector<double> raw;
     raw.reserve(samples.size());
     {

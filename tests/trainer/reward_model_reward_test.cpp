@@ -147,6 +147,18 @@ TEST(RewardModelReward, BadOptionsNameTheProblem) {
   EXPECT_NE(message.find("ForSequenceClassification"), std::string::npos) << message;
 }
 
+TEST(RewardModelReward, TooLongSequenceNamesTheSample) {
+  RewardSample long_sample;
+  long_sample.id = "long";
+  long_sample.completion = std::string(3000, 'a');  // the fixture's max_position_embeddings is 2048
+  try {
+    make(options(2))->score_batch({samples()[0], long_sample});
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("sample 'long': 3000 tokens exceed"), std::string::npos) << e.what();
+  }
+}
+
 // A batch reward that throws fails every sample of the call under on_error: score.
 class ThrowingBatchReward : public Reward {
  public:
