@@ -1,17 +1,23 @@
 // The `reward_model` reward: normalization by hand, batched scoring equal to one sample at a time,
 // the text path (prompt + completion -> ids -> the fixture-checked classifier) and the weighted sum
-// with a rule reward in a RewardSet.
+// with a rule reward in a RewardSet; a Llama classifier of another shape against the causal decoder.
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
 #include "core/config.h"
 #include "core/thread_pool.h"
+#include "models/decoder.h"
+#include "models/safetensors.h"
 #include "models/sequence_classifier.h"
 #include "models/tokenizer.h"
 #include "rewards/reward.h"
@@ -157,6 +163,44 @@ TEST(RewardModelReward, TooLongSequenceNamesTheSample) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("sample 'long': 3000 tokens exceed"), std::string::npos) << e.what();
   }
+}
+
+// A Llama of another shape than the reward fixture (llama3 RoPE scaling, two labels from id2label,
+// pad token 7): the causal fixture's lm_head rows 0-1 as the score head must reproduce the causal
+// decoder's logits 0-1 at the last real token, alone and right-padded.
+TEST(SequenceClassifier, LlamaScoreHeadEqualsCausalLogitsAtThePooledToken) {
+  namespace fs = std::filesystem;
+  const std::string causal = testing::shared_path("GRPO_MODEL_FIXTURES", "fixtures/models") + "/llama-tiny";
+  if (!fs::exists(causal + "/config.json")) GTEST_SKIP() << causal << " is not there";
+  std::ifstream config_in(causal + "/config.json");
+  json config = json::parse(config_in);
+  config["architectures"] = {"LlamaForSequenceClassification"};
+  config["id2label"] = {{"0", "LABEL_0"}, {"1", "LABEL_1"}};
+  config["pad_token_id"] = 7;
+  const fs::path dir = fs::temp_directory_path() / ("llama_rm_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "config.json") << config.dump();
+  StatusOr<TensorMap> tensors = read_safetensors_dir(causal);
+  ASSERT_TRUE(tensors.is_ok()) << tensors.status().message();
+  (*tensors)["score.weight"] = tensors->at("lm_head.weight").narrow(0, 0, 2).clone();
+  tensors->erase("lm_head.weight");
+  ASSERT_TRUE(write_safetensors((dir / "model.safetensors").string(), *tensors).is_ok());
+
+  StatusOr<SequenceClassifier> model = SequenceClassifier::load(dir.string());
+  ASSERT_TRUE(model.is_ok()) << model.status().message();
+  EXPECT_EQ(model->options().num_labels, 2);
+  StatusOr<Decoder> decoder = load_decoder(causal);
+  ASSERT_TRUE(decoder.is_ok()) << decoder.status().message();
+  const std::vector<std::vector<int64_t>> rows = {{5, 9, 300, 42, 11}, {100, 200}, {1, 2, 3, 4, 5, 6, 8, 9, 10}};
+  const ClassifierOutput batch = model->score_rows(rows);
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const at::Tensor ids = at::tensor(rows[r], at::kLong).unsqueeze(0);
+    const at::Tensor want = (*decoder)->forward(ids)[0][static_cast<int64_t>(rows[r].size()) - 1].narrow(0, 0, 2);
+    EXPECT_LE((model->forward(ids).scores[0] - want).abs().max().item<double>(), 1e-4) << r;
+    EXPECT_LE((batch.scores[static_cast<int64_t>(r)] - want).abs().max().item<double>(), 1e-4) << r;
+    EXPECT_EQ(batch.pooled_index[static_cast<int64_t>(r)].item<int64_t>(), static_cast<int64_t>(rows[r].size()) - 1);
+  }
+  fs::remove_all(dir);
 }
 
 // A batch reward that throws fails every sample of the call under on_error: score.
