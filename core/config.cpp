@@ -83,7 +83,7 @@ void describe(ConfigVisitor& v, RolloutConfig& c) {
 }
 
 void describe(ConfigVisitor& v, RewardFunctionConfig& c) {
-  v.visit(field("name", "Registered reward: math, format, language, length, code, plugin, subprocess.").is_required(),
+  v.visit(field("name", "Registered reward: math, format, language, length, code, plugin, subprocess, reward_model.").is_required(),
           c.name);
   v.visit(field("label", "Name in metrics and output (default: the reward's name)."), c.label);
   v.visit(field("weight", "Weight in the total reward."), c.weight);

@@ -53,7 +53,7 @@ enum class RewardErrorPolicy { kFail, kScore };
 
 // One reward function of the weighted sum.
 struct RewardFunctionConfig {
-  std::string name;              // a registered reward: math, format, language, length, code, plugin, subprocess
+  std::string name;              // a registered reward: math, format, language, length, code, plugin, subprocess, reward_model
   std::string label;             // name in metrics and output; defaults to `name`
   double weight = 1.0;
   nlohmann::json options = nlohmann::json::object();  // the reward's own options (docs/rewards.md)

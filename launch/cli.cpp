@@ -22,6 +22,7 @@
 #include "core/version.h"
 #include "launch/commands.h"
 #include "dist/communicator.h"
+#include "trainer/reward_model_reward.h"
 #include "trainer/toy_policy.h"
 
 namespace grpo {
@@ -209,6 +210,7 @@ void print_main_help(std::FILE* out) {
 }  // namespace
 
 int run_cli(int argc, char** argv) {
+  register_model_rewards();  // rewards that run a model live above rewards/
   if (argc < 2) {
     print_main_help(stderr);
     return kExitUsage;

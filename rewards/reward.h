@@ -41,6 +41,17 @@ class Reward {
     (void)fields;
     return {};
   }
+
+  // Rewards that score better together (a model's forward pass, a batch normalization) say so;
+  // RewardSet then calls score_batch once per scoring call, on the calling thread and without
+  // the per-sample timeout. Returns one score per sample, in order.
+  virtual bool scores_batches() const { return false; }
+  virtual std::vector<RewardScore> score_batch(const std::vector<RewardSample>& samples) const {
+    std::vector<RewardScore> scores;
+    scores.reserve(samples.size());
+    for (const RewardSample& sample : samples) scores.push_back(score(sample));
+    return scores;
+  }
 };
 
 // Builds a reward from its options (a JSON object); invalid options are a Status that names the

@@ -55,6 +55,10 @@ std::vector<SampleScores> RewardSet::score(const std::vector<RewardSample>& samp
   tasks.reserve(samples.size() * rewards_.size());
   for (const RewardSample& sample : samples) {
     for (const auto& reward : rewards_) {
+      if (reward->scores_batches()) {
+        tasks.emplace_back();  // scored below, all samples at once
+        continue;
+      }
       Task task;
       auto started = task.started_ns;
       // The task owns copies of what it needs: a timed-out task may outlive this call.
@@ -78,6 +82,32 @@ std::vector<SampleScores> RewardSet::score(const std::vector<RewardSample>& samp
     }
   }
 
+  // Batch rewards run here while the pool works through the per-sample tasks.
+  std::vector<std::vector<TaskOutcome>> batch_outcomes(rewards_.size());
+  for (size_t r = 0; r < rewards_.size(); ++r) {
+    if (!rewards_[r]->scores_batches()) continue;
+    std::vector<TaskOutcome>& outcomes = batch_outcomes[r];
+    outcomes.resize(samples.size());
+    std::string error;
+    try {
+      std::vector<RewardScore> scores = rewards_[r]->score_batch(samples);
+      if (scores.size() != samples.size())
+        error = fmt::format("returned {} scores for {} samples", scores.size(), samples.size());
+      else
+        for (size_t s = 0; s < samples.size(); ++s) {
+          outcomes[s].score = std::move(scores[s]);
+          if (!std::isfinite(outcomes[s].score.score))
+            outcomes[s].error = fmt::format("non-finite score {}", outcomes[s].score.score);
+        }
+    } catch (const std::exception& e) {
+      error = e.what();
+    } catch (...) {
+      error = "unknown exception";
+    }
+    if (!error.empty())
+      for (TaskOutcome& outcome : outcomes) outcome.error = "(batch of " + std::to_string(samples.size()) + ") " + error;
+  }
+
   ScoringStats local;
   std::vector<SampleScores> results(samples.size());
   const auto timeout = std::chrono::duration<double>(policy.timeout_s);
@@ -88,8 +118,12 @@ std::vector<SampleScores> RewardSet::score(const std::vector<RewardSample>& samp
       const std::string& label = labels_[r];
       std::string error;
       TaskOutcome outcome;
+      if (rewards_[r]->scores_batches()) {
+        outcome = batch_outcomes[r][s];
+        error = outcome.error;
+      }
       // The clock starts when a worker picks the task up, not while it waits in the queue.
-      for (;;) {
+      while (error.empty() && task.future.valid()) {
         if (task.future.wait_for(std::chrono::milliseconds(5)) == std::future_status::ready) {
           outcome = task.future.get();
           error = outcome.error;

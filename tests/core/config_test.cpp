@@ -90,7 +90,7 @@ TEST(Config, EnumErrorListsValidNamesAndSuggests) {
 TEST(Config, MissingRequiredFieldIsAnError) {
   const std::string error = parse_error("reward:\n  functions:\n    - weight: 2\n");
   EXPECT_EQ(error, "run.yaml:3: reward.functions[0].name: missing required key (Registered reward: math, format, "
-                   "language, length, code, plugin, subprocess.)");
+                   "language, length, code, plugin, subprocess, reward_model.)");
 }
 
 TEST(Config, ListsOfStructsWithFreeFormOptions) {

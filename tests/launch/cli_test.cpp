@@ -8,6 +8,8 @@
 #include <fstream>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "core/config.h"
 #include "tests/support/run_command.h"
 
@@ -223,6 +225,33 @@ TEST(Cli, RewardScoresOfflineAndNamesMalformedLines) {
   const CliRun stopped = run_grpo("reward --config " + config + " --input " + no_gold + " --output " + output);
   EXPECT_EQ(stopped.exit_code, 1);
   EXPECT_NE(stopped.output.find("reward 'math' failed on sample 'q7'"), std::string::npos) << stopped.output;
+}
+
+// The documented reward-model config, run from the repository root as docs/rewards.md shows.
+TEST(Cli, RewardModelConfigScoresWithTheRuleRewards) {
+  const std::string input = write_temp("rm_completions.jsonl",
+                                       "{\"id\": \"a\", \"prompt\": \"2+2?\", \"completion\": \"<think>4</think><answer>4</answer>\"}\n"
+                                       "{\"id\": \"b\", \"prompt\": \"2+2?\", \"completion\": \"five\"}\n"
+                                       "{\"id\": \"c\", \"prompt\": \"Hi\", \"completion\": \"hello there\"}\n");
+  const std::string output = write_temp("rm_scored.jsonl", "");
+  const CliRun run = testing::run_command("cd " + std::string(GRPO_SOURCE_DIR) + " && " + GRPO_BINARY +
+                                          " reward --config configs/rewards/reward_model.yaml --input " + input +
+                                          " --output " + output);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  std::ifstream in(output);
+  std::string line;
+  double normalized_sum = 0;
+  int lines = 0;
+  while (std::getline(in, line)) {
+    const nlohmann::json r = nlohmann::json::parse(line);
+    const double model = r["rewards"]["reward_model"].get<double>();
+    EXPECT_TRUE(r["components"].contains("reward_model.raw")) << line;
+    EXPECT_NEAR(r["reward"].get<double>(), 0.5 * model + r["rewards"]["format"].get<double>(), 1e-9) << line;
+    normalized_sum += model;
+    ++lines;
+  }
+  EXPECT_EQ(lines, 3);
+  EXPECT_NEAR(normalized_sum, 0.0, 1e-9);  // normalize: zscore over the scored batch
 }
 
 TEST(Cli, ConvertExportsAVerifiedCheckpoint) {
