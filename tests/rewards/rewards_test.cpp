@@ -254,6 +254,35 @@ TEST(RewardSet, NonFiniteScoresAreCountedErrorsNeverValues) {
   EXPECT_THROW(set->score({samples[2]}, policy, pool), std::runtime_error);
 }
 
+// The same holds for rewards scored a batch at a time (reward models).
+class NonFiniteBatchReward final : public Reward {
+ public:
+  RewardScore score(const RewardSample&) const override { return RewardScore{1.0, {}, ""}; }
+  bool scores_batches() const override { return true; }
+  std::vector<RewardScore> score_batch(const std::vector<RewardSample>& samples) const override {
+    std::vector<RewardScore> out;
+    for (const RewardSample& s : samples) out.push_back(RewardScore{s.completion == "nan" ? std::nan("") : 1.0, {}, ""});
+    return out;
+  }
+};
+
+TEST(RewardSet, NonFiniteBatchScoresAreErrorsToo) {
+  register_reward("nonfinite_batch", [](const nlohmann::json&) -> StatusOr<std::unique_ptr<Reward>> {
+    return std::unique_ptr<Reward>(std::make_unique<NonFiniteBatchReward>());
+  });
+  StatusOr<RewardSet> set = RewardSet::create({{"nonfinite_batch", "", 1.0, nlohmann::json::object()}});
+  ASSERT_TRUE(set.is_ok()) << set.status().message();
+  ThreadPool pool(1);
+  RewardConfig policy;
+  policy.on_error = RewardErrorPolicy::kScore;
+  policy.error_score = -0.5;
+  ScoringStats stats;
+  const auto scores = set->score({sample_of("fine"), sample_of("nan")}, policy, pool, &stats);
+  EXPECT_EQ(stats.errors, 1);
+  EXPECT_DOUBLE_EQ(scores[0].total, 1.0);
+  EXPECT_DOUBLE_EQ(scores[1].total, -0.5);
+}
+
 TEST(MathReward, DeclaresTheGoldAnswerFieldItNeeds) {
   auto math = make_reward("math", {{"answer_field", "solution"}});
   ASSERT_TRUE(math.is_ok());
