@@ -4,9 +4,11 @@
 //
 // Usage: [GRPO_BENCH_G=8] bench_generation SHAPE [threads] [prompt_len] [new_tokens] [batches...]
 //   SHAPE: qwen2.5-0.5b | demo-2.9m | DIR (a Hugging Face model directory)
+// The last line is the process's peak resident memory (e.g. to show it linear in new_tokens).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <sys/resource.h>
 
 #include <chrono>
 #include <cstdio>
@@ -124,5 +126,8 @@ int main(int argc, char** argv) {
                 b * prompt_len / prefill_s, decode_tps, baseline_tps, decode_tps / baseline_tps);
     std::fflush(stdout);
   }
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  std::printf("peak RSS %.0f MiB\n", usage.ru_maxrss / 1024.0);
   return 0;
 }

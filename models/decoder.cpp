@@ -58,10 +58,8 @@ class AttentionImpl : public torch::nn::Module {
     q = q * c + rotate_half(q) * s;
     k = k * c + rotate_half(k) * s;
     if (cache != nullptr) {
-      cache->keys[layer].narrow(2, cache->length, t).copy_(k);
-      cache->values[layer].narrow(2, cache->length, t).copy_(v);
-      k = cache->keys[layer].narrow(2, 0, cache->length + t);
-      v = cache->values[layer].narrow(2, 0, cache->length + t);
+      const at::Tensor out = cache->attend(layer, q, k, v, bias);
+      return o_proj(out.transpose(1, 2).reshape({b, t, o_.num_heads * hd}));
     }
     // Query head h reads kv head h / group: fold the group into the query rows instead of
     // copying keys and values group times.
@@ -148,28 +146,6 @@ class TransformerImpl : public torch::nn::Module {
   RmsNorm norm{nullptr};
 };
 
-void KvCache::keep_rows(const at::Tensor& rows) {
-  const int64_t n = rows.size(0);
-  for (auto* list : {&keys, &values})
-    for (at::Tensor& t : *list) t.narrow(0, 0, n).copy_(t.index_select(0, rows));
-  key_mask.narrow(0, 0, n).copy_(key_mask.index_select(0, rows));
-  next_position.narrow(0, 0, n).copy_(next_position.index_select(0, rows));
-  for (auto* list : {&keys, &values})
-    for (at::Tensor& t : *list) t = t.narrow(0, 0, n);
-  key_mask = key_mask.narrow(0, 0, n);
-  next_position = next_position.narrow(0, 0, n);
-}
-
-KvCache KvCache::repeat_rows(int64_t times) const {
-  KvCache out;
-  for (const at::Tensor& t : keys) out.keys.push_back(t.repeat_interleave(times, 0));
-  for (const at::Tensor& t : values) out.values.push_back(t.repeat_interleave(times, 0));
-  out.key_mask = key_mask.repeat_interleave(times, 0);
-  out.next_position = next_position.repeat_interleave(times, 0);
-  out.length = length;
-  return out;
-}
-
 DecoderImpl::DecoderImpl(DecoderOptions options) : options_(std::move(options)) {
   model_ = register_module("model", std::make_shared<TransformerImpl>(options_));
   if (options_.tie_word_embeddings) {
@@ -206,21 +182,21 @@ at::Tensor DecoderImpl::run(const at::Tensor& input_ids, const at::Tensor& atten
   if (cache != nullptr) positions = positions + cache->next_position.unsqueeze(1);
   positions = positions.clamp_min(0);
 
-  at::Tensor key_valid;  // [B, S]
+  at::Tensor key_valid;  // [B, S]: a cache's shared prefix, then its own slots
   int64_t query_offset = 0;
   if (cache != nullptr) {
-    TORCH_CHECK(cache->batch() == b, "decoder: cache holds ", cache->batch(), " rows, input has ", b);
-    TORCH_CHECK(cache->length + t <= cache->capacity(), "decoder: cache capacity ", cache->capacity(), " exceeded");
-    cache->key_mask.narrow(1, cache->length, t).copy_(mask);
-    key_valid = cache->key_mask.narrow(1, 0, cache->length + t);
-    query_offset = cache->length;
+    key_valid = cache->begin_append(mask);
+    query_offset = cache->prefix_width() + cache->length;
   } else {
     key_valid = mask;
   }
   const int64_t s = key_valid.size(1);
   const at::Tensor query_slot = at::arange(query_offset, query_offset + t, at::TensorOptions().dtype(at::kLong).device(device));
   const at::Tensor key_slot = at::arange(s, at::TensorOptions().dtype(at::kLong).device(device));
-  const at::Tensor causal = key_slot.unsqueeze(0) <= query_slot.unsqueeze(1);           // [T, S]
+  // Only the tokens of this call can lie in a query's future: a ring cache's slots past them are
+  // older tokens.
+  const at::Tensor future = (key_slot.unsqueeze(0) > query_slot.unsqueeze(1)) & (key_slot < query_offset + t).unsqueeze(0);
+  const at::Tensor causal = ~future;  // [T, S]
   const at::Tensor allowed = causal.unsqueeze(0) & key_valid.unsqueeze(1);              // [B, T, S]
   // A large finite negative (not -inf): a padding query row that sees no key stays finite.
   const auto act_dtype = model_->embed_tokens->weight.scalar_type();
@@ -242,10 +218,7 @@ at::Tensor DecoderImpl::run(const at::Tensor& input_ids, const at::Tensor& atten
   }
   h = model_->norm(h);
   if (collect != nullptr) collect->push_back(h);
-  if (cache != nullptr) {
-    cache->length += t;
-    cache->next_position = cache->next_position + mask.to(at::kLong).sum(1);
-  }
+  if (cache != nullptr) cache->end_append(mask);
   return h;
 }
 
