@@ -37,28 +37,36 @@ double counter_uniform(uint64_t seed, int64_t step) {
 at::Tensor top_p_threshold(const at::Tensor& probs, double top_p) {
   TORCH_CHECK(probs.dim() == 2 && probs.scalar_type() == at::kFloat, "top_p_threshold: probs must be [B, V] float32");
   const at::Tensor values = probs.contiguous();
-  // Non-negative floats order like their bit patterns.
+  // Non-negative floats order like their bit patterns: search the 31 bits from the top, a few at a
+  // time, keeping the bin where the mass at or above first reaches the target.
   const at::Tensor bits = values.view(at::kInt).to(at::kLong);
-  const int64_t rows = values.size(0);
+  const int64_t rows = values.size(0), vocab = values.size(1);
   const at::Tensor target = top_p * values.sum(-1, true);
-  at::Tensor mass_above = at::zeros({rows, 1}, values.options());  // mass of tokens above the current bin
-  at::Tensor in_bin;                                                // tokens still tied with the threshold
-  at::Tensor threshold_bits = at::zeros({rows, 1}, bits.options());
-  // Bits 30-21, 20-10, 9-0 (the sign bit is 0).
-  const int64_t shifts[] = {21, 10, 0}, widths[] = {10, 11, 10};
-  for (int level = 0; level < 3; ++level) {
-    const int64_t bins = int64_t{1} << widths[level];
-    const at::Tensor bin = at::bitwise_and(bits.__rshift__(shifts[level]), bins - 1);
+  at::Tensor mass_above = at::zeros({rows, 1}, values.options());  // mass of the tokens above the bin
+  at::Tensor prefix = at::zeros({rows, 1}, bits.options());         // the threshold's bits found so far
+  // Two levels of 2^16 and 2^15 bins for large vocabularies, three of ~2^10 for small ones.
+  const std::vector<int64_t> widths = vocab >= 16384 ? std::vector<int64_t>{16, 15} : std::vector<int64_t>{11, 10, 10};
+  int64_t remaining = 31;
+  for (int64_t width : widths) {
+    const int64_t shift = remaining - width, bins = int64_t{1} << width;
+    at::Tensor key = bits.__rshift__(shift);
+    if (remaining < 31) {
+      // Tokens outside the current bin land in two extra bins (below: 0, above: bins + 1) that
+      // the search ignores: the mass above is already counted.
+      key = (key - (prefix.__lshift__(width) - 1)).clamp_(0, bins + 1);
+    } else {
+      key = key + 1;
+    }
     const at::Tensor mass =
-        at::zeros({rows, bins}, values.options()).scatter_add_(1, bin, in_bin.defined() ? values * in_bin : values);
+        at::zeros({rows, bins + 2}, values.options()).scatter_add_(1, key, values).narrow(1, 1, bins);
     // Mass at or above each bin; non-increasing in the bin index.
     const at::Tensor at_or_above = mass.flip(1).cumsum(1).flip(1) + mass_above;
     const at::Tensor chosen = ((at_or_above >= target).sum(1, true) - 1).clamp_min(0);
     mass_above = (at_or_above - mass).gather(1, chosen);
-    in_bin = in_bin.defined() ? in_bin & (bin == chosen) : bin == chosen;
-    threshold_bits = threshold_bits + chosen.__lshift__(shifts[level]);
+    prefix = prefix.__lshift__(width) + chosen;
+    remaining = shift;
   }
-  return threshold_bits.to(at::kInt).view(at::kFloat);
+  return prefix.to(at::kInt).view(at::kFloat);
 }
 
 namespace {
@@ -67,12 +75,13 @@ namespace {
 at::Tensor filtered_weights(const at::Tensor& logits, const SamplingOptions& options) {
   TORCH_CHECK(options.temperature > 0, "filtered_probabilities: temperature must be > 0");
   const auto dtype = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor probs = at::softmax(logits.to(dtype) / options.temperature, -1);  // [B, V]
+  const at::Tensor scaled = options.temperature == 1.0 ? logits.to(dtype) : logits.to(dtype) / options.temperature;
+  at::Tensor probs = at::softmax(scaled, -1);  // [B, V]
   const int64_t vocab = probs.size(-1);
   at::Tensor top_values;  // the top-k candidates, sorted, when top-k ran
   if (options.top_k > 0 && options.top_k < vocab) {
     top_values = std::get<0>(probs.topk(options.top_k, -1, /*largest=*/true, /*sorted=*/true));
-    probs = probs.masked_fill(probs < top_values.narrow(-1, options.top_k - 1, 1), 0.0);
+    probs.masked_fill_(probs < top_values.narrow(-1, options.top_k - 1, 1), 0.0);
   }
   if (options.top_p < 1.0) {
     at::Tensor threshold;
@@ -86,11 +95,11 @@ at::Tensor filtered_weights(const at::Tensor& logits, const SamplingOptions& opt
     } else {
       threshold = top_p_threshold(probs, options.top_p);
     }
-    probs = probs.masked_fill(probs < threshold, 0.0);
+    probs.masked_fill_(probs < threshold, 0.0);
   }
   if (options.min_p > 0.0) {
     const at::Tensor top = std::get<0>(probs.max(-1, true));
-    probs = probs.masked_fill(probs < options.min_p * top, 0.0);
+    probs.masked_fill_(probs < options.min_p * top, 0.0);
   }
   return probs;
 }
@@ -125,7 +134,8 @@ at::Tensor sample_next_tokens(const at::Tensor& logits, const SamplingOptions& o
 }
 
 at::Tensor sampling_logprobs(const at::Tensor& logits, const at::Tensor& tokens, double temperature) {
-  const at::Tensor scaled = temperature > 0 ? logits.to(at::kFloat) / temperature : logits.to(at::kFloat);
+  const at::Tensor scaled =
+      temperature > 0 && temperature != 1.0 ? logits.to(at::kFloat) / temperature : logits.to(at::kFloat);
   // logsumexp and a gather: no [B, V] log-softmax is materialized.
   return scaled.gather(1, tokens.unsqueeze(1)).squeeze(1) - at::logsumexp(scaled, {-1});
 }

@@ -27,7 +27,8 @@ at::Tensor filtered_probabilities(const at::Tensor& logits, const SamplingOption
 
 // Per row [B, 1], the smallest probability top-p keeps: the largest value v such that the tokens
 // with probability >= v carry at least `top_p` of the row's mass. Radix selection over the float32
-// bit patterns (3 passes of at most 2048 bins), no sort. `probs` [B, V] float32, non-negative.
+// bit patterns (two histograms of 2^16 and 2^15 bins at large vocabularies), no sort.
+// `probs` [B, V] float32, non-negative.
 at::Tensor top_p_threshold(const at::Tensor& probs, double top_p);
 
 // One token per row [B]: argmax when temperature == 0, else an inverse-CDF draw from

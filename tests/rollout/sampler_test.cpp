@@ -93,16 +93,19 @@ TEST(Sampler, GreedyIsArgmaxAndLogprobsAreTemperatureScaled) {
 // rule: keep tokens until those before reach top_p), on rows with realistic and peaked logits.
 TEST(Sampler, TopPThresholdEqualsTheSortedCut) {
   at::manual_seed(11);
-  const at::Tensor logits = at::cat({at::randn({6, 5000}), 4 * at::randn({6, 5000})});
-  const at::Tensor probs = at::softmax(logits, -1);
-  for (double top_p : {0.3, 0.9, 0.95}) {
-    const at::Tensor threshold = top_p_threshold(probs, top_p);
-    const auto [sorted, order] = probs.sort(-1, /*descending=*/true);
+  for (int64_t vocab : {5000, 40000}) {  // the three- and the two-level search
+    const at::Tensor logits = at::cat({at::randn({4, vocab}), 4 * at::randn({4, vocab})});
+    const at::Tensor probs = at::softmax(logits, -1);
+    const at::Tensor sorted = std::get<0>(probs.sort(-1, /*descending=*/true));
     const at::Tensor before = sorted.to(at::kDouble).cumsum(-1) - sorted.to(at::kDouble);
-    for (int64_t row = 0; row < probs.size(0); ++row) {
-      int64_t last_kept = 0;
-      while (last_kept + 1 < probs.size(1) && before[row][last_kept + 1].item<double>() < top_p) ++last_kept;
-      EXPECT_EQ(threshold[row][0].item<float>(), sorted[row][last_kept].item<float>()) << "row " << row << " top_p " << top_p;
+    for (double top_p : {0.3, 0.9, 0.95}) {
+      const at::Tensor threshold = top_p_threshold(probs, top_p);
+      // The last token whose predecessors have not reached top_p (before is increasing).
+      const at::Tensor last_kept = (before < top_p).sum(-1, true) - 1;
+      const at::Tensor want = sorted.gather(1, last_kept);
+      for (int64_t row = 0; row < probs.size(0); ++row)
+        EXPECT_EQ(threshold[row][0].item<float>(), want[row][0].item<float>())
+            << "vocab " << vocab << " row " << row << " top_p " << top_p;
     }
   }
 }
