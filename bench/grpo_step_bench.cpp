@@ -10,6 +10,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -29,6 +30,14 @@ using grpo::Decoder;
 constexpr int64_t kPrompts = 8, kGroup = 8, kPromptLength = 32, kCompletionLength = 128;
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// User + system CPU seconds of the process: on a machine shared with other jobs, CPU time per step
+// moves less than wall time (with T threads, wall >= cpu / T).
+double cpu_seconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_utime.tv_sec + usage.ru_stime.tv_sec + 1e-6 * (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+}
 
 grpo::DecoderOptions demo_shape() {  // the 2.9M shape of ../shared/notes/cpu-performance.md
   grpo::DecoderOptions o;
@@ -94,9 +103,9 @@ int main(int argc, char** argv) {
   std::printf("model %s: %.2fM parameters, float32, %d thread(s); %lld prompts x G=%lld, prompt %lld + completion %lld\n",
               which.c_str(), params / 1e6, threads, (long long)kPrompts, (long long)kGroup, (long long)kPromptLength,
               (long long)kCompletionLength);
-  std::vector<double> times;
+  std::vector<double> times, cpu_times;
   for (int step = 0; step < warmup + steps; ++step) {
-    const double t0 = now();
+    const double t0 = now(), c0 = cpu_seconds();
     at::Tensor ref_logp;
     {
       at::NoGradGuard no_grad;
@@ -115,12 +124,17 @@ int main(int argc, char** argv) {
     result.loss.backward();
     optimizer.step(adam.lr);
     const double loss = result.loss.item<double>();  // the step is done when its loss is known
-    const double seconds = now() - t0;
-    std::printf("step %d%s: %.3f s, loss %.6f\n", step, step < warmup ? " (warm-up)" : "", seconds, loss);
-    if (step >= warmup) times.push_back(seconds);
+    const double seconds = now() - t0, cpu = cpu_seconds() - c0;
+    std::printf("step %d%s: %.3f s (%.3f CPU s), loss %.6f\n", step, step < warmup ? " (warm-up)" : "", seconds, cpu, loss);
+    if (step >= warmup) {
+      times.push_back(seconds);
+      cpu_times.push_back(cpu);
+    }
   }
   std::sort(times.begin(), times.end());
-  const double median = times[times.size() / 2];
-  std::printf("median step %.3f s: %.0f training tokens/s\n", median, rows * kCompletionLength / median);
+  std::sort(cpu_times.begin(), cpu_times.end());
+  const double median = times[times.size() / 2], median_cpu = cpu_times[cpu_times.size() / 2];
+  std::printf("median step %.3f s: %.0f training tokens/s; median CPU %.3f s per step (%.0f tokens per CPU-second)\n",
+              median, rows * kCompletionLength / median, median_cpu, rows * kCompletionLength / median_cpu);
   return 0;
 }

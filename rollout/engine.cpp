@@ -83,9 +83,16 @@ class GenerationRun {
     const int64_t slots = options.max_concurrent_prompts > 0 ? std::min(options.max_concurrent_prompts, num_prompts_)
                                                               : num_prompts_;
     const int64_t rows = slots * group_;
-    prefix_ = model->make_cache(slots, prompt_width_);
-    cache_ = model->make_cache(rows, std::max<int64_t>(max_new_ - 1, 1));
-    cache_.ring = true;
+    // One sample per prompt and no prompt waiting: nothing to share or to reuse, so the prompt
+    // and its tokens go in one plain cache, which saves the shared layout's extra products.
+    single_pass_ = group_ == 1 && slots == num_prompts_;
+    if (single_pass_) {
+      cache_ = model->make_cache(rows, prompt_width_ + std::max<int64_t>(max_new_ - 1, 1));
+    } else {
+      prefix_ = model->make_cache(slots, prompt_width_);
+      cache_ = model->make_cache(rows, std::max<int64_t>(max_new_ - 1, 1));
+      cache_.ring = true;
+    }
     out_row_ = at::zeros({rows}, long_options);
     length_ = at::zeros({rows}, long_options);
     done_ = at::zeros({rows}, long_options.dtype(at::kBool));
@@ -140,7 +147,9 @@ class GenerationRun {
     const at::Tensor ids = prompt_ids_.index_select(0, which).to(device_);
     const at::Tensor mask = prompt_mask_.index_select(0, which).to(device_);
     at::Tensor last_logits;  // [k, V]
-    if (k == prefix_.batch()) {  // every slot at once (the first admission): prefill in place
+    if (single_pass_) {
+      last_logits = model_->forward(ids, mask, &cache_).select(1, prompt_width_ - 1);
+    } else if (k == prefix_.batch()) {  // every slot at once (the first admission): prefill in place
       prefix_.length = prefix_.filled = 0;
       prefix_.next_position.zero_();
       last_logits = model_->forward(ids, mask, &prefix_).select(1, prompt_width_ - 1);
@@ -161,7 +170,7 @@ class GenerationRun {
       const int64_t slot = slots[static_cast<size_t>(i)], prompt = prompts[static_cast<size_t>(i)];
       const int64_t first = slot * group_;
       slot_prompt_[static_cast<size_t>(slot)] = prompt;
-      cache_.reset_rows(first, group_, prompt_lengths[i].expand({group_}));
+      if (!single_pass_) cache_.reset_rows(first, group_, prompt_lengths[i].expand({group_}));
       out_row_.narrow(0, first, group_).copy_(at::arange(prompt * group_, (prompt + 1) * group_, out_row_.options()));
       length_.narrow(0, first, group_).zero_();
       done_.narrow(0, first, group_).fill_(false);
@@ -301,6 +310,7 @@ class GenerationRun {
   at::Tensor stop_ids_;                  // [stops] on the device, undefined when none
   size_t longest_stop_ = 0;
 
+  bool single_pass_ = false;  // G = 1, every prompt at once: cache_ holds prompt and tokens, no prefix_
   KvCache prefix_;  // [slots, P]: each slot's prompt, prefilled once
   KvCache cache_;   // [rows, max_new_tokens - 1] ring of the rows' own tokens, reading prefix_
   // Per cache row, on the device.
