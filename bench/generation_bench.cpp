@@ -2,7 +2,7 @@
 // samples, against a baseline in the same process: the same model decoding without a KV cache
 // (every step recomputes the whole sequence), which is what the cache exists to avoid.
 //
-// Usage: [GRPO_BENCH_G=8] bench_generation SHAPE [threads] [prompt_len] [new_tokens] [batches...]
+// Usage: [GRPO_BENCH_G=8] [GRPO_BENCH_TOP_P=1] bench_generation SHAPE [threads] [prompt_len] [new_tokens] [batches...]
 //   SHAPE: qwen2.5-0.5b | demo-2.9m | DIR (a Hugging Face model directory)
 // The last line is the process's peak resident memory (e.g. to show it linear in new_tokens).
 
@@ -83,6 +83,8 @@ int main(int argc, char** argv) {
     std::vector<uint64_t> keys(b);
     for (int64_t i = 0; i < b; ++i) keys[i] = i;
     grpo::GenerationOptions options;
+    const char* top_p_env = std::getenv("GRPO_BENCH_TOP_P");  // e.g. 0.95, as the HF comparison sampled
+    if (top_p_env) options.sampling.top_p = std::atof(top_p_env);
     options.max_new_tokens = new_tokens;
     options.group_size = group;
     const auto seeds = grpo::rollout_seeds(1, keys, group);
