@@ -2,12 +2,14 @@
 // samples, against a baseline in the same process: the same model decoding without a KV cache
 // (every step recomputes the whole sequence), which is what the cache exists to avoid.
 //
-// Usage: [GRPO_BENCH_G=8] bench_generation SHAPE [threads] [prompt_len] [new_tokens] [batches...]
+// Usage: [GRPO_BENCH_G=8] [GRPO_BENCH_TOP_P=1] bench_generation SHAPE [threads] [prompt_len] [new_tokens] [batches...]
 //   SHAPE: qwen2.5-0.5b | demo-2.9m | DIR (a Hugging Face model directory)
+// The last line is the process's peak resident memory (e.g. to show it linear in new_tokens).
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/Parallel.h>
+#include <sys/resource.h>
 
 #include <chrono>
 #include <cstdio>
@@ -84,6 +86,8 @@ int main(int argc, char** argv) {
     std::vector<uint64_t> keys(b);
     for (int64_t i = 0; i < b; ++i) keys[i] = i;
     grpo::GenerationOptions options;
+    const char* top_p_env = std::getenv("GRPO_BENCH_TOP_P");  // e.g. 0.95, as the HF comparison sampled
+    if (top_p_env) options.sampling.top_p = std::atof(top_p_env);
     options.max_new_tokens = new_tokens;
     options.group_size = group;
     const auto seeds = grpo::rollout_seeds(1, keys, group);
@@ -127,5 +131,8 @@ int main(int argc, char** argv) {
                 b * prompt_len / prefill_s, decode_tps, baseline_tps, decode_tps / baseline_tps);
     std::fflush(stdout);
   }
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  std::printf("peak RSS %.0f MiB\n", usage.ru_maxrss / 1024.0);
   return 0;
 }

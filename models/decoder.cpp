@@ -47,9 +47,10 @@ class AttentionImpl : public torch::nn::Module {
     o_proj = register_module("o_proj", make_linear(o.num_heads * o.head_dim, o.hidden_size, o.o_bias));
   }
 
-  // x [B, T, hidden]; cos/sin [B, T, hd]; key_valid [B, S] marks real keys; layer's cache slice or none.
+  // x [B, T, hidden]; cos/sin [B, T, hd]; key_valid [B, S] marks real keys; bias: see KvCache::attend;
+  // layer's cache slice or none.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& key_valid,
-                     KvCache* cache, size_t layer) {
+                     const at::Tensor& bias, KvCache* cache, size_t layer) {
     const int64_t b = x.size(0), t = x.size(1), hd = o_.head_dim, kv = o_.num_kv_heads;
     at::Tensor q = q_proj(x).view({b, t, o_.num_heads, hd}).transpose(1, 2);  // [B, H, T, hd]
     at::Tensor k = k_proj(x).view({b, t, kv, hd}).transpose(1, 2);           // [B, KV, T, hd]
@@ -57,16 +58,8 @@ class AttentionImpl : public torch::nn::Module {
     const at::Tensor c = cos.unsqueeze(1), s = sin.unsqueeze(1);
     q = q * c + rotate_half(q) * s;
     k = k * c + rotate_half(k) * s;
-    if (cache != nullptr) {
-      cache->keys[layer].narrow(2, cache->length, t).copy_(k);
-      cache->values[layer].narrow(2, cache->length, t).copy_(v);
-      k = cache->keys[layer].narrow(2, 0, cache->length + t);
-      v = cache->values[layer].narrow(2, 0, cache->length + t);
-    }
-    // Causal over cache slots (the new tokens follow the `length` cached ones), blockwise so
-    // memory stays linear in length; query head h reads kv head h / (heads / kv_heads).
-    const int64_t query_offset = cache != nullptr ? cache->length : 0;
-    const at::Tensor out = attention(q, k, v, key_valid, query_offset);
+    // Causal, blockwise so memory stays linear in length; query head h reads kv head h / (heads / kv_heads).
+    const at::Tensor out = cache != nullptr ? cache->attend(layer, q, k, v, key_valid, bias) : attention(q, k, v, key_valid, 0);
     return o_proj(out.transpose(1, 2).reshape({b, t, o_.num_heads * hd}));
   }
 
@@ -98,8 +91,8 @@ class DecoderLayerImpl : public torch::nn::Module {
     post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(o.hidden_size, o.rms_norm_eps));
   }
   at::Tensor forward(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& key_valid,
-                     KvCache* cache, size_t layer) {
-    h = h + self_attn->forward(input_layernorm(h), cos, sin, key_valid, cache, layer);
+                     const at::Tensor& bias, KvCache* cache, size_t layer) {
+    h = h + self_attn->forward(input_layernorm(h), cos, sin, key_valid, bias, cache, layer);
     return h + mlp(post_attention_layernorm(h));
   }
   Attention self_attn{nullptr};
@@ -144,28 +137,6 @@ class TransformerImpl : public torch::nn::Module {
   RmsNorm norm{nullptr};
 };
 
-void KvCache::keep_rows(const at::Tensor& rows) {
-  const int64_t n = rows.size(0);
-  for (auto* list : {&keys, &values})
-    for (at::Tensor& t : *list) t.narrow(0, 0, n).copy_(t.index_select(0, rows));
-  key_mask.narrow(0, 0, n).copy_(key_mask.index_select(0, rows));
-  next_position.narrow(0, 0, n).copy_(next_position.index_select(0, rows));
-  for (auto* list : {&keys, &values})
-    for (at::Tensor& t : *list) t = t.narrow(0, 0, n);
-  key_mask = key_mask.narrow(0, 0, n);
-  next_position = next_position.narrow(0, 0, n);
-}
-
-KvCache KvCache::repeat_rows(int64_t times) const {
-  KvCache out;
-  for (const at::Tensor& t : keys) out.keys.push_back(t.repeat_interleave(times, 0));
-  for (const at::Tensor& t : values) out.values.push_back(t.repeat_interleave(times, 0));
-  out.key_mask = key_mask.repeat_interleave(times, 0);
-  out.next_position = next_position.repeat_interleave(times, 0);
-  out.length = length;
-  return out;
-}
-
 DecoderImpl::DecoderImpl(DecoderOptions options) : options_(std::move(options)) {
   model_ = register_module("model", std::make_shared<TransformerImpl>(options_));
   if (options_.tie_word_embeddings) {
@@ -202,16 +173,15 @@ at::Tensor DecoderImpl::run(const at::Tensor& input_ids, const at::Tensor& atten
   if (cache != nullptr) positions = positions + cache->next_position.unsqueeze(1);
   positions = positions.clamp_min(0);
 
-  at::Tensor key_valid;  // [B, S]
+  at::Tensor key_valid;  // [B, S]: a cache's shared prefix, then its own slots
+  at::Tensor bias;       // [B, 1, T, S] additive, only for a cache with a shared prefix or a wrapped ring
+  const auto act_dtype = model_->embed_tokens->weight.scalar_type();
   if (cache != nullptr) {
-    TORCH_CHECK(cache->batch() == b, "decoder: cache holds ", cache->batch(), " rows, input has ", b);
-    TORCH_CHECK(cache->length + t <= cache->capacity(), "decoder: cache capacity ", cache->capacity(), " exceeded");
-    cache->key_mask.narrow(1, cache->length, t).copy_(mask);
-    key_valid = cache->key_mask.narrow(1, 0, cache->length + t);
+    key_valid = cache->begin_append(mask);
+    if (cache->needs_bias(t)) bias = cache->attention_bias(key_valid, t, act_dtype);
   } else {
     key_valid = mask;
   }
-  const auto act_dtype = model_->embed_tokens->weight.scalar_type();
 
   const at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_.to(device).view({1, 1, -1});
   const at::Tensor emb = at::cat({freqs, freqs}, -1);
@@ -220,15 +190,12 @@ at::Tensor DecoderImpl::run(const at::Tensor& input_ids, const at::Tensor& atten
   at::Tensor h = model_->embed_tokens(input_ids);
   if (collect != nullptr) collect->push_back(h);
   for (size_t i = 0; i < model_->decoder_layers.size(); ++i) {
-    h = model_->decoder_layers[i]->forward(h, cos, sin, key_valid, cache, i);
+    h = model_->decoder_layers[i]->forward(h, cos, sin, key_valid, bias, cache, i);
     if (collect != nullptr && i + 1 < model_->decoder_layers.size()) collect->push_back(h);
   }
   h = model_->norm(h);
   if (collect != nullptr) collect->push_back(h);
-  if (cache != nullptr) {
-    cache->length += t;
-    cache->next_position = cache->next_position + mask.to(at::kLong).sum(1);
-  }
+  if (cache != nullptr) cache->end_append(mask);
   return h;
 }
 

@@ -12,27 +12,10 @@
 
 #include "core/status.h"
 #include "models/hf_config.h"
+#include "models/kv_cache.h"
 #include "models/safetensors.h"
 
 namespace grpo {
-
-// Keys and values of every layer for a fixed batch and capacity, allocated once and reused.
-// All rows share one slot counter (`length`); `key_mask` marks which slots hold real tokens, so
-// left-padded prompts of different lengths decode in lockstep.
-struct KvCache {
-  std::vector<at::Tensor> keys;    // per layer [batch, kv_heads, capacity, head_dim], RoPE applied
-  std::vector<at::Tensor> values;  // per layer [batch, kv_heads, capacity, head_dim]
-  at::Tensor key_mask;             // [batch, capacity] bool
-  at::Tensor next_position;        // [batch] long: RoPE position of each row's next real token
-  int64_t length = 0;              // slots filled
-
-  int64_t batch() const { return key_mask.size(0); }
-  int64_t capacity() const { return key_mask.size(1); }
-  // Keeps rows `rows` (long indices), moved to the front; later calls use the first rows.size(0).
-  void keep_rows(const at::Tensor& rows);
-  // Repeats every row `times` times consecutively (e.g. a prompt's prefill shared by G samples).
-  KvCache repeat_rows(int64_t times) const;
-};
 
 class TransformerImpl;
 

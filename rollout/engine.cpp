@@ -42,6 +42,297 @@ bool hits_stop_string(const Tokenizer& tokenizer, const std::vector<int64_t>& id
   return false;
 }
 
+std::vector<int64_t> to_vector(const at::Tensor& t) {
+  const at::Tensor cpu = t.to(at::kCPU, at::kLong).contiguous();
+  return {cpu.data_ptr<int64_t>(), cpu.data_ptr<int64_t>() + cpu.numel()};
+}
+
+// One call of generate(). Cache rows are organized as slots of G rows, one prompt per slot; the
+// device holds every row's tokens, length and done flag, and the host learns them only every
+// readback_interval steps (or never per token), when it refills free slots with waiting prompts
+// or, once none wait, drops finished rows from the cache.
+class GenerationRun {
+ public:
+  GenerationRun(Decoder& model, const std::vector<std::vector<int64_t>>& prompts, const GenerationOptions& options,
+                const std::vector<uint64_t>& seeds, const Tokenizer* tokenizer)
+      : model_(model), options_(options), seeds_(seeds), tokenizer_(tokenizer) {
+    num_prompts_ = static_cast<int64_t>(prompts.size());
+    group_ = options.group_size;
+    max_new_ = options.max_new_tokens;
+    device_ = model->parameters()[0].device();
+    for (const auto& p : prompts) prompt_width_ = std::max<int64_t>(prompt_width_, static_cast<int64_t>(p.size()));
+    // Left-pad the prompts so that every row's next token lands in the same cache slot.
+    prompt_ids_ = at::full({num_prompts_, prompt_width_}, options.pad_id, at::kLong);
+    prompt_mask_ = at::zeros({num_prompts_, prompt_width_}, at::kBool);
+    for (int64_t i = 0; i < num_prompts_; ++i) {
+      const int64_t len = static_cast<int64_t>(prompts[static_cast<size_t>(i)].size());
+      prompt_ids_[i].narrow(0, prompt_width_ - len, len).copy_(at::tensor(prompts[static_cast<size_t>(i)], at::kLong));
+      prompt_mask_[i].narrow(0, prompt_width_ - len, len).fill_(true);
+    }
+    for (const auto& s : options.stop_strings) longest_stop_ = std::max(longest_stop_, s.size());
+    const auto long_options = at::TensorOptions().dtype(at::kLong).device(device_);
+    if (!options.stop_token_ids.empty()) stop_ids_ = at::tensor(options.stop_token_ids, at::kLong).to(device_);
+
+    const int64_t n = num_prompts_ * group_;
+    out_tokens_ = at::full({n, max_new_ + 1}, options.pad_id, long_options);  // column max_new_: discarded writes
+    out_logp_ = at::zeros({n, max_new_ + 1}, long_options.dtype(at::kFloat));
+    final_length_.assign(static_cast<size_t>(n), 0);
+    reasons_.assign(static_cast<size_t>(n), FinishReason::kLength);
+    if (longest_stop_ > 0) tokens_seen_.resize(static_cast<size_t>(n));
+
+    // Sized once: the prompt slots and, per row, the tokens it feeds back (all but its last).
+    const int64_t slots = options.max_concurrent_prompts > 0 ? std::min(options.max_concurrent_prompts, num_prompts_)
+                                                              : num_prompts_;
+    const int64_t rows = slots * group_;
+    // One sample per prompt and no prompt waiting: nothing to share or to reuse, so the prompt
+    // and its tokens go in one plain cache, which saves the shared layout's extra products.
+    single_pass_ = group_ == 1 && slots == num_prompts_;
+    if (single_pass_) {
+      cache_ = model->make_cache(rows, prompt_width_ + std::max<int64_t>(max_new_ - 1, 1));
+    } else {
+      prefix_ = model->make_cache(slots, prompt_width_);
+      cache_ = model->make_cache(rows, std::max<int64_t>(max_new_ - 1, 1));
+      cache_.ring = true;
+    }
+    out_row_ = at::zeros({rows}, long_options);
+    length_ = at::zeros({rows}, long_options);
+    done_ = at::zeros({rows}, long_options.dtype(at::kBool));
+    stopped_ = at::zeros({rows}, long_options.dtype(at::kBool));
+    row_out_.assign(static_cast<size_t>(rows), 0);
+    row_start_.assign(static_cast<size_t>(rows), 0);
+    row_finished_.assign(static_cast<size_t>(rows), false);
+    slot_prompt_.assign(static_cast<size_t>(slots), -1);
+    std::vector<int64_t> all_slots(static_cast<size_t>(slots));
+    for (int64_t s = 0; s < slots; ++s) all_slots[static_cast<size_t>(s)] = s;
+    admit(all_slots);
+  }
+
+  void run() {
+    while (rows_may_continue()) {
+      const int64_t chunk = std::min(options_.readback_interval, steps_left());
+      const at::Tensor uniforms = chunk_uniforms(chunk);
+      for (int64_t i = 0; i < chunk; ++i) decode_step(uniforms[i], /*feed=*/i + 1 < chunk || steps_left() > 1);
+      read_back(chunk);
+    }
+  }
+
+  RolloutBatch result() {
+    const int64_t n = num_prompts_ * group_;
+    int64_t width = 1;
+    for (int64_t len : final_length_) width = std::max(width, len);
+    const at::Tensor lengths = at::tensor(final_length_, at::kLong);
+    RolloutBatch batch;
+    batch.group_size = group_;
+    batch.prompt_ids = prompt_ids_.repeat_interleave(group_, 0);
+    batch.prompt_mask = prompt_mask_.repeat_interleave(group_, 0);
+    batch.completion_mask = at::arange(width, at::kLong).unsqueeze(0) < lengths.unsqueeze(1);
+    batch.completion_ids =
+        out_tokens_.narrow(1, 0, width).to(at::kCPU).masked_fill(~batch.completion_mask, options_.pad_id).contiguous();
+    batch.sampling_logp = out_logp_.narrow(1, 0, width).to(at::kCPU).masked_fill(~batch.completion_mask, 0).contiguous();
+    batch.prompt_index.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) batch.prompt_index[static_cast<size_t>(i)] = i / group_;
+    batch.finish_reasons = reasons_;
+    return batch;
+  }
+
+ private:
+  int64_t rows() const { return static_cast<int64_t>(row_out_.size()); }
+
+  // Prefills the next waiting prompts into `slots` and starts their rows.
+  void admit(const std::vector<int64_t>& slots) {
+    std::vector<int64_t> prompts;
+    for (size_t i = 0; i < slots.size() && next_prompt_ < num_prompts_; ++i) prompts.push_back(next_prompt_++);
+    if (prompts.empty()) return;
+    const auto k = static_cast<int64_t>(prompts.size());
+    const at::Tensor which = at::tensor(prompts, at::kLong);
+    const at::Tensor ids = prompt_ids_.index_select(0, which).to(device_);
+    const at::Tensor mask = prompt_mask_.index_select(0, which).to(device_);
+    at::Tensor last_logits;  // [k, V]
+    if (single_pass_) {
+      last_logits = model_->forward(ids, mask, &cache_).select(1, prompt_width_ - 1);
+    } else if (k == prefix_.batch()) {  // every slot at once (the first admission): prefill in place
+      prefix_.length = prefix_.filled = 0;
+      prefix_.next_position.zero_();
+      last_logits = model_->forward(ids, mask, &prefix_).select(1, prompt_width_ - 1);
+      cache_.share_prefix(prefix_, group_);
+    } else {
+      KvCache fresh = model_->make_cache(k, prompt_width_);
+      last_logits = model_->forward(ids, mask, &fresh).select(1, prompt_width_ - 1);
+      const at::Tensor into = at::tensor(std::vector<int64_t>(slots.begin(), slots.begin() + k), at::kLong).to(device_);
+      for (size_t l = 0; l < fresh.keys.size(); ++l) {
+        prefix_.keys[l].index_copy_(0, into, fresh.keys[l]);
+        prefix_.values[l].index_copy_(0, into, fresh.values[l]);
+      }
+      prefix_.key_mask.index_copy_(0, into, fresh.key_mask);
+    }
+    if (!logits_.defined()) logits_ = at::empty({rows(), last_logits.size(1)}, last_logits.options());
+    const at::Tensor prompt_lengths = mask.to(at::kLong).sum(1);
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t slot = slots[static_cast<size_t>(i)], prompt = prompts[static_cast<size_t>(i)];
+      const int64_t first = slot * group_;
+      slot_prompt_[static_cast<size_t>(slot)] = prompt;
+      if (!single_pass_) cache_.reset_rows(first, group_, prompt_lengths[i].expand({group_}));
+      out_row_.narrow(0, first, group_).copy_(at::arange(prompt * group_, (prompt + 1) * group_, out_row_.options()));
+      length_.narrow(0, first, group_).zero_();
+      done_.narrow(0, first, group_).fill_(false);
+      stopped_.narrow(0, first, group_).fill_(false);
+      logits_.narrow(0, first, group_).copy_(last_logits[i].expand({group_, last_logits.size(1)}));
+      for (int64_t j = 0; j < group_; ++j) {
+        const auto row = static_cast<size_t>(first + j);
+        row_out_[row] = prompt * group_ + j;
+        row_start_[row] = step_;
+        row_finished_[row] = false;
+      }
+    }
+  }
+
+  // Steps until every row the host has not seen finish reaches max_new_tokens.
+  int64_t steps_left() const {
+    int64_t left = 0;
+    for (int64_t r = 0; r < rows(); ++r)
+      if (!row_finished_[static_cast<size_t>(r)]) left = std::max(left, row_start_[static_cast<size_t>(r)] + max_new_ - step_);
+    return left;
+  }
+  bool rows_may_continue() const { return steps_left() > 0; }
+
+  // The uniform numbers [chunk, rows] of the next `chunk` steps: a row's k-th token draws
+  // counter_uniform(seed, k), wherever and whenever the row runs.
+  at::Tensor chunk_uniforms(int64_t chunk) const {
+    std::vector<double> u(static_cast<size_t>(chunk * rows()));
+    for (int64_t i = 0; i < chunk; ++i)
+      for (int64_t r = 0; r < rows(); ++r) {
+        const auto row = static_cast<size_t>(r);
+        u[static_cast<size_t>(i * rows() + r)] =
+            counter_uniform(seeds_[static_cast<size_t>(row_out_[row])], step_ + i - row_start_[row]);
+      }
+    return at::tensor(u, at::kDouble).view({chunk, rows()}).to(device_);
+  }
+
+  // Samples every row's next token and feeds it back, without reading anything to the host.
+  void decode_step(const at::Tensor& uniforms, bool feed) {
+    const at::Tensor next = sample_next_tokens(logits_, options_.sampling, uniforms);
+    const at::Tensor logp = sampling_logprobs(logits_, next, options_.sampling.temperature);
+    const at::Tensor active = ~done_;
+    // Finished rows write to the discarded last column.
+    const at::Tensor flat = out_row_ * (max_new_ + 1) + at::where(active, length_, at::full_like(length_, max_new_));
+    out_tokens_.view(-1).scatter_(0, flat, next);
+    out_logp_.view(-1).scatter_(0, flat, logp);
+    length_ += active.to(at::kLong);
+    if (stop_ids_.defined()) {
+      const at::Tensor hit = (next.unsqueeze(1) == stop_ids_.unsqueeze(0)).any(1) & active;
+      stopped_ |= hit;
+      done_ |= hit;
+    }
+    done_ |= length_ >= max_new_;
+    ++step_;
+    if (feed) logits_ = model_->forward(next.view({-1, 1}), at::Tensor(), &cache_).select(1, 0);
+  }
+
+  // Reads the rows' state after `chunk` steps: records finished rows (checking stop strings on
+  // the new tokens), then refills free slots or drops finished rows.
+  void read_back(int64_t chunk) {
+    const std::vector<int64_t> state = to_vector(at::cat({length_, done_.to(at::kLong), stopped_.to(at::kLong)}));
+    std::vector<int64_t> new_tokens;  // [rows, chunk] when stop strings are checked
+    if (longest_stop_ > 0) {
+      std::vector<int64_t> from(static_cast<size_t>(rows()));
+      for (int64_t r = 0; r < rows(); ++r)
+        from[static_cast<size_t>(r)] = static_cast<int64_t>(tokens_seen_[static_cast<size_t>(row_out_[static_cast<size_t>(r)])].size());
+      const at::Tensor columns = (at::tensor(from, at::kLong).unsqueeze(1) + at::arange(chunk, at::kLong)).clamp_max(max_new_);
+      new_tokens = to_vector(out_tokens_.index_select(0, out_row_).gather(1, columns.to(device_)));
+    }
+    std::vector<int64_t> string_stopped;
+    for (int64_t r = 0; r < rows(); ++r) {
+      const auto row = static_cast<size_t>(r);
+      if (row_finished_[row]) continue;
+      const auto out = static_cast<size_t>(row_out_[row]);
+      const int64_t len = state[row];
+      const bool done = state[static_cast<size_t>(rows() + r)] != 0, stopped = state[static_cast<size_t>(2 * rows() + r)] != 0;
+      if (longest_stop_ > 0) {
+        std::vector<int64_t>& seen = tokens_seen_[out];
+        for (int64_t i = 0; static_cast<int64_t>(seen.size()) < len; ++i) {
+          seen.push_back(new_tokens[static_cast<size_t>(r * chunk + i)]);
+          const bool is_stop_token = std::find(options_.stop_token_ids.begin(), options_.stop_token_ids.end(),
+                                               seen.back()) != options_.stop_token_ids.end();
+          if (!is_stop_token && hits_stop_string(*tokenizer_, seen, options_.stop_strings, longest_stop_)) {
+            // The row ran on past its stop string on the device: its tokens from here are discarded.
+            finish(r, static_cast<int64_t>(seen.size()), FinishReason::kStopString);
+            string_stopped.push_back(r);
+            break;
+          }
+        }
+        if (row_finished_[row]) continue;
+      }
+      if (done) finish(r, len, stopped ? FinishReason::kStopToken : FinishReason::kLength);
+    }
+    if (!string_stopped.empty()) done_.index_fill_(0, at::tensor(string_stopped, at::kLong).to(device_), true);
+
+    if (next_prompt_ < num_prompts_) {
+      std::vector<int64_t> free_slots;
+      for (int64_t s = 0; s < static_cast<int64_t>(slot_prompt_.size()); ++s) {
+        bool all = true;
+        for (int64_t j = 0; j < group_; ++j) all = all && row_finished_[static_cast<size_t>(s * group_ + j)];
+        if (all) free_slots.push_back(s);
+      }
+      admit(free_slots);
+      return;
+    }
+    // Nobody waits: finished rows stop costing compute once they are an eighth of the batch.
+    std::vector<int64_t> keep;
+    for (int64_t r = 0; r < rows(); ++r)
+      if (!row_finished_[static_cast<size_t>(r)]) keep.push_back(r);
+    if (keep.empty() || static_cast<int64_t>(keep.size()) * 8 > rows() * 7) return;
+    const at::Tensor index = at::tensor(keep, at::kLong).to(device_);
+    cache_.keep_rows(index);
+    for (at::Tensor* t : {&out_row_, &length_, &done_, &stopped_, &logits_}) *t = t->index_select(0, index);
+    std::vector<int64_t> out, start;
+    for (int64_t r : keep) {
+      out.push_back(row_out_[static_cast<size_t>(r)]);
+      start.push_back(row_start_[static_cast<size_t>(r)]);
+    }
+    row_out_ = std::move(out);
+    row_start_ = std::move(start);
+    row_finished_.assign(keep.size(), false);
+  }
+
+  void finish(int64_t r, int64_t length, FinishReason reason) {
+    const auto out = static_cast<size_t>(row_out_[static_cast<size_t>(r)]);
+    row_finished_[static_cast<size_t>(r)] = true;
+    final_length_[out] = length;
+    reasons_[out] = reason;
+  }
+
+  Decoder& model_;
+  const GenerationOptions& options_;
+  const std::vector<uint64_t>& seeds_;
+  const Tokenizer* tokenizer_;
+  int64_t num_prompts_ = 0, group_ = 1, max_new_ = 1, prompt_width_ = 0;
+  at::Device device_{at::kCPU};
+  at::Tensor prompt_ids_, prompt_mask_;  // [prompts, P] on the host
+  at::Tensor stop_ids_;                  // [stops] on the device, undefined when none
+  size_t longest_stop_ = 0;
+
+  bool single_pass_ = false;  // G = 1, every prompt at once: cache_ holds prompt and tokens, no prefix_
+  KvCache prefix_;  // [slots, P]: each slot's prompt, prefilled once
+  KvCache cache_;   // [rows, max_new_tokens - 1] ring of the rows' own tokens, reading prefix_
+  // Per cache row, on the device.
+  at::Tensor out_row_;  // [rows] long: output row each cache row fills
+  at::Tensor length_;   // [rows] long: tokens generated
+  at::Tensor done_;     // [rows] bool
+  at::Tensor stopped_;  // [rows] bool: ended by a stop token
+  at::Tensor logits_;   // [rows, V] float32: each row's next-token logits
+  // Per cache row, on the host (as of the last read-back).
+  std::vector<int64_t> row_out_, row_start_;
+  std::vector<bool> row_finished_;
+  std::vector<int64_t> slot_prompt_;
+  int64_t next_prompt_ = 0, step_ = 0;
+
+  // Per output row [prompts * G].
+  at::Tensor out_tokens_, out_logp_;  // [N, max_new_tokens + 1] on the device
+  std::vector<int64_t> final_length_;
+  std::vector<FinishReason> reasons_;
+  std::vector<std::vector<int64_t>> tokens_seen_;  // only with stop strings
+};
+
 }  // namespace
 
 std::vector<int64_t> completion_tokens(const RolloutBatch& batch, int64_t row) {
@@ -55,106 +346,16 @@ RolloutBatch generate(Decoder& model, const std::vector<std::vector<int64_t>>& p
                       const Tokenizer* tokenizer) {
   TORCH_CHECK(!prompts.empty(), "generate: no prompts");
   TORCH_CHECK(options.group_size >= 1 && options.max_new_tokens >= 1, "generate: group_size and max_new_tokens must be >= 1");
-  const int64_t num_prompts = static_cast<int64_t>(prompts.size());
-  const int64_t g = options.group_size, n = num_prompts * g;
+  TORCH_CHECK(options.readback_interval >= 1 && options.max_concurrent_prompts >= 0,
+              "generate: readback_interval must be >= 1 and max_concurrent_prompts >= 0");
+  const int64_t n = static_cast<int64_t>(prompts.size()) * options.group_size;
   TORCH_CHECK(static_cast<int64_t>(seeds.size()) == n, "generate: ", seeds.size(), " seeds for ", n, " rows");
   TORCH_CHECK(options.stop_strings.empty() || tokenizer != nullptr, "generate: stop strings need a tokenizer");
+  for (const auto& p : prompts) TORCH_CHECK(!p.empty(), "generate: empty prompt");
   at::NoGradGuard no_grad;
-  const auto device = model->parameters()[0].device();
-
-  // Left-pad the prompts so that every row's next token lands in the same cache slot.
-  int64_t prompt_width = 0;
-  for (const auto& p : prompts) {
-    TORCH_CHECK(!p.empty(), "generate: empty prompt");
-    prompt_width = std::max<int64_t>(prompt_width, static_cast<int64_t>(p.size()));
-  }
-  at::Tensor prompt_ids = at::full({num_prompts, prompt_width}, options.pad_id, at::kLong);
-  at::Tensor prompt_mask = at::zeros({num_prompts, prompt_width}, at::kBool);
-  for (int64_t i = 0; i < num_prompts; ++i) {
-    const int64_t len = static_cast<int64_t>(prompts[i].size());
-    prompt_ids[i].narrow(0, prompt_width - len, len).copy_(at::tensor(prompts[i], at::kLong));
-    prompt_mask[i].narrow(0, prompt_width - len, len).fill_(true);
-  }
-
-  // Prefill each prompt once, then share its cache with its G samples.
-  KvCache prompt_cache = model->make_cache(num_prompts, prompt_width + options.max_new_tokens);
-  const at::Tensor prefill_logits =
-      model->forward(prompt_ids.to(device), prompt_mask.to(device), &prompt_cache).select(1, prompt_width - 1);
-  KvCache cache = g == 1 ? std::move(prompt_cache) : prompt_cache.repeat_rows(g);
-  at::Tensor logits = g == 1 ? prefill_logits : prefill_logits.repeat_interleave(g, 0);  // [active, V]
-
-  std::vector<std::vector<int64_t>> tokens(static_cast<size_t>(n));
-  std::vector<std::vector<float>> logps(static_cast<size_t>(n));
-  std::vector<FinishReason> reasons(static_cast<size_t>(n), FinishReason::kLength);
-  std::vector<int64_t> active(static_cast<size_t>(n));  // original row of each cache row
-  for (int64_t i = 0; i < n; ++i) active[static_cast<size_t>(i)] = i;
-  std::vector<bool> finished(static_cast<size_t>(n), false);
-  size_t longest_stop = 0;
-  for (const auto& s : options.stop_strings) longest_stop = std::max(longest_stop, s.size());
-
-  for (int64_t step = 0; step < options.max_new_tokens; ++step) {
-    std::vector<uint64_t> row_seeds;
-    for (int64_t row : active) row_seeds.push_back(seeds[static_cast<size_t>(row)]);
-    const at::Tensor next = sample_next_tokens(logits, options.sampling, row_seeds, step);
-    const at::Tensor next_logp = sampling_logprobs(logits, next, options.sampling.temperature);
-    const at::Tensor next_cpu = next.to(at::kCPU), logp_cpu = next_logp.to(at::kCPU);
-    const auto* next_data = next_cpu.data_ptr<int64_t>();
-    const auto* logp_data = logp_cpu.data_ptr<float>();
-
-    std::vector<int64_t> still_active;  // cache rows that continue
-    for (size_t r = 0; r < active.size(); ++r) {
-      const auto row = static_cast<size_t>(active[r]);
-      if (finished[row]) continue;
-      tokens[row].push_back(next_data[r]);
-      logps[row].push_back(logp_data[r]);
-      if (std::find(options.stop_token_ids.begin(), options.stop_token_ids.end(), next_data[r]) !=
-          options.stop_token_ids.end()) {
-        finished[row] = true;
-        reasons[row] = FinishReason::kStopToken;
-      } else if (longest_stop > 0 && hits_stop_string(*tokenizer, tokens[row], options.stop_strings, longest_stop)) {
-        finished[row] = true;
-        reasons[row] = FinishReason::kStopString;
-      } else {
-        still_active.push_back(static_cast<int64_t>(r));
-      }
-    }
-    if (still_active.empty() || step + 1 == options.max_new_tokens) break;
-
-    // Finished rows stop costing compute: drop them from the cache once enough have piled up.
-    at::Tensor feed = next;
-    const size_t finished_in_cache = active.size() - still_active.size();
-    if (finished_in_cache * 8 >= active.size()) {
-      const at::Tensor keep = at::tensor(still_active, at::kLong).to(device);
-      cache.keep_rows(keep);
-      feed = next.index_select(0, keep);
-      std::vector<int64_t> kept;
-      for (int64_t r : still_active) kept.push_back(active[static_cast<size_t>(r)]);
-      active = std::move(kept);
-    }
-    logits = model->forward(feed.view({-1, 1}), at::Tensor(), &cache).select(1, 0);
-  }
-
-  int64_t width = 1;
-  for (const auto& t : tokens) width = std::max<int64_t>(width, static_cast<int64_t>(t.size()));
-  RolloutBatch batch;
-  batch.group_size = g;
-  batch.prompt_ids = prompt_ids.repeat_interleave(g, 0);
-  batch.prompt_mask = prompt_mask.repeat_interleave(g, 0);
-  batch.completion_ids = at::full({n, width}, options.pad_id, at::kLong);
-  batch.completion_mask = at::zeros({n, width}, at::kBool);
-  batch.sampling_logp = at::zeros({n, width}, at::kFloat);
-  for (int64_t i = 0; i < n; ++i) {
-    const auto& t = tokens[static_cast<size_t>(i)];
-    const auto len = static_cast<int64_t>(t.size());
-    if (len == 0) continue;
-    batch.completion_ids[i].narrow(0, 0, len).copy_(at::tensor(t, at::kLong));
-    batch.completion_mask[i].narrow(0, 0, len).fill_(true);
-    batch.sampling_logp[i].narrow(0, 0, len).copy_(at::tensor(logps[static_cast<size_t>(i)], at::kFloat));
-  }
-  batch.prompt_index.resize(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) batch.prompt_index[static_cast<size_t>(i)] = i / g;
-  batch.finish_reasons = std::move(reasons);
-  return batch;
+  GenerationRun run(model, prompts, options, seeds, tokenizer);
+  run.run();
+  return run.result();
 }
 
 }  // namespace grpo

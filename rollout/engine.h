@@ -1,6 +1,7 @@
 #pragma once
-// Batched autoregressive generation: G samples per prompt sharing the prompt's prefill, a KV
-// cache allocated once per batch shape, finished rows compacted away, and one RolloutBatch out.
+// Batched autoregressive generation: G samples per prompt reading one shared copy of the prompt's
+// prefill, a KV cache sized once to the prompt + max_new_tokens, stop tokens checked on the device
+// and read back every few steps, continuous batching over many prompts, and one RolloutBatch out.
 
 #include <cstdint>
 #include <string>
@@ -37,6 +38,12 @@ struct GenerationOptions {
   std::vector<int64_t> stop_token_ids;     // e.g. the tokenizer's EOS; the stop token is kept
   std::vector<std::string> stop_strings;   // need a tokenizer; the token completing one is kept
   int64_t pad_id = 0;
+  // Prompts decoded at once (each with its G rows); 0 = all. When fewer than the prompts, a prompt
+  // whose rows have all finished hands its slot to the next waiting prompt (continuous batching).
+  int64_t max_concurrent_prompts = 0;
+  // Decode steps between reads of the device state (finished rows, stop strings, free slots).
+  // Larger values wait on the device less often and waste up to this many steps per finished row.
+  int64_t readback_interval = 8;
 };
 
 // Samples `group_size` completions of every prompt. seeds[row] keys row's random draws, so a

@@ -12,6 +12,21 @@ uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+// Below this vocabulary a sort of the row is cheaper than three radix passes.
+constexpr int64_t kSortTopPBelow = 1024;
+
+// Top-p threshold by sorting, for small vocabularies (and float64): the reference the radix
+// search must equal.
+at::Tensor top_p_threshold_by_sort(const at::Tensor& probs, double top_p) {
+  const at::Tensor sorted = std::get<0>(probs.sort(-1, /*descending=*/true));
+  const at::Tensor target = top_p * probs.sum(-1, true);
+  // A token is kept when the tokens before it have not yet reached the target; the threshold is
+  // the last kept one.
+  const at::Tensor kept = (sorted.cumsum(-1) - sorted) < target;
+  const at::Tensor last_kept = (kept.to(at::kLong).sum(-1, true) - 1).clamp_min(0);
+  return sorted.gather(1, last_kept);
+}
+
 }  // namespace
 
 double counter_uniform(uint64_t seed, int64_t step) {
@@ -19,52 +34,110 @@ double counter_uniform(uint64_t seed, int64_t step) {
   return static_cast<double>(bits >> 11) * (1.0 / 9007199254740992.0);
 }
 
-at::Tensor filtered_probabilities(const at::Tensor& logits, const SamplingOptions& options) {
+at::Tensor top_p_threshold(const at::Tensor& probs, double top_p) {
+  TORCH_CHECK(probs.dim() == 2 && probs.scalar_type() == at::kFloat, "top_p_threshold: probs must be [B, V] float32");
+  const at::Tensor values = probs.contiguous();
+  // Non-negative floats order like their bit patterns: search the 31 bits from the top, a few at a
+  // time, keeping the bin where the mass at or above first reaches the target.
+  const at::Tensor bits = values.view(at::kInt).to(at::kLong);
+  const int64_t rows = values.size(0), vocab = values.size(1);
+  const at::Tensor target = top_p * values.sum(-1, true);
+  at::Tensor mass_above = at::zeros({rows, 1}, values.options());  // mass of the tokens above the bin
+  at::Tensor prefix = at::zeros({rows, 1}, bits.options());         // the threshold's bits found so far
+  // Two levels of 2^16 and 2^15 bins for large vocabularies, three of ~2^10 for small ones.
+  const std::vector<int64_t> widths = vocab >= 16384 ? std::vector<int64_t>{16, 15} : std::vector<int64_t>{11, 10, 10};
+  int64_t remaining = 31;
+  for (int64_t width : widths) {
+    const int64_t shift = remaining - width, bins = int64_t{1} << width;
+    at::Tensor key = bits.__rshift__(shift);
+    if (remaining < 31) {
+      // Tokens outside the current bin land in two extra bins (below: 0, above: bins + 1) that
+      // the search ignores: the mass above is already counted.
+      key = (key - (prefix.__lshift__(width) - 1)).clamp_(0, bins + 1);
+    } else {
+      key = key + 1;
+    }
+    const at::Tensor mass =
+        at::zeros({rows, bins + 2}, values.options()).scatter_add_(1, key, values).narrow(1, 1, bins);
+    // Mass at or above each bin; non-increasing in the bin index.
+    const at::Tensor at_or_above = mass.flip(1).cumsum(1).flip(1) + mass_above;
+    const at::Tensor chosen = ((at_or_above >= target).sum(1, true) - 1).clamp_min(0);
+    mass_above = (at_or_above - mass).gather(1, chosen);
+    prefix = prefix.__lshift__(width) + chosen;
+    remaining = shift;
+  }
+  return prefix.to(at::kInt).view(at::kFloat);
+}
+
+namespace {
+
+// filtered_probabilities before the final renormalization.
+at::Tensor filtered_weights(const at::Tensor& logits, const SamplingOptions& options) {
   TORCH_CHECK(options.temperature > 0, "filtered_probabilities: temperature must be > 0");
-  at::Tensor probs = at::softmax(logits.to(at::kDouble) / options.temperature, -1);  // [B, V]
+  const auto dtype = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor scaled = options.temperature == 1.0 ? logits.to(dtype) : logits.to(dtype) / options.temperature;
+  at::Tensor probs = at::softmax(scaled, -1);  // [B, V]
   const int64_t vocab = probs.size(-1);
+  at::Tensor top_values;  // the top-k candidates, sorted, when top-k ran
   if (options.top_k > 0 && options.top_k < vocab) {
-    const at::Tensor kth = std::get<0>(probs.topk(options.top_k, -1)).narrow(-1, options.top_k - 1, 1);
-    probs = probs.masked_fill(probs < kth, 0.0);
+    top_values = std::get<0>(probs.topk(options.top_k, -1, /*largest=*/true, /*sorted=*/true));
+    probs.masked_fill_(probs < top_values.narrow(-1, options.top_k - 1, 1), 0.0);
   }
   if (options.top_p < 1.0) {
-    auto [sorted, order] = probs.sort(-1, /*descending=*/true);
-    const at::Tensor total = sorted.sum(-1, true);
-    // A token is dropped when the tokens before it already reach top_p of the remaining mass.
-    const at::Tensor before = sorted.cumsum(-1) - sorted;
-    const at::Tensor drop_sorted = before >= options.top_p * total;
-    probs = probs.masked_fill(at::zeros_like(drop_sorted).scatter(-1, order, drop_sorted), 0.0);
+    at::Tensor threshold;
+    if (top_values.defined()) {
+      // Only the k candidates can be kept: search them (already sorted) instead of the vocabulary.
+      const at::Tensor target = options.top_p * probs.sum(-1, true);
+      const at::Tensor kept = (top_values.cumsum(-1) - top_values) < target;
+      threshold = top_values.gather(1, (kept.to(at::kLong).sum(-1, true) - 1).clamp_min(0));
+    } else if (dtype == at::kDouble || vocab < kSortTopPBelow) {
+      threshold = top_p_threshold_by_sort(probs, options.top_p);
+    } else {
+      threshold = top_p_threshold(probs, options.top_p);
+    }
+    probs.masked_fill_(probs < threshold, 0.0);
   }
   if (options.min_p > 0.0) {
     const at::Tensor top = std::get<0>(probs.max(-1, true));
-    probs = probs.masked_fill(probs < options.min_p * top, 0.0);
+    probs.masked_fill_(probs < options.min_p * top, 0.0);
   }
-  return probs / probs.sum(-1, true);
+  return probs;
+}
+
+}  // namespace
+
+at::Tensor filtered_probabilities(const at::Tensor& logits, const SamplingOptions& options) {
+  const at::Tensor weights = filtered_weights(logits, options);
+  return weights / weights.sum(-1, true);
+}
+
+at::Tensor sample_next_tokens(const at::Tensor& logits, const SamplingOptions& options, const at::Tensor& uniforms) {
+  TORCH_CHECK(logits.dim() == 2, "sample_next_tokens: logits must be [B, V]");
+  TORCH_CHECK(uniforms.numel() == logits.size(0), "sample_next_tokens: ", uniforms.numel(), " uniforms for ",
+              logits.size(0), " rows");
+  if (options.temperature == 0.0) return logits.argmax(-1);
+  // The CDF of the unnormalized weights; u is scaled by its own last value instead.
+  const at::Tensor cdf = filtered_weights(logits, options).cumsum(-1);
+  const at::Tensor total = cdf.narrow(-1, cdf.size(-1) - 1, 1);
+  // Kept strictly below the total, so the first CDF value above it belongs to a token with mass:
+  // a token of weight 0 never owns an interval.
+  const at::Tensor targets = at::minimum(
+      (uniforms.to(cdf.device(), at::kDouble).view({-1, 1}) * total).to(cdf.scalar_type()), at::nextafter(total, at::zeros_like(total)));
+  return at::searchsorted(cdf, targets, /*out_int32=*/false, /*right=*/true).squeeze(1);
 }
 
 at::Tensor sample_next_tokens(const at::Tensor& logits, const SamplingOptions& options,
                               const std::vector<uint64_t>& seeds, int64_t step) {
-  TORCH_CHECK(logits.dim() == 2, "sample_next_tokens: logits must be [B, V]");
-  TORCH_CHECK(static_cast<int64_t>(seeds.size()) == logits.size(0), "sample_next_tokens: ", seeds.size(),
-              " seeds for ", logits.size(0), " rows");
-  if (options.temperature == 0.0) return logits.argmax(-1);
-  const at::Tensor probs = filtered_probabilities(logits, options);
   std::vector<double> uniforms(seeds.size());
   for (size_t i = 0; i < seeds.size(); ++i) uniforms[i] = counter_uniform(seeds[i], step);
-  const at::Tensor cdf = probs.cumsum(-1);
-  const at::Tensor targets = at::tensor(uniforms, at::kDouble).to(cdf.device()).unsqueeze(1);
-  // First index whose CDF exceeds u; tokens with probability 0 never own an interval.
-  const at::Tensor index = at::searchsorted(cdf, targets, /*out_int32=*/false, /*right=*/true).squeeze(1);
-  at::Tensor tokens = index.clamp_max(probs.size(-1) - 1);
-  // Rounding can leave u above the last CDF value: fall back to the last token with mass.
-  const at::Tensor last_nonzero = (probs > 0).to(at::kLong).cumsum(-1).argmax(-1);
-  const at::Tensor chosen_zero = probs.gather(1, tokens.unsqueeze(1)).squeeze(1) == 0;
-  return at::where(chosen_zero, last_nonzero, tokens);
+  return sample_next_tokens(logits, options, at::tensor(uniforms, at::kDouble));
 }
 
 at::Tensor sampling_logprobs(const at::Tensor& logits, const at::Tensor& tokens, double temperature) {
-  const at::Tensor scaled = temperature > 0 ? logits.to(at::kFloat) / temperature : logits.to(at::kFloat);
-  return at::log_softmax(scaled, -1).gather(1, tokens.unsqueeze(1)).squeeze(1);
+  const at::Tensor scaled =
+      temperature > 0 && temperature != 1.0 ? logits.to(at::kFloat) / temperature : logits.to(at::kFloat);
+  // logsumexp and a gather: no [B, V] log-softmax is materialized.
+  return scaled.gather(1, tokens.unsqueeze(1)).squeeze(1) - at::logsumexp(scaled, {-1});
 }
 
 }  // namespace grpo

@@ -56,7 +56,11 @@ DatasetResult evaluate_dataset(const Config& config, Policy& policy, std::vector
   // sums: correct samples, pass@k, cons@k, format ok, response tokens
   std::vector<double> sums(5, 0.0);
   DatasetResult result;
-  const int64_t chunk = 32;  // problems per generate call
+  // One generate call for all of this rank's problems: 32 decode at once and a problem whose
+  // samples have all finished hands its slot to the next (continuous batching), so nobody waits
+  // for the longest sample of a fixed chunk.
+  generation.max_concurrent_prompts = 32;
+  const int64_t chunk = std::max<int64_t>(1, end - begin);
   for (int64_t first = begin; first < end; first += chunk) {
     const int64_t last = std::min(end, first + chunk);
     std::vector<std::vector<int64_t>> prompts;

@@ -119,5 +119,56 @@ TEST_F(EngineTest, StopStringsEndASampleAndKeepTheCompletingToken) {
   EXPECT_EQ(batch.completion_ids[0][2].item<int64_t>(), greedy[2]);
 }
 
+// Continuous batching: five prompts through two slots, rows ending at different steps (stop
+// tokens), equal what each prompt samples alone with the same seeds, whatever the read-back
+// interval.
+TEST_F(EngineTest, ContinuousBatchingEqualsEachPromptAlone) {
+  GenerationOptions options;
+  options.sampling.temperature = 1.0;
+  options.sampling.top_k = 40;
+  options.max_new_tokens = 12;
+  options.group_size = 2;
+  for (int64_t id = 0; id < 512; id += 12) options.stop_token_ids.push_back(id);
+  const std::vector<std::vector<int64_t>> prompts{{3, 4, 5, 6}, {100, 200}, {7, 7, 7, 7, 7, 7, 7}, {42}, {11, 12, 13}};
+  const std::vector<uint64_t> keys{10, 11, 12, 13, 14};
+  GenerationOptions batched = options;
+  batched.max_concurrent_prompts = 2;
+  batched.readback_interval = 3;
+  const RolloutBatch all = generate(model_, prompts, batched, rollout_seeds(9, keys, 2));
+  ASSERT_EQ(all.completion_ids.size(0), 10);
+  int64_t stopped_early = 0;
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    options.readback_interval = 1;
+    const RolloutBatch alone = generate(model_, {prompts[p]}, options, rollout_seeds(9, {keys[p]}, 2));
+    for (int64_t j = 0; j < 2; ++j) {
+      const int64_t row = static_cast<int64_t>(p) * 2 + j;
+      EXPECT_EQ(completion_tokens(all, row), completion_tokens(alone, j)) << "prompt " << p << " sample " << j;
+      EXPECT_EQ(all.finish_reasons[static_cast<size_t>(row)], alone.finish_reasons[static_cast<size_t>(j)]);
+      const int64_t len = alone.completion_mask[j].sum().item<int64_t>();
+      EXPECT_LE((all.sampling_logp[row].narrow(0, 0, len) - alone.sampling_logp[j].narrow(0, 0, len)).abs().max().item<double>(),
+                1e-5);
+      stopped_early += len < 12;
+    }
+  }
+  // The case exercises slots freed at different times.
+  EXPECT_GE(stopped_early, 3);
+}
+
+TEST_F(EngineTest, StopStringsAreFoundWhateverTheReadBackInterval) {
+  const Tokenizer tokenizer = Tokenizer::byte_level();
+  GenerationOptions options;
+  options.max_new_tokens = 24;
+  options.group_size = 4;
+  options.stop_strings = {"a", "e", "o"};
+  const std::vector<std::vector<int64_t>> prompts{{3, 4, 5, 6}, {100, 200}};
+  options.readback_interval = 1;
+  const RolloutBatch each_step = generate(model_, prompts, options, rollout_seeds(5, {0, 1}, 4), &tokenizer);
+  options.readback_interval = 7;
+  const RolloutBatch every_seventh = generate(model_, prompts, options, rollout_seeds(5, {0, 1}, 4), &tokenizer);
+  EXPECT_TRUE(at::equal(each_step.completion_ids, every_seventh.completion_ids));
+  EXPECT_TRUE(at::equal(each_step.completion_mask, every_seventh.completion_mask));
+  EXPECT_EQ(each_step.finish_reasons, every_seventh.finish_reasons);
+}
+
 }  // namespace
 }  // namespace grpo

@@ -89,5 +89,58 @@ TEST(Sampler, GreedyIsArgmaxAndLogprobsAreTemperatureScaled) {
   EXPECT_NEAR(lp[0].item<double>(), 2.0 - std::log(z), 1e-5);
 }
 
+// Top-p's threshold by radix search equals the one a full sort gives (the previous sampler's
+// rule: keep tokens until those before reach top_p), on rows with realistic and peaked logits.
+TEST(Sampler, TopPThresholdEqualsTheSortedCut) {
+  at::manual_seed(11);
+  for (int64_t vocab : {5000, 40000}) {  // the three- and the two-level search
+    const at::Tensor logits = at::cat({at::randn({4, vocab}), 4 * at::randn({4, vocab})});
+    const at::Tensor probs = at::softmax(logits, -1);
+    const at::Tensor sorted = std::get<0>(probs.sort(-1, /*descending=*/true));
+    const at::Tensor before = sorted.to(at::kDouble).cumsum(-1) - sorted.to(at::kDouble);
+    for (double top_p : {0.3, 0.9, 0.95}) {
+      const at::Tensor threshold = top_p_threshold(probs, top_p);
+      // The last token whose predecessors have not reached top_p (before is increasing).
+      const at::Tensor last_kept = (before < top_p).sum(-1, true) - 1;
+      const at::Tensor want = sorted.gather(1, last_kept);
+      for (int64_t row = 0; row < probs.size(0); ++row)
+        EXPECT_EQ(threshold[row][0].item<float>(), want[row][0].item<float>())
+            << "vocab " << vocab << " row " << row << " top_p " << top_p;
+    }
+  }
+}
+
+// The radix path at a vocabulary of 2,048: eight tokens carry the mass of the hand-computed case
+// above and 2,040 tokens share 1e-6 of it; top-p 0.95 must drop those and the 0.5 and 0.25s.
+// Probabilities by hand: 8, 4, 2, 1, 1 over 16.
+TEST(Sampler, LargeVocabularyFrequenciesMatchTheHandComputedNucleus) {
+  const int64_t rows = 10000, chunk = 1000, vocab = 2048;
+  at::Tensor weights = at::full({vocab}, 1e-6 * 17 / (vocab - 8), at::kFloat);
+  weights.narrow(0, 0, 8).copy_(at::tensor({8.0f, 4.0f, 2.0f, 1.0f, 1.0f, 0.5f, 0.25f, 0.25f}));
+  const at::Tensor logits = at::log(weights).unsqueeze(0).expand({chunk, vocab});
+  SamplingOptions options;
+  options.top_p = 0.95;  // 16/17 = 0.941 < 0.95: the 0.5 is kept too; 16.5/17 = 0.97 reaches it
+  at::Tensor counts = at::zeros({vocab}, at::kDouble);
+  for (int64_t first = 0; first < rows; first += chunk) {
+    std::vector<uint64_t> seeds(chunk);
+    for (int64_t i = 0; i < chunk; ++i) seeds[i] = 5000 + first + i;
+    counts += at::bincount(sample_next_tokens(logits, options, seeds, 1), {}, vocab).to(at::kDouble);
+  }
+  const std::vector<double> expected{8 / 16.5, 4 / 16.5, 2 / 16.5, 1 / 16.5, 1 / 16.5, 0.5 / 16.5};
+  double chi2 = 0;
+  for (size_t v = 0; v < expected.size(); ++v) {
+    const double e = expected[v] * rows, c = counts[static_cast<int64_t>(v)].item<double>();
+    chi2 += (c - e) * (c - e) / e;
+  }
+  EXPECT_EQ(counts.narrow(0, 6, vocab - 6).sum().item<double>(), 0.0) << "a token outside the nucleus was drawn";
+  EXPECT_LT(chi2, 20.52);  // 5 dof, p = 0.001
+}
+
+TEST(Sampler, ProbabilitiesAreFloat32ForFloat32Logits) {
+  SamplingOptions options;
+  options.top_p = 0.9;
+  EXPECT_EQ(filtered_probabilities(at::randn({2, 3000}), options).scalar_type(), at::kFloat);
+}
+
 }  // namespace
 }  // namespace grpo
