@@ -2,7 +2,8 @@
 // samples, against a baseline in the same process: the same model decoding without a KV cache
 // (every step recomputes the whole sequence), which is what the cache exists to avoid.
 //
-// Usage: [GRPO_BENCH_G=8] [GRPO_BENCH_TOP_P=1] bench_generation SHAPE [threads] [prompt_len] [new_tokens] [batches...]
+// Usage: [GRPO_BENCH_G=8] [GRPO_BENCH_TOP_P=1] [GRPO_BENCH_DEVICE=cpu|cuda] [GRPO_BENCH_DTYPE=float32|bfloat16]
+//        bench_generation SHAPE [threads] [prompt_len] [new_tokens] [batches...]
 //   SHAPE: qwen2.5-0.5b | demo-2.9m | DIR (a Hugging Face model directory)
 // The last line is the process's peak resident memory (e.g. to show it linear in new_tokens).
 
@@ -69,10 +70,24 @@ int main(int argc, char** argv) {
     }
     model = *loaded;
   }
+  // GRPO_BENCH_DEVICE (cpu, cuda) and GRPO_BENCH_DTYPE (float32, bfloat16) place the model.
+  const char* device_env = std::getenv("GRPO_BENCH_DEVICE");
+  const char* dtype_env = std::getenv("GRPO_BENCH_DTYPE");
+  const std::string device_name = device_env ? device_env : "cpu", dtype_name = dtype_env ? dtype_env : "float32";
+  const at::Device device(device_name);
+  model->to(device, dtype_name == "bfloat16" ? at::kBFloat16 : at::kFloat);
   int64_t params = 0;
   for (const auto& p : model->parameters()) params += p.numel();
-  std::printf("model %s: %.2fM parameters, float32, %d thread(s), prompt %lld + %lld new tokens, G=%lld\n",
-              which.c_str(), params / 1e6, threads, (long long)prompt_len, (long long)new_tokens, (long long)group);
+  std::printf("model %s: %.2fM parameters, %s on %s, %d thread(s), prompt %lld + %lld new tokens, G=%lld\n",
+              which.c_str(), params / 1e6, dtype_name.c_str(), device_name.c_str(), threads, (long long)prompt_len,
+              (long long)new_tokens, (long long)group);
+  if (!device.is_cpu()) {  // first-use costs (kernel loading, allocator) stay out of the timings
+    at::NoGradGuard no_grad;
+    grpo::GenerationOptions warm;
+    warm.max_new_tokens = 4;
+    warm.group_size = 1;
+    grpo::generate(model, {std::vector<int64_t>(prompt_len, 1)}, warm, grpo::rollout_seeds(0, {0}, 1));
+  }
   std::printf("%-10s %8s %14s %14s %16s %8s\n", "prompts", "rows", "prefill tok/s", "decode tok/s", "no-cache tok/s",
               "speedup");
 
@@ -99,7 +114,7 @@ int main(int argc, char** argv) {
       at::Tensor ids = at::empty({b, prompt_len}, at::kLong);
       for (int64_t i = 0; i < b; ++i) ids[i].copy_(at::tensor(prompts[i], at::kLong));
       grpo::KvCache cache = model->make_cache(b, prompt_len + 1);
-      model->forward(ids, at::Tensor(), &cache);
+      model->forward(ids.to(device), at::Tensor(), &cache).sum().item<double>();  // waits for the device
     }
     const double prefill_s = now() - t0;
     t0 = now();
@@ -119,12 +134,13 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       continue;
     }
-    at::Tensor seq = at::randint(1, vocab, {b * group, prompt_len}, at::kLong);
+    at::Tensor seq = at::randint(1, vocab, {b * group, prompt_len}, at::kLong).to(device);
     t0 = now();
     for (int64_t s = 0; s < baseline_steps; ++s) {
       const at::Tensor next = model->forward(seq).select(1, -1).argmax(-1, true);
       seq = at::cat({seq, next}, 1);
     }
+    seq.sum().item<int64_t>();  // waits for the device
     const double baseline_tps = rows * baseline_steps / (now() - t0);
     const double decode_tps = generated / decode_s;
     std::printf("%-10lld %8lld %14.0f %14.0f %16.0f %7.1fx\n", (long long)b, (long long)(b * group),
