@@ -233,8 +233,8 @@ void describe(ConfigVisitor& v, GrpoConfig& c) {
                                          "are kept (DAPO's dynamic sampling with refill). 1 = only leave them out.")
               .at_least(1),
           c.max_generation_rounds);
-  v.visit(field("max_logp_mismatch", "Stop the run when the mean |sampling logp - trainer logp| over a step's "
-                                     "valid tokens exceeds this; null = never. Sampler and trainer share the model "
+  v.visit(field("max_logp_mismatch", "Stop the run when the mean absolute difference of sampling and trainer "
+                                     "log-probs over a step's tokens exceeds this; null = never. Sampler and trainer share the model "
                                      "code, so in fp32 it is ~1e-7 (docs/training.md).")
               .above(0),
           c.max_logp_mismatch);
