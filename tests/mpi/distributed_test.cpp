@@ -320,5 +320,32 @@ TEST(Distributed, DynamicSamplingRefillsAndResumesExactly) {
   expect_kill_and_resume_is_exact("train", config, 2, 6, 3, "refill_kill");
 }
 
+// The sampler/trainer mismatch is logged every step and is ~0 (same model code, fp32); with a
+// rollout correction on, on-policy weights are 1 and nothing is rejected; a bound below the
+// measured mismatch stops every rank with a message naming the key.
+TEST(Distributed, LogpMismatchIsLoggedAndBounded) {
+  const std::string config = write_config("grpo_mismatch.yaml", kGrpoVariedLengths);
+  const fs::path dir = kWork / "mismatch_logged";
+  Result r = run(launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.steps=2 trainer.run_dir=" +
+                 dir.string() + " grpo.max_logp_mismatch=1e-4 grpo.updates_per_batch=2 grpo.rollout_correction.level=token"
+                 " grpo.rollout_correction.weight_max=2 'grpo.rollout_correction.rejection=[{statistic: seq_max_k3, upper: 1e-3}]'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto metrics = metrics_by_step(dir);
+  ASSERT_EQ(metrics.size(), 2u);
+  for (const auto& [step, m] : metrics) {
+    EXPECT_LE(m.at("mismatch/logp_abs_max").get<double>(), 1e-5) << "step " << step;
+    EXPECT_LE(m.at("mismatch/logp_abs_mean").get<double>(), 2e-6) << "step " << step;
+    EXPECT_GE(m.at("mismatch/kl").get<double>(), 0.0) << "step " << step;
+    EXPECT_NEAR(m.at("correction/weight_mean").get<double>(), 1.0, 1e-4) << "step " << step;
+    EXPECT_EQ(m.at("correction/rejected_frac").get<double>(), 0.0) << "step " << step;
+  }
+
+  r = run(launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.steps=2 trainer.run_dir=" +
+          (kWork / "mismatch_bound").string() + " grpo.max_logp_mismatch=1e-12");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_LT(r.seconds, 60);
+  EXPECT_NE(r.output.find("above grpo.max_logp_mismatch = 1e-12"), std::string::npos) << r.output;
+}
+
 }  // namespace
 }  // namespace grpo
