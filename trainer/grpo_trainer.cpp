@@ -1,6 +1,8 @@
 // One GRPO step, top to bottom (../shared/DESIGN.md): this rank's prompts -> G samples each ->
-// rewards -> group advantages -> old/reference log-probs -> mu updates with grpo_loss, gradients
-// summed over ranks, global-norm clipping, AdamW -> metrics reduced over ranks -> checkpoint.
+// rewards (with dynamic sampling, more rounds until enough groups carry signal) -> group
+// advantages -> old/reference log-probs, rollout correction -> mu updates with grpo_loss, gradients
+// summed over ranks, global-norm clipping, AdamW -> metrics (the sampler/trainer mismatch among
+// them, with its bound) reduced over ranks -> checkpoint.
 
 #include <algorithm>
 #include <chrono>

@@ -37,9 +37,22 @@ std::vector<std::string> json_files(const std::string& dir) {
 
 std::vector<std::string> fixture_files() {
   std::vector<std::string> files = json_files(fixture_dir());
-  const std::vector<std::string> offpolicy = json_files(offpolicy_fixture_dir());
-  files.insert(files.end(), offpolicy.begin(), offpolicy.end());
+  std::error_code same_error;
+  if (!fs::equivalent(fixture_dir(), offpolicy_fixture_dir(), same_error)) {  // one directory named twice runs once
+    const std::vector<std::string> offpolicy = json_files(offpolicy_fixture_dir());
+    files.insert(files.end(), offpolicy.begin(), offpolicy.end());
+  }
   return files;
+}
+
+// The case's file name, with _2, _3, ... when an earlier directory has a case of the same name.
+std::string case_name(const ::testing::TestParamInfo<std::string>& info) {
+  const std::vector<std::string> files = fixture_files();
+  int earlier = 0;
+  for (size_t i = 0; i < info.index && i < files.size(); ++i)
+    if (fs::path(files[i]).stem() == fs::path(info.param).stem()) ++earlier;
+  const std::string name = testing::fixture_case_name(info);
+  return earlier == 0 ? name : name + "_" + std::to_string(earlier + 1);
 }
 
 at::Tensor to_tensor(const json& value) {
@@ -227,7 +240,7 @@ double peer_metric(const std::string& peer, const std::string& name, const GrpoL
       return view.mismatch->abs_diff_sum.item<double>() / std::max(input_tokens, 1.0);
     if (name == "sampling/sampling_logp_difference/max") return view.mismatch->abs_diff_max.item<double>();
   }
-  if (peer == "trl" && name == "cispo_clip_ratio") return m.clip_frac_high.item<double>();
+  if (peer == "trl" && name == "cispo_clip_ratio") return (rows ? m.row_clip_frac_high : m.clip_frac_high).item<double>();
   if (peer == "trl" && name == "kl") return m.kl_mean.item<double>();
   *known = false;
   return 0;
@@ -319,7 +332,7 @@ TEST_P(GrpoLossFixture, MatchesPeer) {
   expect_close_tensor(loss_inputs.logp.grad(), outputs.at("grad_logp"), "grad_logp");
 }
 
-INSTANTIATE_TEST_SUITE_P(Peers, GrpoLossFixture, ::testing::ValuesIn(fixture_files()), testing::fixture_case_name);
+INSTANTIATE_TEST_SUITE_P(Peers, GrpoLossFixture, ::testing::ValuesIn(fixture_files()), case_name);
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(GrpoLossFixture);
 
 }  // namespace
