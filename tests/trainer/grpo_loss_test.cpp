@@ -307,6 +307,53 @@ TEST(GroupAdvantages, RejectsRaggedGroups) {
   EXPECT_THROW(group_advantages(at::zeros({5}, at::kDouble), 2, AdvantageOptions{}), c10::Error);
 }
 
+// GSPO's sequence ratio: grpo-cpp differentiates through the row's mean log-ratio; verl writes the
+// per-token log-ratio as logp - sg(logp) + sg(mean), capped. The two give the same loss and
+// gradient under every aggregation mode, with clipping active on some rows and the cap on one.
+TEST(GrpoLoss, SequenceRatioEqualsTheStopGradientTokenForm) {
+  std::mt19937 rng(3);
+  const Batch b = random_batch(rng, 6, 7);
+  std::vector<double> old_logp = b.old_logp;
+  for (int64_t j = 0; j < b.t; ++j) old_logp[0 * b.t + j] = b.logp[0 * b.t + j] - 12.0;  // row 0: mean log-ratio 12 > cap
+  const at::Tensor logp0 = at::tensor(b.logp, at::kDouble).view({b.n, b.t});
+  const at::Tensor old = at::tensor(old_logp, at::kDouble).view({b.n, b.t});
+  const at::Tensor mask = at::tensor(b.mask, at::kInt).view({b.n, b.t});
+  const at::Tensor advantages = at::tensor(b.advantages, at::kDouble);
+  for (const LossAggregation mode : {LossAggregation::kTokenMean, LossAggregation::kSeqMeanTokenSum,
+                                     LossAggregation::kSeqMeanTokenMean, LossAggregation::kSeqMeanTokenSumNorm}) {
+    GrpoLossOptions o;
+    o.policy.importance_level = ImportanceLevel::kSequence;
+    o.policy.sequence_log_ratio_cap = 10.0;
+    o.policy.eps_low = o.policy.eps_high = 0.1;
+    o.kl.beta = 0.0;
+    o.aggregation.mode = mode;
+    GrpoLossInputs in;
+    in.logp = logp0.clone().set_requires_grad(true);
+    in.old_logp = old;
+    in.mask = mask;
+    in.advantages = advantages;
+    const GrpoLossResult got = grpo_loss(in, o);
+    got.loss.backward();
+
+    // verl's form, written out here.
+    const at::Tensor logp = logp0.clone().set_requires_grad(true);
+    const at::Tensor valid = mask.to(at::kBool);
+    const at::Tensor d = at::where(valid, logp - old, at::zeros({}, at::kDouble));
+    const at::Tensor mean = (d.sum(1, true) / valid.sum(1, true).to(at::kDouble).clamp_min(1.0)).detach();
+    const at::Tensor s = (logp - logp.detach() + mean).clamp_max(10.0).exp();
+    const at::Tensor a = advantages.unsqueeze(1);
+    const at::Tensor pg = at::maximum(-a * s, -a * s.clamp(0.9, 1.1));
+    AggregationOptions agg;
+    agg.mode = mode;
+    const at::Tensor want = aggregate_loss(at::where(valid, pg, at::zeros({}, at::kDouble)), valid, agg);
+    want.backward();
+    EXPECT_NEAR(got.loss.item<double>(), want.item<double>(), 1e-12) << int(mode);
+    EXPECT_LE((in.logp.grad() - logp.grad()).abs().max().item<double>(), 1e-12) << int(mode);
+    EXPECT_EQ(in.logp.grad()[0].abs().sum().item<double>(), 0.0) << "the capped row gets no gradient";
+    EXPECT_GT(got.metrics.row_clip_frac.item<double>(), 0.0);
+  }
+}
+
 // rollout_correction against a per-row loop, for the options the peer fixtures may not combine:
 // sequence-level weights with batch normalization, masked bounds, and every rejection statistic.
 TEST(RolloutCorrection, MatchesAPerRowLoop) {
