@@ -370,7 +370,10 @@ RunSummary run_grpo(const Config& config) {
         log_warn("step {}: non-finite gradient norm, update skipped on every rank", run->step + 1);
       }
     }
-    if (!mismatch && updates > 0) mismatch = logp_mismatch(sampling_logp, sampling_logp, attention_mask);  // no rows here
+    // Measured every step: a step without updates (no group with signal anywhere) takes one pass for
+    // it, and a rank without rows contributes nothing.
+    if (!mismatch)
+      mismatch = logp_mismatch(updates > 0 ? sampling_logp : frozen_logprobs(run->policy.model), sampling_logp, attention_mask);
     ++run->step;
     const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - train_start).count();
 
@@ -412,11 +415,8 @@ RunSummary run_grpo(const Config& config) {
     comm.all_reduce_sum(values);
     std::map<std::string, double> metrics;
     for (size_t i = 0; i < sums.size(); ++i) metrics[sums[i].first] = values[i] / std::max(divisors[i], 1.0);
-    if (mismatch) {
-      // Every rank has one (old_logp, or an update ran), so all reduce together.
-      for (const auto& [name, value] : mismatch_metrics(comm, *mismatch)) metrics[name] = value;
-      check_mismatch_bound(config.grpo, metrics, run->step);
-    }
+    for (const auto& [name, value] : mismatch_metrics(comm, *mismatch)) metrics[name] = value;
+    check_mismatch_bound(config.grpo, metrics, run->step);
     if (metrics.count("component/math.correct")) metrics["accuracy"] = metrics["component/math.correct"];
     const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     if (refill) {

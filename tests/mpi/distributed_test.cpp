@@ -340,6 +340,16 @@ TEST(Distributed, LogpMismatchIsLoggedAndBounded) {
     EXPECT_EQ(m.at("correction/rejected_frac").get<double>(), 0.0) << "step " << step;
   }
 
+  // A step where no group carries signal (an untrained model never writes the R1 format) makes no
+  // update but still measures the mismatch.
+  const fs::path flat = kWork / "mismatch_no_signal";
+  r = run(launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.steps=1 'reward.functions=[{name: format}]'" +
+          " trainer.run_dir=" + flat.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json no_signal = metrics_by_step(flat).at(1);
+  EXPECT_EQ(no_signal.at("zero_std_groups").get<double>(), 1.0) << no_signal.dump();
+  EXPECT_LE(no_signal.at("mismatch/logp_abs_max").get<double>(), 1e-5) << no_signal.dump();
+
   r = run(launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.steps=2 trainer.run_dir=" +
           (kWork / "mismatch_bound").string() + " grpo.max_logp_mismatch=1e-12");
   EXPECT_NE(r.exit_code, 0);
