@@ -17,7 +17,8 @@ const EnumNames kPresetNames = {{int(GrpoPreset::kR1), "r1"},
                                 {int(GrpoPreset::kVerl), "verl"},
                                 {int(GrpoPreset::kTrl), "trl"},
                                 {int(GrpoPreset::kDapo), "dapo"},
-                                {int(GrpoPreset::kDrGrpo), "dr_grpo"}};
+                                {int(GrpoPreset::kDrGrpo), "dr_grpo"},
+                                {int(GrpoPreset::kGspo), "gspo"}};
 const EnumNames kScalingNames = {{int(AdvantageScaling::kGroupStd), "group"},
                                  {int(AdvantageScaling::kBatchStd), "batch"},
                                  {int(AdvantageScaling::kNone), "none"}};
@@ -27,6 +28,19 @@ const EnumNames kPolicyLossNames = {{int(PolicyLossKind::kClip), "clip"},
                                     {int(PolicyLossKind::kCispo), "cispo"},
                                     {int(PolicyLossKind::kSapo), "sapo"}};
 // verl's names are accepted as aliases so a verl config's values carry over unchanged.
+const EnumNames kImportanceLevelNames = {{int(ImportanceLevel::kToken), "token"},
+                                         {int(ImportanceLevel::kSequence), "sequence"}};
+const EnumNames kCorrectionLevelNames = {{int(CorrectionLevel::kNone), "none"},
+                                         {int(CorrectionLevel::kToken), "token"},
+                                         {int(CorrectionLevel::kSequence), "sequence"}};
+const EnumNames kWeightBoundsNames = {{int(WeightBounds::kTruncate), "truncate"}, {int(WeightBounds::kMask), "mask"}};
+const EnumNames kRejectionNames = {
+    {int(RejectionStatistic::kTokenK1), "token_k1"},     {int(RejectionStatistic::kTokenK2), "token_k2"},
+    {int(RejectionStatistic::kTokenK3), "token_k3"},     {int(RejectionStatistic::kSeqSumK1), "seq_sum_k1"},
+    {int(RejectionStatistic::kSeqSumK2), "seq_sum_k2"},  {int(RejectionStatistic::kSeqSumK3), "seq_sum_k3"},
+    {int(RejectionStatistic::kSeqMeanK1), "seq_mean_k1"}, {int(RejectionStatistic::kSeqMeanK2), "seq_mean_k2"},
+    {int(RejectionStatistic::kSeqMeanK3), "seq_mean_k3"}, {int(RejectionStatistic::kSeqMaxK2), "seq_max_k2"},
+    {int(RejectionStatistic::kSeqMaxK3), "seq_max_k3"}};
 const EnumNames kKlNames = {{int(KlEstimator::kK1), "k1"},   {int(KlEstimator::kAbs), "abs"},
                             {int(KlEstimator::kK2), "k2"},   {int(KlEstimator::kK3), "k3"},
                             {int(KlEstimator::kK1), "kl"},   {int(KlEstimator::kK2), "mse"},
@@ -35,6 +49,12 @@ const EnumNames kAggregationNames = {{int(LossAggregation::kTokenMean), "token-m
                                      {int(LossAggregation::kSeqMeanTokenSum), "seq-mean-token-sum"},
                                      {int(LossAggregation::kSeqMeanTokenMean), "seq-mean-token-mean"},
                                      {int(LossAggregation::kSeqMeanTokenSumNorm), "seq-mean-token-sum-norm"}};
+// The KL term's aggregation: one of the modes, or `same` (-1) as the policy loss.
+const EnumNames kKlAggregationNames = {{-1, "same"},
+                                       {int(LossAggregation::kTokenMean), "token-mean"},
+                                       {int(LossAggregation::kSeqMeanTokenSum), "seq-mean-token-sum"},
+                                       {int(LossAggregation::kSeqMeanTokenMean), "seq-mean-token-mean"},
+                                       {int(LossAggregation::kSeqMeanTokenSumNorm), "seq-mean-token-sum-norm"}};
 const EnumNames kScheduleNames = {{int(LrSchedule::kConstant), "constant"}, {int(LrSchedule::kCosine), "cosine"}};
 const EnumNames kLogLevelNames = {{int(LogLevel::kDebug), "debug"},
                                   {int(LogLevel::kInfo), "info"},
@@ -114,14 +134,21 @@ void describe(ConfigVisitor& v, AdvantageOptions& c) {
 
 void describe(ConfigVisitor& v, PolicyLossOptions& c) {
   v.visit(field("kind", "Per-token policy loss: clipped surrogate, CISPO or SAPO."), c.kind, kPolicyLossNames);
+  v.visit(field("importance_level", "Importance ratio: per token (`token`), or GSPO's per sequence (`sequence`: "
+                                    "exp of the row's mean log-ratio, shared by its tokens)."),
+          c.importance_level, kImportanceLevelNames);
   v.visit(field("eps_low", "Lower clip range: the ratio is clipped at 1 - eps_low.").at_least(0).below(1),
           c.eps_low);
   v.visit(field("eps_high", "Upper clip range: the ratio is clipped at 1 + eps_high (clip-higher when larger "
                             "than eps_low). For CISPO, the cap on the detached ratio.")
               .at_least(0),
           c.eps_high);
-  v.visit(field("log_ratio_clamp", "Clamp logp - old_logp to [-c, c] before exp (verl uses 20).").above(0),
+  v.visit(field("log_ratio_clamp", "Token level: clamp logp - old_logp to [-c, c] before exp (verl uses 20).").above(0),
           c.log_ratio_clamp);
+  v.visit(field("sequence_log_ratio_cap", "Sequence level: the row's mean log-ratio is capped at this value (verl's "
+                                          "GSPO uses 10).")
+              .above(0),
+          c.sequence_log_ratio_cap);
   v.visit(field("dual_clip_c", "Dual clip: for A < 0 the loss is at most -A * c (verl uses 3).").above(1),
           c.dual_clip_c);
   v.visit(field("ratio_cap", "Two-sided clip delta: the unclipped ratio is capped at delta (INTELLECT-2, TRL "
@@ -150,11 +177,50 @@ void describe(ConfigVisitor& v, AggregationOptions& c) {
           c.count_empty_sequences);
   v.visit(field("seq_mean_epsilon", "Added to each sequence's token count in seq-mean-token-mean.").at_least(0),
           c.seq_mean_epsilon);
-  v.visit(field("loss_scale_factor", "Divisor of seq-mean-token-sum-norm; null uses the padded length.").above(0),
+  v.visit(field("loss_scale_factor", "Divisor of seq-mean-token-sum-norm; null: the trainer uses "
+                                     "rollout.max_new_tokens (one constant on every rank).")
+              .above(0),
           c.loss_scale_factor);
   v.visit(field("norm_per_sequence", "seq-mean-token-sum-norm also divides by the number of sequences "
                                      "(Dr. GRPO as TRL writes it)."),
           c.norm_per_sequence);
+  int kl_mode = c.kl_mode ? int(*c.kl_mode) : -1;
+  v.visit_enum(field("kl_mode", "Aggregation of the KL term: `same` as the policy loss, or another mode (verl's GSPO "
+                                "aggregates its policy loss seq-mean-token-mean and the KL with loss_agg_mode)."),
+               kl_mode, kKlAggregationNames);
+  c.kl_mode = kl_mode < 0 ? std::nullopt : std::optional<LossAggregation>(static_cast<LossAggregation>(kl_mode));
+}
+
+void describe(ConfigVisitor& v, RejectionRule& c) {
+  v.visit(field("statistic", "Per-token k1 = log(pi_sampler / pi_old), k2 = k1^2 / 2 or k3 = r - 1 - log r (r = "
+                             "pi_old / pi_sampler), tested per token (`token_*`), or per row as its sum (`seq_sum_*`), "
+                             "mean (`seq_mean_*`) or max (`seq_max_*`).")
+              .is_required(),
+          c.statistic, kRejectionNames);
+  v.visit(field("lower", "Lowest value kept; for k1 statistics a bound on exp(k1) = pi_sampler / pi_old. null = none.")
+              .above(0),
+          c.lower);
+  v.visit(field("upper", "Highest value kept; for k1 statistics a bound on exp(k1). null = none.").above(0), c.upper);
+}
+
+void describe(ConfigVisitor& v, RolloutCorrectionOptions& c) {
+  v.visit(field("level", "Importance weight pi_old / pi_sampler from the sampling log-probs: `none`, per `token`, "
+                         "or per `sequence` (the product over the row)."),
+          c.level, kCorrectionLevelNames);
+  v.visit(field("bounds", "A weight outside [weight_min, weight_max] is clamped to the bound (`truncate`, TIS) or "
+                          "set to 0 (`mask`, masked IS)."),
+          c.bounds, kWeightBoundsNames);
+  v.visit(field("weight_min", "Lower bound of the weight; null = none.").at_least(0), c.weight_min);
+  v.visit(field("weight_max", "Upper bound of the weight (verl's rollout_is_threshold, TRL's clip max); null = none.")
+              .above(0),
+          c.weight_max);
+  v.visit(field("log_weight_clamp", "Clamp the log-weight to [-c, c] before exp (verl uses 20).").above(0),
+          c.log_weight_clamp);
+  v.visit(field("batch_normalize", "Divide the bounded weights by their mean over the batch (verl)."),
+          c.batch_normalize);
+  v.visit_list(field("rejection", "Rejection sampling: a token is kept only when every rule keeps it; rejected "
+                                  "tokens leave the loss, its normalizers and its metrics."),
+               c.rejection, [](ConfigVisitor& item, RejectionRule& r) { describe(item, r); });
 }
 
 void describe(ConfigVisitor& v, GrpoConfig& c) {
@@ -167,11 +233,23 @@ void describe(ConfigVisitor& v, GrpoConfig& c) {
                                           "and would only dilute the token mean (DAPO's dynamic sampling, without "
                                           "resampling)."),
           c.filter_zero_std_groups);
+  v.visit(field("max_generation_rounds", "With filter_zero_std_groups: draw and sample up to this many batches of "
+                                         "prompts_per_step prompts per step until prompts_per_step groups with signal "
+                                         "are kept (DAPO's dynamic sampling with refill). 1 = only leave them out.")
+              .at_least(1),
+          c.max_generation_rounds);
+  v.visit(field("max_logp_mismatch", "Stop the run when the mean absolute difference of sampling and trainer "
+                                     "log-probs over a step's tokens exceeds this; null = never. Sampler and trainer share the model "
+                                     "code, so in fp32 it is ~1e-7 (docs/training.md).")
+              .above(0),
+          c.max_logp_mismatch);
   v.section("advantage", "Group-relative advantages from rewards.", [&](ConfigVisitor& s) { describe(s, c.advantage); });
   v.section("policy_loss", "The per-token policy objective.", [&](ConfigVisitor& s) { describe(s, c.policy_loss); });
   v.section("kl", "KL penalty to the frozen reference model.", [&](ConfigVisitor& s) { describe(s, c.kl); });
   v.section("aggregation", "Loss aggregation over tokens and sequences.",
             [&](ConfigVisitor& s) { describe(s, c.aggregation); });
+  v.section("rollout_correction", "Importance-sampling correction and rejection from the sampling log-probs.",
+            [&](ConfigVisitor& s) { describe(s, c.rollout_correction); });
 }
 
 void describe(ConfigVisitor& v, OptimizerConfig& c) {
@@ -333,6 +411,14 @@ void apply_grpo_preset(GrpoPreset preset, GrpoConfig& grpo) {
       kl.beta = 0.0;
       aggregation.mode = LossAggregation::kSeqMeanTokenSumNorm;
       aggregation.norm_per_sequence = true;
+      break;
+    case GrpoPreset::kGspo:
+      // verl's GSPO recipe: sequence ratio capped at e^10, the paper's clip range 3e-4 / 4e-4, no KL.
+      policy.importance_level = ImportanceLevel::kSequence;
+      policy.sequence_log_ratio_cap = 10.0;
+      policy.eps_low = 3e-4;
+      policy.eps_high = 4e-4;
+      kl.beta = 0.0;
       break;
   }
   grpo.advantage = advantage;

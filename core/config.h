@@ -4,6 +4,7 @@
 // schema in config.cpp (`grpo config --reference`) and a test keeps the two identical.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -67,17 +68,20 @@ struct RewardConfig {
   double error_score = 0.0;  // Score given to a failed sample when on_error = score.
 };
 
-enum class GrpoPreset { kR1, kVerl, kTrl, kDapo, kDrGrpo };
+enum class GrpoPreset { kR1, kVerl, kTrl, kDapo, kDrGrpo, kGspo };
 
 struct GrpoConfig {
   GrpoPreset preset = GrpoPreset::kR1;
   int64_t group_size = 8;         // G: completions sampled per prompt.
   int64_t updates_per_batch = 1;  // mu: policy updates per rollout batch.
   bool filter_zero_std_groups = false;  // drop groups whose rewards are all equal (DAPO dynamic sampling)
+  int64_t max_generation_rounds = 1;    // with the filter: sample more prompts until the step is full (refill)
+  std::optional<double> max_logp_mismatch;  // stop when mean |sampling logp - trainer logp| exceeds it
   AdvantageOptions advantage;
   PolicyLossOptions policy_loss;
   KlOptions kl;
   AggregationOptions aggregation;
+  RolloutCorrectionOptions rollout_correction;
 };
 
 enum class LrSchedule { kConstant, kCosine };

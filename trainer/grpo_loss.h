@@ -21,6 +21,7 @@ struct GrpoLossInputs {
   at::Tensor ref_logp;    // [N, T] under the reference policy; may be undefined when beta == 0
   at::Tensor advantages;  // [N]
   at::Tensor mask;        // [N, T] 1 where the token is a response token that counts (any dtype)
+  at::Tensor is_weights;  // [N, T] rollout importance weights multiplying the policy loss; may be undefined
   // Global normalizers for data-parallel and accumulated batches: the number of valid tokens
   // (token-mean) or counted sequences (seq-mean-*) across every micro-batch and rank.
   // Unset: this batch's own count.
@@ -44,6 +45,11 @@ struct GrpoLossMetrics {
   at::Tensor ratio_mean;        // mean importance ratio
   at::Tensor approx_kl_old;     // mean of old_logp - logp (after log_ratio_clamp): drift from the sampler
   at::Tensor kl_mean;           // mean per-token KL to the reference (0 when ref_logp is undefined)
+  // Sequence level only (undefined at token level): shares of all N rows, empty ones included,
+  // whose sequence ratio is clipped, as TRL counts them.
+  at::Tensor row_clip_frac_low;
+  at::Tensor row_clip_frac_high;
+  at::Tensor row_clip_frac;
 };
 
 struct GrpoLossResult {
@@ -66,5 +72,40 @@ at::Tensor kl_per_token(const at::Tensor& logp, const at::Tensor& ref_logp, cons
 at::Tensor aggregate_loss(const at::Tensor& per_token, const at::Tensor& valid, const AggregationOptions& options,
                           std::optional<double> global_token_count = std::nullopt,
                           std::optional<double> global_sequence_count = std::nullopt);
+
+// How far the sampler's log-probs are from the trainer's at the valid tokens, as sums so that
+// ranks and micro-batches add up. With q = trainer_logp - sampling_logp: |q| and the k3 estimate
+// exp(q) - 1 - q of KL(sampler || trainer) (>= 0, unbiased for tokens the sampler drew).
+struct LogpMismatch {
+  at::Tensor tokens;        // number of valid tokens
+  at::Tensor abs_diff_sum;  // sum of |q|
+  at::Tensor abs_diff_max;  // max of |q| (0 when there is no valid token)
+  at::Tensor kl_sum;        // sum of exp(q) - 1 - q
+};
+LogpMismatch logp_mismatch(const at::Tensor& trainer_logp, const at::Tensor& sampling_logp, const at::Tensor& mask);
+
+// Exact metrics of the rollout correction (0-dim tensors). "Raw" weights are before the bounds.
+struct RolloutCorrectionMetrics {
+  at::Tensor raw_weight_mean;   // mean raw weight over valid tokens (a sequence weight counts once per token)
+  at::Tensor raw_above_frac;    // share with raw weight > weight_max: of valid tokens (token level) or rows (sequence)
+  at::Tensor raw_below_frac;    // share below weight_min (1 / weight_max when weight_min is unset), same units
+  at::Tensor weight_min;        // final weights over valid tokens (token level) or all N rows (sequence level)
+  at::Tensor weight_mean;
+  at::Tensor weight_max;
+  at::Tensor batch_norm_factor; // the mean the weights were divided by; 1 when not normalizing
+  at::Tensor rejected_frac;     // share of valid tokens that rejection sampling removed
+};
+
+struct RolloutCorrection {
+  at::Tensor weights;  // [N, T] weight per token, 0 at padding; undefined when options.level is none
+  at::Tensor mask;     // [N, T] bool: the input mask without the rejected tokens. It replaces the mask
+                       // everywhere after this (the loss, its normalizers, its metrics).
+  RolloutCorrectionMetrics metrics;
+};
+
+// Importance weights pi_old / pi_sampler and rejection sampling from the sampler's log-probs
+// (formulas in docs/algorithms.md). old_logp, sampling_logp, mask: [N, T]. No gradient flows.
+RolloutCorrection rollout_correction(const at::Tensor& old_logp, const at::Tensor& sampling_logp, const at::Tensor& mask,
+                                     const RolloutCorrectionOptions& options);
 
 }  // namespace grpo

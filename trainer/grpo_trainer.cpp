@@ -1,9 +1,13 @@
 // One GRPO step, top to bottom (../shared/DESIGN.md): this rank's prompts -> G samples each ->
-// rewards -> group advantages -> old/reference log-probs -> mu updates with grpo_loss, gradients
-// summed over ranks, global-norm clipping, AdamW -> metrics reduced over ranks -> checkpoint.
+// rewards (with dynamic sampling, more rounds until enough groups carry signal) -> group
+// advantages -> old/reference log-probs, rollout correction -> mu updates with grpo_loss, gradients
+// summed over ranks, global-norm clipping, AdamW -> metrics (the sampler/trainer mismatch among
+// them, with its bound) reduced over ranks -> checkpoint.
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <optional>
 #include <set>
 #include <thread>
@@ -17,6 +21,7 @@
 #include "rewards/reward_set.h"
 #include "rollout/engine.h"
 #include "trainer/data.h"
+#include "trainer/dynamic_sampling.h"
 #include "trainer/grpo_loss.h"
 #include "trainer/guards.h"
 #include "trainer/train_common.h"
@@ -74,6 +79,93 @@ void check_guards(TrainingGuards& guards, int64_t step, const std::map<std::stri
   if (Status s = guards.observe(step, health); !s.is_ok()) throw std::runtime_error(s.message());
 }
 
+// One round of a step's sampling on this rank: prompts, their G completions each, and scores.
+struct SampledRound {
+  std::vector<const Example*> examples;  // one per group
+  RolloutBatch batch;
+  std::vector<RewardSample> samples;
+  std::vector<SampleScores> scores;
+  double rollout_seconds = 0, reward_seconds = 0;
+};
+
+// The sampling seed key of prompt i of a step's round: round 0 keeps the plain step * P + i, later
+// rounds (dynamic sampling) get keys of their own.
+uint64_t prompt_key(int64_t step, int64_t round, int64_t prompts_per_step, int64_t i) {
+  return (static_cast<uint64_t>(round) << 40) ^ static_cast<uint64_t>(step * prompts_per_step + i);
+}
+
+// Which of a round's prompts_per_step groups (over every rank) have rewards that are not all equal.
+std::vector<bool> global_signal(Communicator& comm, const std::vector<SampleScores>& scores, int64_t prompts_per_step,
+                                int64_t begin, int64_t g) {
+  std::vector<float> totals;
+  for (const SampleScores& s : scores) totals.push_back(static_cast<float>(s.total));
+  const std::vector<bool> local = groups_with_signal(totals, g);
+  std::vector<double> flags(static_cast<size_t>(prompts_per_step), 0.0);
+  for (size_t j = 0; j < local.size(); ++j) flags[static_cast<size_t>(begin) + j] = local[j] ? 1.0 : 0.0;
+  comm.all_reduce_sum(flags);
+  std::vector<bool> out;
+  for (double f : flags) out.push_back(f > 0.5);
+  return out;
+}
+
+// The kept groups that this rank sampled (prompts [begin, end) of each round), as one round.
+SampledRound keep_groups(const std::vector<SampledRound>& rounds, const std::vector<GroupRef>& kept, int64_t begin,
+                         int64_t end, int64_t g, int64_t pad_id) {
+  SampledRound out;
+  std::vector<const RolloutBatch*> batches;
+  for (const SampledRound& r : rounds) batches.push_back(&r.batch);
+  std::vector<std::pair<size_t, int64_t>> rows;
+  for (const GroupRef& ref : kept) {
+    if (ref.prompt < begin || ref.prompt >= end) continue;
+    const SampledRound& r = rounds[static_cast<size_t>(ref.round)];
+    const int64_t local = ref.prompt - begin;
+    out.examples.push_back(r.examples[static_cast<size_t>(local)]);
+    for (int64_t row = local * g; row < (local + 1) * g; ++row) {
+      rows.emplace_back(static_cast<size_t>(ref.round), row);
+      out.samples.push_back(r.samples[static_cast<size_t>(row)]);
+      out.scores.push_back(r.scores[static_cast<size_t>(row)]);
+    }
+  }
+  out.batch = gather_rows(batches, rows, pad_id);
+  out.batch.group_size = g;
+  return out;
+}
+
+// Adds a micro-batch's mismatch sums to the step's.
+void add_mismatch(std::optional<LogpMismatch>& total, const LogpMismatch& part) {
+  if (!total) {
+    total = part;
+    return;
+  }
+  total->tokens = total->tokens + part.tokens;
+  total->abs_diff_sum = total->abs_diff_sum + part.abs_diff_sum;
+  total->abs_diff_max = at::maximum(total->abs_diff_max, part.abs_diff_max);
+  total->kl_sum = total->kl_sum + part.kl_sum;
+}
+
+// The step's sampler/trainer mismatch over every rank's valid tokens.
+std::map<std::string, double> mismatch_metrics(Communicator& comm, const LogpMismatch& local) {
+  std::vector<double> sums{local.tokens.item<double>(), local.abs_diff_sum.item<double>(), local.kl_sum.item<double>()};
+  comm.all_reduce_sum(sums);
+  const at::Tensor maxima = comm.all_gather(local.abs_diff_max.to(at::kCPU, at::kDouble).reshape({1}));
+  const double tokens = std::max(sums[0], 1.0);
+  return {{"mismatch/logp_abs_mean", sums[1] / tokens},
+          {"mismatch/logp_abs_max", maxima.max().item<double>()},
+          {"mismatch/kl", sums[2] / tokens}};
+}
+
+// grpo.max_logp_mismatch: every rank holds the same reduced metrics, so every rank stops together.
+void check_mismatch_bound(const GrpoConfig& grpo, const std::map<std::string, double>& metrics, int64_t step) {
+  if (!grpo.max_logp_mismatch) return;
+  const double mean = metrics.at("mismatch/logp_abs_mean");
+  if (mean <= *grpo.max_logp_mismatch) return;
+  throw std::runtime_error(fmt::format(
+      "step {}: the sampler's log-probs differ from the trainer's by {:.3g} on average (max {:.3g}, KL {:.3g}), above "
+      "grpo.max_logp_mismatch = {:.3g}; sampler and trainer no longer compute the same policy (dtype, device or "
+      "sampling settings?)",
+      step, mean, metrics.at("mismatch/logp_abs_max"), metrics.at("mismatch/kl"), *grpo.max_logp_mismatch));
+}
+
 }  // namespace
 
 RunSummary run_grpo(const Config& config) {
@@ -100,8 +192,59 @@ RunSummary run_grpo(const Config& config) {
   generation.stop_token_ids = run->policy.stop_token_ids;
   generation.stop_strings = config.rollout.stop;
   generation.pad_id = run->policy.pad_id;
-  const GrpoLossOptions loss_options{config.grpo.policy_loss, config.grpo.kl, config.grpo.aggregation};
+  GrpoLossOptions loss_options{config.grpo.policy_loss, config.grpo.kl, config.grpo.aggregation};
+  // seq-mean-token-sum-norm's divisor must be one constant for every rank and micro-batch, not
+  // their padded widths, or N ranks would not train like one.
+  if (!loss_options.aggregation.loss_scale_factor)
+    loss_options.aggregation.loss_scale_factor = static_cast<double>(config.rollout.max_new_tokens);
+  const RolloutCorrectionOptions& correction_options = config.grpo.rollout_correction;
+  if (correction_options.batch_normalize && comm.size() > 1)
+    log_warn("grpo.rollout_correction.batch_normalize: weights are normalized over each rank's batch");
   const at::Device device = run->params.front().device();
+
+  const bool refill = config.grpo.filter_zero_std_groups && config.grpo.max_generation_rounds > 1;
+  if (config.grpo.max_generation_rounds > 1 && !config.grpo.filter_zero_std_groups)
+    throw std::runtime_error("grpo.max_generation_rounds > 1 refills groups without signal, so it needs "
+                             "grpo.filter_zero_std_groups: true");
+
+  // Steps 1-3 for one round: the next prompts_per_step prompts of the data order; this rank's share
+  // (a prompt's G samples stay on one rank) sampled and scored.
+  int64_t step_reward_errors = 0;  // over every round of the current step
+  auto sample_round = [&](int64_t round) {
+    SampledRound r;
+    const std::vector<int64_t> indices = order.next(prompts_per_step);
+    std::vector<std::vector<int64_t>> prompts;
+    std::vector<uint64_t> keys;
+    for (int64_t i = begin; i < end; ++i) {
+      r.examples.push_back(&data.examples[static_cast<size_t>(indices[static_cast<size_t>(i)])]);
+      prompts.push_back(encode_prompt(run->policy, r.examples.back()->prompt));
+      keys.push_back(prompt_key(run->step, round, prompts_per_step, i));  // independent of the rank count
+    }
+
+    const auto rollout_start = std::chrono::steady_clock::now();
+    if (!prompts.empty())
+      r.batch = generate(run->policy.model, prompts, generation,
+                         rollout_seeds(static_cast<uint64_t>(config.trainer.seed), keys, g), &*run->policy.tokenizer);
+    r.rollout_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - rollout_start).count();
+
+    const auto reward_start = std::chrono::steady_clock::now();
+    for (int64_t row = 0; row < static_cast<int64_t>(r.examples.size()) * g; ++row) {
+      const Example& e = *r.examples[static_cast<size_t>(row / g)];
+      const std::vector<int64_t> tokens = completion_tokens(r.batch, row);
+      RewardSample s;
+      s.id = fmt::format("{}#{}", e.id, row % g);
+      s.prompt = e.prompt;
+      s.completion = run->policy.tokenizer->decode(tokens, true);
+      s.fields = e.fields;
+      s.completion_tokens = static_cast<int64_t>(tokens.size());
+      r.samples.push_back(std::move(s));
+    }
+    ScoringStats scoring;
+    r.scores = rewards->score(r.samples, config.reward, reward_pool, &scoring);
+    step_reward_errors += scoring.errors;
+    r.reward_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - reward_start).count();
+    return r;
+  };
 
   RunSummary summary;
   summary.first_step = run->step;
@@ -110,50 +253,45 @@ RunSummary run_grpo(const Config& config) {
   while (run->step < config.trainer.steps) {
     const auto step_start = std::chrono::steady_clock::now();
     set_collective_context(fmt::format("step {}", run->step + 1));
-    // 1. This rank's prompts (a prompt's G samples stay on one rank).
-    const std::vector<int64_t> indices = order.next(prompts_per_step);
-    std::vector<const Example*> examples;
-    std::vector<std::vector<int64_t>> prompts;
-    std::vector<uint64_t> keys;
-    for (int64_t i = begin; i < end; ++i) {
-      examples.push_back(&data.examples[static_cast<size_t>(indices[static_cast<size_t>(i)])]);
-      prompts.push_back(encode_prompt(run->policy, examples.back()->prompt));
-      keys.push_back(static_cast<uint64_t>(run->step * prompts_per_step + i));  // independent of the rank count
+    step_reward_errors = 0;
+    // 1-3. This rank's prompts, their G samples each, and rewards. With dynamic sampling, more
+    // rounds of prompts until prompts_per_step groups carry signal (or max_generation_rounds).
+    std::vector<SampledRound> rounds{sample_round(0)};
+    int64_t generated_groups = prompts_per_step, kept_groups = prompts_per_step;
+    if (refill) {
+      std::vector<std::vector<bool>> signal;  // every rank's groups, round by round
+      std::vector<GroupRef> kept;
+      for (;;) {
+        signal.push_back(global_signal(comm, rounds.back().scores, prompts_per_step, begin, g));
+        kept = first_signal_groups(signal, prompts_per_step);
+        if (static_cast<int64_t>(kept.size()) == prompts_per_step ||
+            static_cast<int64_t>(rounds.size()) == config.grpo.max_generation_rounds)
+          break;
+        rounds.push_back(sample_round(static_cast<int64_t>(rounds.size())));
+      }
+      generated_groups = prompts_per_step * static_cast<int64_t>(rounds.size());
+      kept_groups = static_cast<int64_t>(kept.size());
+      rounds = {keep_groups(rounds, kept, begin, end, g, run->policy.pad_id)};
     }
-
-    // 2. Rollout.
-    const auto rollout_start = std::chrono::steady_clock::now();
-    const RolloutBatch batch = generate(run->policy.model, prompts, generation,
-                                        rollout_seeds(static_cast<uint64_t>(config.trainer.seed), keys, g),
-                                        &*run->policy.tokenizer);
-    const double rollout_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - rollout_start).count();
+    const RolloutBatch& batch = rounds.front().batch;
+    const std::vector<RewardSample>& samples = rounds.front().samples;
+    const std::vector<SampleScores>& scores = rounds.front().scores;
     const int64_t n = batch.completion_ids.size(0);
-
-    // 3. Rewards.
-    const auto reward_start = std::chrono::steady_clock::now();
-    std::vector<RewardSample> samples;
     at::Tensor mask = batch.completion_mask.clone();
     int64_t truncated = 0;
     for (int64_t row = 0; row < n; ++row) {
-      const Example& e = *examples[static_cast<size_t>(row / g)];
-      const std::vector<int64_t> tokens = completion_tokens(batch, row);
-      RewardSample s;
-      s.id = fmt::format("{}#{}", e.id, row % g);
-      s.prompt = e.prompt;
-      s.completion = run->policy.tokenizer->decode(tokens, true);
-      s.fields = e.fields;
-      s.completion_tokens = static_cast<int64_t>(tokens.size());
-      samples.push_back(std::move(s));
       if (batch.finish_reasons[static_cast<size_t>(row)] == FinishReason::kLength) {
         ++truncated;
         if (config.trainer.mask_truncated) mask[row].fill_(false);
       }
     }
-    ScoringStats scoring;
-    const std::vector<SampleScores> scores = rewards->score(samples, config.reward, reward_pool, &scoring);
     std::vector<float> totals;
     for (const SampleScores& s : scores) totals.push_back(static_cast<float>(s.total));
-    const double reward_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - reward_start).count();
+    double rollout_seconds = 0, reward_seconds = 0;
+    for (const SampledRound& round : rounds) {
+      rollout_seconds += round.rollout_seconds;
+      reward_seconds += round.reward_seconds;
+    }
     const auto train_start = std::chrono::steady_clock::now();
 
     // 4. Advantages within each group.
@@ -164,11 +302,13 @@ RunSummary run_grpo(const Config& config) {
       mask.masked_fill_(flat_group.repeat_interleave(g).unsqueeze(1), false);
     // The batch is built on the host; it moves to the model's device once, for every pass below.
     const at::Tensor prompt_ids = batch.prompt_ids.to(device), prompt_mask = batch.prompt_mask.to(device);
-    const at::Tensor completion_ids = batch.completion_ids.to(device), mask_on_device = mask.to(device);
+    const at::Tensor completion_ids = batch.completion_ids.to(device);
+    at::Tensor mask_on_device = mask.to(device);  // the tokens the loss counts
+    // Attention covers every generated token, whatever the loss counts.
+    const at::Tensor attention_mask = batch.completion_mask.to(device);
+    const at::Tensor sampling_logp = batch.sampling_logp.to(device);
 
-    // 5. Global normalizers, old and reference log-probs.
-    std::vector<double> counts{mask.sum().item<double>(), static_cast<double>((mask.sum(1) > 0).sum().item<int64_t>())};
-    comm.all_reduce_sum(counts);
+    // 5. Old and reference log-probs, the rollout correction, global normalizers.
     const double temperature = config.rollout.temperature > 0 ? config.rollout.temperature : 1.0;
     // Forward and backward passes take at most trainer.micro_batch_size rows at a time.
     const int64_t micro = config.trainer.micro_batch_size > 0 ? std::min(config.trainer.micro_batch_size, n) : n;
@@ -179,14 +319,28 @@ RunSummary run_grpo(const Config& config) {
       for (int64_t start = 0; start < n; start += micro) {
         const int64_t len = std::min(micro, n - start);
         parts.push_back(completion_logprobs(model, slice(prompt_ids, start, len), slice(prompt_mask, start, len),
-                                            slice(completion_ids, start, len), slice(mask_on_device, start, len),
+                                            slice(completion_ids, start, len), slice(attention_mask, start, len),
                                             temperature));
       }
-      return at::cat(parts);
+      return parts.empty() ? at::zeros(completion_ids.sizes(), completion_ids.options().dtype(at::kFloat)) : at::cat(parts);
     };
     at::Tensor old_logp, ref_logp;
-    if (config.grpo.updates_per_batch > 1) old_logp = frozen_logprobs(run->policy.model);
+    if (config.grpo.updates_per_batch > 1 || correction_options.enabled()) old_logp = frozen_logprobs(run->policy.model);
     if (use_kl) ref_logp = frozen_logprobs(reference);
+    // Sampler vs trainer log-probs at the same weights: from old_logp, or from the first update's pass.
+    std::optional<LogpMismatch> mismatch;
+    if (old_logp.defined()) mismatch = logp_mismatch(old_logp, sampling_logp, attention_mask);
+    at::Tensor is_weights;
+    const double loss_tokens_before_rejection = mask_on_device.sum().item<double>();
+    if (correction_options.enabled()) {
+      const RolloutCorrection correction = rollout_correction(old_logp, sampling_logp, mask_on_device, correction_options);
+      mask_on_device = correction.mask;
+      is_weights = correction.weights;
+    }
+    std::vector<double> counts{mask_on_device.sum().item<double>(),
+                               static_cast<double>((mask_on_device.sum(1) > 0).sum().item<int64_t>()),
+                               loss_tokens_before_rejection};
+    comm.all_reduce_sum(counts);
 
     // 6. mu policy updates (none when no group carries signal anywhere), each accumulating the
     // gradients of every micro-batch before one optimizer step.
@@ -209,13 +363,16 @@ RunSummary run_grpo(const Config& config) {
         GrpoLossInputs in;
         at::Tensor part_entropy;
         in.logp = completion_logprobs(run->policy.model, slice(prompt_ids, start, len), slice(prompt_mask, start, len),
-                                      slice(completion_ids, start, len), slice(mask_on_device, start, len), temperature,
+                                      slice(completion_ids, start, len), slice(attention_mask, start, len), temperature,
                                       update == 0 ? &part_entropy : nullptr);
         if (update == 0) entropy.narrow(0, start, len).copy_(part_entropy);
+        if (update == 0 && !old_logp.defined())
+          add_mismatch(mismatch, logp_mismatch(in.logp, slice(sampling_logp, start, len), slice(attention_mask, start, len)));
         in.old_logp = config.grpo.updates_per_batch > 1 ? slice(old_logp, start, len) : in.logp.detach();  // on-policy: ratio 1
         in.ref_logp = slice(ref_logp, start, len);
         in.advantages = slice(advantages, start, len);
         in.mask = slice(mask_on_device, start, len);
+        in.is_weights = slice(is_weights, start, len);
         in.global_token_count = counts[0];
         in.global_sequence_count = counts[1];
         // Every micro-batch's loss is divided by the global token/sequence counts (or a constant),
@@ -233,6 +390,10 @@ RunSummary run_grpo(const Config& config) {
         log_warn("step {}: non-finite gradient norm, update skipped on every rank", run->step + 1);
       }
     }
+    // Measured every step: a step without updates (no group with signal anywhere) takes one pass for
+    // it, and a rank without rows contributes nothing.
+    if (!mismatch)
+      mismatch = logp_mismatch(updates > 0 ? sampling_logp : frozen_logprobs(run->policy.model), sampling_logp, attention_mask);
     ++run->step;
     const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - train_start).count();
 
@@ -240,7 +401,7 @@ RunSummary run_grpo(const Config& config) {
     // reward components are those rank 0 saw at the first step, agreed once by broadcast.
     if (!component_names) component_names = agree_on_names(comm, scores);
     const at::Tensor valid = mask_on_device.to(at::kFloat);
-    const double rows = static_cast<double>(prompts_per_step * g), tokens = std::max(counts[0], 1.0);
+    const double rows = static_cast<double>(kept_groups * g), tokens = std::max(counts[0], 1.0);
     std::vector<std::pair<std::string, double>> sums;  // name, local sum
     std::vector<double> divisors;
     auto add = [&](const std::string& name, double local_sum, double divisor) {
@@ -260,20 +421,30 @@ RunSummary run_grpo(const Config& config) {
     }
     add("response_tokens", batch.completion_mask.sum().item<double>(), rows);
     add("truncated", static_cast<double>(truncated), rows);
-    add("zero_std_groups", flat_group.sum().item<double>(), static_cast<double>(prompts_per_step));
-    const double evaluations = rows * static_cast<double>(rewards->labels().size());
-    add("reward_errors", static_cast<double>(scoring.errors), evaluations);
+    add("zero_std_groups", flat_group.sum().item<double>(), static_cast<double>(kept_groups));
+    const double evaluations = static_cast<double>(generated_groups * g) * static_cast<double>(rewards->labels().size());
+    add("reward_errors", static_cast<double>(step_reward_errors), evaluations);
     add("kl", (kl * valid).sum().item<double>(), tokens);
     add("entropy", (entropy * valid).sum().item<double>(), tokens);
     add("clip_frac", clipped_tokens.item<double>(), tokens);
     add("loss", loss_sum.item<double>(), 1.0);  // each rank's part of the globally normalized loss
+    if (correction_options.enabled()) {
+      add("correction/weight_mean", is_weights.defined() ? is_weights.sum().item<double>() : counts[2], counts[2]);
+      add("correction/rejected_frac", loss_tokens_before_rejection - mask_on_device.sum().item<double>(), counts[2]);
+    }
     std::vector<double> values;
     for (const auto& entry : sums) values.push_back(entry.second);
     comm.all_reduce_sum(values);
     std::map<std::string, double> metrics;
-    for (size_t i = 0; i < sums.size(); ++i) metrics[sums[i].first] = values[i] / divisors[i];
+    for (size_t i = 0; i < sums.size(); ++i) metrics[sums[i].first] = values[i] / std::max(divisors[i], 1.0);
+    for (const auto& [name, value] : mismatch_metrics(comm, *mismatch)) metrics[name] = value;
+    check_mismatch_bound(config.grpo, metrics, run->step);
     if (metrics.count("component/math.correct")) metrics["accuracy"] = metrics["component/math.correct"];
     const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
+    if (refill) {
+      metrics["groups_generated"] = static_cast<double>(generated_groups);
+      metrics["groups_kept"] = static_cast<double>(kept_groups);
+    }
     metrics["grad_norm"] = grad_norm;
     metrics["lr"] = lr;
     metrics["skipped_updates"] = static_cast<double>(skipped);

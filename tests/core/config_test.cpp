@@ -83,7 +83,7 @@ TEST(Config, OutOfRangeNamesTheBounds) {
 
 TEST(Config, EnumErrorListsValidNamesAndSuggests) {
   EXPECT_EQ(parse_error("model:\n  path: m\ngrpo:\n  preset: verll\n"),
-            "run.yaml:4: grpo.preset: expected one of r1, verl, trl, dapo, dr_grpo (did you mean 'verl'?), got "
+            "run.yaml:4: grpo.preset: expected one of r1, verl, trl, dapo, dr_grpo, gspo (did you mean 'verl'?), got "
             "'verll'");
 }
 
@@ -167,6 +167,42 @@ TEST(Config, PresetSetsDefaultsThatExplicitKeysOverride) {
   const Config dr = parse_ok(kMinimal, {"grpo.preset=dr_grpo"});
   EXPECT_EQ(dr.grpo.advantage.scaling, AdvantageScaling::kNone);
   EXPECT_EQ(dr.grpo.aggregation.mode, LossAggregation::kSeqMeanTokenSumNorm);
+
+  const Config gspo = parse_ok(kMinimal, {"grpo.preset=gspo"});
+  EXPECT_EQ(gspo.grpo.policy_loss.importance_level, ImportanceLevel::kSequence);
+  EXPECT_EQ(gspo.grpo.policy_loss.sequence_log_ratio_cap, 10.0);
+  EXPECT_DOUBLE_EQ(gspo.grpo.policy_loss.eps_high, 4e-4);
+}
+
+// The off-policy keys: a list of rejection rules, an optional enum (kl_mode), and a round trip
+// through the resolved YAML.
+TEST(Config, RolloutCorrectionKeysParseAndRoundTrip) {
+  const Config c = parse_ok(std::string(kMinimal) +
+                                "grpo:\n  max_logp_mismatch: 0.01\n  aggregation: {kl_mode: token-mean}\n"
+                                "  rollout_correction:\n    level: sequence\n    bounds: mask\n    weight_max: 3\n"
+                                "    rejection:\n      - {statistic: token_k1, lower: 0.5, upper: 4}\n"
+                                "      - {statistic: seq_max_k2, upper: 2.5}\n",
+                            {});
+  const RolloutCorrectionOptions& r = c.grpo.rollout_correction;
+  EXPECT_EQ(r.level, CorrectionLevel::kSequence);
+  EXPECT_EQ(r.bounds, WeightBounds::kMask);
+  EXPECT_EQ(r.weight_max, 3.0);
+  EXPECT_FALSE(r.weight_min);
+  ASSERT_EQ(r.rejection.size(), 2u);
+  EXPECT_EQ(r.rejection[0].statistic, RejectionStatistic::kTokenK1);
+  EXPECT_EQ(r.rejection[0].lower, 0.5);
+  EXPECT_EQ(r.rejection[1].statistic, RejectionStatistic::kSeqMaxK2);
+  EXPECT_FALSE(r.rejection[1].lower);
+  EXPECT_EQ(c.grpo.aggregation.kl_mode, LossAggregation::kTokenMean);
+  EXPECT_EQ(c.grpo.max_logp_mismatch, 0.01);
+  EXPECT_FALSE(Config{}.grpo.aggregation.kl_mode);
+  const Config again = parse_ok(config_to_yaml(c), {});
+  EXPECT_EQ(config_to_yaml(again), config_to_yaml(c));
+  EXPECT_EQ(again.grpo.rollout_correction.rejection.size(), 2u);
+  EXPECT_EQ(parse_error(std::string(kMinimal) + "grpo:\n  rollout_correction:\n    rejection:\n      - {statistic: token_k4}\n"),
+            "run.yaml:6: grpo.rollout_correction.rejection[0].statistic: expected one of token_k1, token_k2, token_k3, "
+            "seq_sum_k1, seq_sum_k2, seq_sum_k3, seq_mean_k1, seq_mean_k2, seq_mean_k3, seq_max_k2, seq_max_k3 (did you "
+            "mean 'token_k1'?), got 'token_k4'");
 }
 
 TEST(Config, StructDefaultsAreTheR1Preset) {
@@ -208,7 +244,9 @@ TEST(Config, ReferenceDocumentsEveryKeyWithItsDefault) {
   EXPECT_NE(reference.find("`low_var_kl`"), std::string::npos);
   // Every key the YAML writer emits appears in the reference.
   const std::string yaml = config_to_yaml(Config{});
-  size_t keys = 4 + 4;  // the fields of reward.functions and eval.datasets items: default (empty) lists print none
+  // The fields of reward.functions, eval.datasets and grpo.rollout_correction.rejection items:
+  // default (empty) lists print none.
+  size_t keys = 4 + 4 + 3;
   for (size_t pos = 0; (pos = yaml.find(": ", pos)) != std::string::npos; ++pos) ++keys;
   size_t rows = 0;
   for (size_t pos = 0; (pos = reference.find("\n| `", pos)) != std::string::npos; ++pos) ++rows;

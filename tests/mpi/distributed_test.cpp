@@ -261,5 +261,104 @@ TEST(Distributed, MicroBatchesMatchTheWholeBatch) {
   }
 }
 
+// Completions of varied lengths: a random model hits one of these stop strings after ~7 tokens,
+// so ranks pad to different widths, and a length reward that is 0 up to 5 tokens and -1 from 6 on
+// splits about half the samples of a group from the other half (some groups score all the same).
+const char* kGrpoVariedLengths =
+    "model: {path: \"builtin:demo-qwen2\"}\n"
+    "data: {train_path: \"builtin:addition?n=64&digits=1-3&seed=5\"}\n"
+    "rollout: {max_new_tokens: 40, temperature: 1.0, stop: [\"0\", \"1\", \"2\", \"3\", \"4\", \"5\", \"6\", \"7\", "
+    "\"8\", \"9\", \"a\", \"e\", \"i\", \"o\", \"u\", \"s\", \"t\", \"n\", \"r\", \"l\", \"A\", \"E\", \"I\", \"O\", \"S\", "
+    "\"T\", \"N\", \"R\", \"L\", \"x\", \"y\", \"z\"]}\n"
+    "reward: {functions: [{name: length, options: {max_tokens: 6, buffer: 1}}]}\n"
+    "grpo: {group_size: 4, kl: {beta: 0.01}}\n"
+    "optimizer: {lr: 0.1, eps: 1.0}\n"
+    "trainer: {steps: 1, prompts_per_step: 4, seed: 3, threads: 1}\n"
+    "checkpoint: {every_steps: 0, resume: none}\n";
+
+// Every aggregation mode (and the dr_grpo preset, whose seq-mean-token-sum-norm once divided by each
+// rank's padded width) trains the same parameters on 2 ranks, with micro-batches, as on 1.
+TEST(Distributed, EveryAggregationModeMatchesOneRank) {
+  const std::string config = write_config("grpo_aggregation.yaml", kGrpoVariedLengths);
+  for (const std::string setting : {"grpo.aggregation.mode=token-mean", "grpo.aggregation.mode=seq-mean-token-sum",
+                                    "grpo.aggregation.mode=seq-mean-token-mean",
+                                    "grpo.aggregation.mode=seq-mean-token-sum-norm", "grpo.preset=dr_grpo"}) {
+    std::map<int, TensorMap> weights;
+    for (int ranks : {1, 2}) {
+      const fs::path dir = kWork / ("aggregation_np" + std::to_string(ranks));
+      fs::remove_all(dir);
+      const Result r = run(launcher(ranks) + GRPO_BINARY + " train --config " + config + " " + setting +
+                           " trainer.micro_batch_size=3 trainer.run_dir=" + dir.string());
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+      weights[ranks] = final_weights(dir);
+    }
+    EXPECT_LE(max_difference(weights[1], weights[2]), 1e-6) << setting;
+  }
+}
+
+// DAPO dynamic sampling with refill: steps draw more prompts until 4 groups carry signal, the
+// choice is the same on 1 and 2 ranks, and a killed run resumes exactly (the data cursor counts
+// every round's prompts).
+TEST(Distributed, DynamicSamplingRefillsAndResumesExactly) {
+  std::string yaml = kGrpoVariedLengths;
+  yaml.replace(yaml.find("grpo: {"), 7, "grpo: {filter_zero_std_groups: true, max_generation_rounds: 4, ");
+  const std::string config = write_config("grpo_refill.yaml", yaml);
+  std::map<int, TensorMap> weights;
+  for (int ranks : {1, 2}) {
+    const fs::path dir = kWork / ("refill_np" + std::to_string(ranks));
+    const Result r = run(launcher(ranks) + GRPO_BINARY + " train --config " + config + " trainer.steps=6 trainer.run_dir=" +
+                         dir.string());
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    weights[ranks] = final_weights(dir);
+    int refilled = 0;
+    for (const auto& [step, m] : metrics_by_step(dir)) {
+      ASSERT_TRUE(m.contains("groups_generated") && m.contains("groups_kept")) << m.dump();
+      EXPECT_EQ(m["groups_kept"].get<double>(), 4.0) << "step " << step;
+      EXPECT_EQ(m["zero_std_groups"].get<double>(), 0.0) << "step " << step;
+      if (m["groups_generated"].get<double>() > 4) ++refilled;
+    }
+    EXPECT_GT(refilled, 0) << "no step needed a second round; the test does not exercise refill";
+  }
+  EXPECT_LE(max_difference(weights[1], weights[2]), 1e-6);
+  expect_kill_and_resume_is_exact("train", config, 2, 6, 3, "refill_kill");
+}
+
+// The sampler/trainer mismatch is logged every step and is ~0 (same model code, fp32); with a
+// rollout correction on, on-policy weights are 1 and nothing is rejected; a bound below the
+// measured mismatch stops every rank with a message naming the key.
+TEST(Distributed, LogpMismatchIsLoggedAndBounded) {
+  const std::string config = write_config("grpo_mismatch.yaml", kGrpoVariedLengths);
+  const fs::path dir = kWork / "mismatch_logged";
+  Result r = run(launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.steps=2 trainer.run_dir=" +
+                 dir.string() + " grpo.max_logp_mismatch=1e-4 grpo.updates_per_batch=2 grpo.rollout_correction.level=token"
+                 " grpo.rollout_correction.weight_max=2 'grpo.rollout_correction.rejection=[{statistic: seq_max_k3, upper: 1e-3}]'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto metrics = metrics_by_step(dir);
+  ASSERT_EQ(metrics.size(), 2u);
+  for (const auto& [step, m] : metrics) {
+    EXPECT_LE(m.at("mismatch/logp_abs_max").get<double>(), 1e-5) << "step " << step;
+    EXPECT_LE(m.at("mismatch/logp_abs_mean").get<double>(), 2e-6) << "step " << step;
+    EXPECT_GE(m.at("mismatch/kl").get<double>(), 0.0) << "step " << step;
+    EXPECT_NEAR(m.at("correction/weight_mean").get<double>(), 1.0, 1e-4) << "step " << step;
+    EXPECT_EQ(m.at("correction/rejected_frac").get<double>(), 0.0) << "step " << step;
+  }
+
+  // A step where no group carries signal (an untrained model never writes the R1 format) makes no
+  // update but still measures the mismatch.
+  const fs::path flat = kWork / "mismatch_no_signal";
+  r = run(launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.steps=1 'reward.functions=[{name: format}]'" +
+          " trainer.run_dir=" + flat.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json no_signal = metrics_by_step(flat).at(1);
+  EXPECT_EQ(no_signal.at("zero_std_groups").get<double>(), 1.0) << no_signal.dump();
+  EXPECT_LE(no_signal.at("mismatch/logp_abs_max").get<double>(), 1e-5) << no_signal.dump();
+
+  r = run(launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.steps=2 trainer.run_dir=" +
+          (kWork / "mismatch_bound").string() + " grpo.max_logp_mismatch=1e-12");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_LT(r.seconds, 60);
+  EXPECT_NE(r.output.find("above grpo.max_logp_mismatch = 1e-12"), std::string::npos) << r.output;
+}
+
 }  // namespace
 }  // namespace grpo

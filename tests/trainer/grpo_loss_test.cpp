@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -305,6 +306,164 @@ TEST(GroupAdvantages, SingletonGroupsFollowTheChosenPeer) {
 
 TEST(GroupAdvantages, RejectsRaggedGroups) {
   EXPECT_THROW(group_advantages(at::zeros({5}, at::kDouble), 2, AdvantageOptions{}), c10::Error);
+}
+
+// GSPO's sequence ratio: grpo-cpp differentiates through the row's mean log-ratio; verl writes the
+// per-token log-ratio as logp - sg(logp) + sg(mean), capped. The two give the same loss and
+// gradient under every aggregation mode, with clipping active on some rows and the cap on one.
+TEST(GrpoLoss, SequenceRatioEqualsTheStopGradientTokenForm) {
+  std::mt19937 rng(3);
+  const Batch b = random_batch(rng, 6, 7);
+  std::vector<double> old_logp = b.old_logp;
+  for (int64_t j = 0; j < b.t; ++j) old_logp[0 * b.t + j] = b.logp[0 * b.t + j] - 12.0;  // row 0: mean log-ratio 12 > cap
+  const at::Tensor logp0 = at::tensor(b.logp, at::kDouble).view({b.n, b.t});
+  const at::Tensor old = at::tensor(old_logp, at::kDouble).view({b.n, b.t});
+  const at::Tensor mask = at::tensor(b.mask, at::kInt).view({b.n, b.t});
+  const at::Tensor advantages = at::tensor(b.advantages, at::kDouble);
+  for (const LossAggregation mode : {LossAggregation::kTokenMean, LossAggregation::kSeqMeanTokenSum,
+                                     LossAggregation::kSeqMeanTokenMean, LossAggregation::kSeqMeanTokenSumNorm}) {
+    GrpoLossOptions o;
+    o.policy.importance_level = ImportanceLevel::kSequence;
+    o.policy.sequence_log_ratio_cap = 10.0;
+    o.policy.eps_low = o.policy.eps_high = 0.1;
+    o.kl.beta = 0.0;
+    o.aggregation.mode = mode;
+    GrpoLossInputs in;
+    in.logp = logp0.clone().set_requires_grad(true);
+    in.old_logp = old;
+    in.mask = mask;
+    in.advantages = advantages;
+    const GrpoLossResult got = grpo_loss(in, o);
+    got.loss.backward();
+
+    // verl's form, written out here.
+    const at::Tensor logp = logp0.clone().set_requires_grad(true);
+    const at::Tensor valid = mask.to(at::kBool);
+    const at::Tensor d = at::where(valid, logp - old, at::zeros({}, at::kDouble));
+    const at::Tensor mean = (d.sum(1, true) / valid.sum(1, true).to(at::kDouble).clamp_min(1.0)).detach();
+    const at::Tensor s = (logp - logp.detach() + mean).clamp_max(10.0).exp();
+    const at::Tensor a = advantages.unsqueeze(1);
+    const at::Tensor pg = at::maximum(-a * s, -a * s.clamp(0.9, 1.1));
+    AggregationOptions agg;
+    agg.mode = mode;
+    const at::Tensor want = aggregate_loss(at::where(valid, pg, at::zeros({}, at::kDouble)), valid, agg);
+    want.backward();
+    EXPECT_NEAR(got.loss.item<double>(), want.item<double>(), 1e-12) << int(mode);
+    EXPECT_LE((in.logp.grad() - logp.grad()).abs().max().item<double>(), 1e-12) << int(mode);
+    EXPECT_EQ(in.logp.grad()[0].abs().sum().item<double>(), 0.0) << "the capped row gets no gradient";
+    EXPECT_GT(got.metrics.row_clip_frac.item<double>(), 0.0);
+  }
+}
+
+// rollout_correction against a per-row loop, for the options the peer fixtures may not combine:
+// sequence-level weights with batch normalization, masked bounds, and every rejection statistic.
+TEST(RolloutCorrection, MatchesAPerRowLoop) {
+  std::mt19937 rng(7);
+  const Batch b = random_batch(rng, 6, 5);
+  std::vector<double> sampling;
+  std::normal_distribution<double> noise(0.0, 0.6);
+  for (double lp : b.old_logp) sampling.push_back(lp + noise(rng));
+  const at::Tensor old_logp = at::tensor(b.old_logp, at::kDouble).view({b.n, b.t});
+  const at::Tensor sampling_logp = at::tensor(sampling, at::kDouble).view({b.n, b.t});
+  const at::Tensor mask = at::tensor(b.mask, at::kInt).view({b.n, b.t});
+  const auto q = [&](int64_t i, int64_t j) { return b.mask[i * b.t + j] ? b.at(b.old_logp, i, j) - sampling[i * b.t + j] : 0.0; };
+  const auto n_i = [&](int64_t i) {
+    double n = 0;
+    for (int64_t j = 0; j < b.t; ++j) n += b.mask[i * b.t + j];
+    return n;
+  };
+
+  for (const bool sequence : {false, true})
+    for (const WeightBounds bounds : {WeightBounds::kTruncate, WeightBounds::kMask}) {
+      RolloutCorrectionOptions o;
+      o.level = sequence ? CorrectionLevel::kSequence : CorrectionLevel::kToken;
+      o.bounds = bounds;
+      o.weight_min = 0.6;
+      o.weight_max = 1.5;
+      o.batch_normalize = true;
+      const RolloutCorrection got = rollout_correction(old_logp, sampling_logp, mask, o);
+      std::vector<double> w(static_cast<size_t>(b.n * b.t), 0.0);
+      for (int64_t i = 0; i < b.n; ++i) {
+        double row_sum = 0;
+        for (int64_t j = 0; j < b.t; ++j) row_sum += q(i, j);
+        for (int64_t j = 0; j < b.t; ++j) {
+          double x = std::exp(sequence ? row_sum : q(i, j));
+          if (bounds == WeightBounds::kTruncate) x = std::clamp(x, 0.6, 1.5);
+          else if (x < 0.6 || x > 1.5) x = 0;
+          w[i * b.t + j] = b.mask[i * b.t + j] ? x : 0.0;
+        }
+      }
+      double mean = 0, rows = 0, tokens = 0;
+      for (int64_t i = 0; i < b.n; ++i) {
+        double row = 0;
+        for (int64_t j = 0; j < b.t; ++j) row += w[i * b.t + j];
+        tokens += n_i(i);
+        if (sequence && n_i(i) > 0) {
+          mean += row / (n_i(i) + 1e-8);
+          rows += 1;
+        } else if (!sequence) {
+          mean += row;
+        }
+      }
+      mean = sequence ? mean / rows : mean / (tokens + 1e-8);
+      EXPECT_NEAR(got.metrics.batch_norm_factor.item<double>(), mean, 1e-12);
+      for (int64_t k = 0; k < b.n * b.t; ++k)
+        EXPECT_NEAR(got.weights.view({-1})[k].item<double>(), w[k] / mean, 1e-12) << sequence << " " << int(bounds);
+    }
+
+  // Rejection: each statistic by hand, with bounds that split the batch.
+  struct Case {
+    RejectionStatistic statistic;
+    std::optional<double> lower, upper;
+  };
+  for (const Case& c : std::vector<Case>{{RejectionStatistic::kTokenK1, 0.7, 1.6},
+                                         {RejectionStatistic::kTokenK3, std::nullopt, 0.1},
+                                         {RejectionStatistic::kSeqSumK1, 0.5, 2.0},
+                                         {RejectionStatistic::kSeqMeanK2, std::nullopt, 0.08},
+                                         {RejectionStatistic::kSeqMaxK2, std::nullopt, 0.2},
+                                         {RejectionStatistic::kSeqMaxK3, 0.01, 0.3}}) {
+    RolloutCorrectionOptions o;
+    o.rejection = {RejectionRule{c.statistic, c.lower, c.upper}};
+    const RolloutCorrection got = rollout_correction(old_logp, sampling_logp, mask, o);
+    EXPECT_FALSE(got.weights.defined());
+    double rejected = 0, tokens = 0;
+    for (int64_t i = 0; i < b.n; ++i) {
+      std::vector<double> k(static_cast<size_t>(b.t));
+      for (int64_t j = 0; j < b.t; ++j) {
+        const double x = q(i, j);
+        const int kind = static_cast<int>(c.statistic);  // k1, k2, k3 repeat in the enum, then seq_max k2, k3
+        const int kernel = kind >= static_cast<int>(RejectionStatistic::kSeqMaxK2) ? kind - 8 : kind % 3;
+        k[j] = kernel == 0 ? -x : kernel == 1 ? 0.5 * x * x : std::exp(x) - 1 - x;
+      }
+      double sum = 0, max = 0;
+      for (int64_t j = 0; j < b.t; ++j)
+        if (b.mask[i * b.t + j]) {
+          sum += k[j];
+          max = std::max(max, k[j]);
+        }
+      const bool k1 = c.statistic == RejectionStatistic::kTokenK1 || c.statistic == RejectionStatistic::kSeqSumK1;
+      const auto keeps = [&](double stat) {
+        const double lo = c.lower ? (k1 ? std::log(*c.lower) : *c.lower) : -1e300;
+        const double hi = c.upper ? (k1 ? std::log(*c.upper) : *c.upper) : 1e300;
+        return stat >= lo && stat <= hi;
+      };
+      for (int64_t j = 0; j < b.t; ++j) {
+        if (!b.mask[i * b.t + j]) continue;
+        double stat = k[j];
+        if (c.statistic == RejectionStatistic::kSeqSumK1) stat = sum;
+        if (c.statistic == RejectionStatistic::kSeqMeanK2) stat = sum / (n_i(i) + 1e-8);
+        if (c.statistic == RejectionStatistic::kSeqMaxK2 || c.statistic == RejectionStatistic::kSeqMaxK3) stat = max;
+        const bool keep = keeps(stat);
+        EXPECT_EQ(got.mask[i][j].item<bool>(), keep) << "statistic " << int(c.statistic) << " row " << i << " token " << j;
+        rejected += keep ? 0 : 1;
+        tokens += 1;
+      }
+    }
+    EXPECT_GT(rejected, 0) << "statistic " << int(c.statistic) << ": bounds reject nothing";
+    EXPECT_LT(rejected, tokens) << "statistic " << int(c.statistic) << ": bounds reject everything";
+    EXPECT_NEAR(got.metrics.rejected_frac.item<double>(), rejected / tokens, 1e-15);
+    EXPECT_EQ(got.mask.logical_and(mask.logical_not()).sum().item<int64_t>(), 0);  // padding never returns
+  }
 }
 
 }  // namespace
