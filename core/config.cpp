@@ -201,12 +201,25 @@ void describe(ConfigVisitor& v, TrainerConfig& c) {
                                     "accumulate over micro-batches into one optimizer step. 0 = this rank's whole batch.")
               .at_least(0),
           c.micro_batch_size);
-  v.visit(field("zero_stage", "Optimizer sharding over ranks (DeepSpeed's ZeRO stages): 0 = AdamW state whole on "
-                              "every rank; 1 = split over ranks; 2 = gradients reduce-scattered too. Parameters "
-                              "are not sharded: every rank holds the whole model.")
+  v.visit(field("zero_stage", "Sharding over ranks (DeepSpeed's ZeRO stages): 0 = AdamW state whole on every "
+                              "rank; 1 = split over ranks; 2 = gradients reduce-scattered too (each rank still "
+                              "holds the whole model and, during backward, its whole local gradient); 3 = "
+                              "parameters sharded per decoder layer too (FSDP), gathered for each pass and freed "
+                              "after, so each rank holds about 1/N of the model state. See docs/training.md.")
               .at_least(0)
-              .at_most(2),
+              .at_most(3),
           c.zero_stage);
+  v.visit(field("param_dtype", "Stage 3: the dtype parameters are gathered in and passes compute in. The fp32 "
+                               "master shard and fp32 AdamW moments hold the truth; bfloat16 halves the gathered "
+                               "parameters. Stages 0-2 compute in model.dtype."),
+          c.param_dtype, kDTypeNames);
+  v.visit(field("reduce_dtype", "Stage 3: the dtype gradients are reduce-scattered in (float32 keeps the sums "
+                                "exact to float rounding)."),
+          c.reduce_dtype, kDTypeNames);
+  v.visit(field("activation_checkpointing", "Keep only each decoder layer's input in forward and recompute the "
+                                            "layer in backward (less activation memory, about a third more "
+                                            "compute). Stage 3 always recomputes."),
+          c.activation_checkpointing);
 }
 
 void describe(ConfigVisitor& v, EvalDatasetConfig& c) {
