@@ -289,6 +289,28 @@ TEST(Distributed, ZeroStage3MatchesOneRankAtStage0) {
   }
 }
 
+// Stage 3 checkpoints hold whole fp32 parameters and moments, gathered from the shards, so a killed
+// 2-rank run resumes bit for bit, and on 3 ranks (resharded on load) within float tolerance.
+TEST(Distributed, Stage3ResumesOnTheSameAndAnotherRankCount) {
+  std::string yaml = kGrpo;
+  yaml.replace(yaml.find("prompts_per_step: 4"), 19, "prompts_per_step: 6, zero_stage: 3");
+  const std::string config = write_config("grpo_zero3_resume.yaml", yaml);
+  expect_kill_and_resume_is_exact("train", config, 2, 6, 3, "grpo_zero3_kill");
+
+  const fs::path straight = kWork / "zero3_reshard_straight", switched = kWork / "zero3_reshard";
+  const std::string common = std::string(GRPO_BINARY) + " train --config " + config +
+                             " trainer.steps=6 optimizer.lr=0.1 optimizer.eps=1.0 optimizer.schedule=constant"
+                             " trainer.run_dir=";
+  Result r = run(launcher(2) + common + straight.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run(launcher(2) + common + switched.string() + " trainer.steps=3");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run(launcher(3) + common + switched.string() + " --resume auto");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
+  EXPECT_LE(max_difference(final_weights(straight), final_weights(switched)), 1e-6);
+}
+
 // Micro-batches (3 rows, so the last one is short) accumulate the whole batch's gradient: with mu = 2
 // (old log-probs) and a KL term (reference log-probs) too, on 1 and 2 ranks.
 TEST(Distributed, MicroBatchesMatchTheWholeBatch) {
