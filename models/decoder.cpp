@@ -237,7 +237,9 @@ at::Tensor DecoderImpl::run(const at::Tensor& input_ids, const at::Tensor& atten
   at::Tensor h = call_unit(0, input_ids, [this](const at::Tensor& ids) { return model_->embed_tokens(ids); });
   if (collect != nullptr) collect->push_back(h);
   for (size_t i = 0; i < model_->decoder_layers.size(); ++i) {
-    h = call_unit(i + 1, h, [this, cos, sin, bias, cache, i](const at::Tensor& x) { return model_->decoder_layers[i]->forward(x, cos, sin, bias, cache, i); });
+    h = call_unit(i + 1, h, [this, cos, sin, bias, cache, i](const at::Tensor& x) {
+      return model_->decoder_layers[i]->forward(x, cos, sin, bias, cache, i);
+    });
     if (collect != nullptr && i + 1 < model_->decoder_layers.size()) collect->push_back(h);
   }
   h = call_unit(0, h, [this](const at::Tensor& x) { return model_->norm(x); });
