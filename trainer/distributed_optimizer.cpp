@@ -150,10 +150,11 @@ double DistributedAdamW::step(double lr) {
   return norm;
 }
 
-void DistributedAdamW::gather_moments(std::vector<at::Tensor>* exp_avg, std::vector<at::Tensor>* exp_avg_sq) {
+void DistributedAdamW::gather_moments(std::vector<at::Tensor>* exp_avg, std::vector<at::Tensor>* exp_avg_sq,
+                                      bool root_only) {
   if (stage_ == 3) {
-    *exp_avg = sharded_->whole_from_shards(adam_->exp_avg());
-    *exp_avg_sq = sharded_->whole_from_shards(adam_->exp_avg_sq());
+    *exp_avg = sharded_->whole_from_shards(adam_->exp_avg(), root_only);
+    *exp_avg_sq = sharded_->whole_from_shards(adam_->exp_avg_sq(), root_only);
     return;
   }
   if (stage_ == 0) {

@@ -47,7 +47,8 @@ class DistributedAdamW {
   int64_t steps_taken() const { return adam_->steps_taken(); }
   // Whole moments, one per parameter (stage 3: per decoder parameter, in named_parameters() order),
   // on every rank. A collective for stages 1 to 3.
-  void gather_moments(std::vector<at::Tensor>* exp_avg, std::vector<at::Tensor>* exp_avg_sq);
+  // With `root_only` at stage 3, ranks other than 0 only take part and get empty lists.
+  void gather_moments(std::vector<at::Tensor>* exp_avg, std::vector<at::Tensor>* exp_avg_sq, bool root_only = false);
   // Restores whole per-parameter moments (from a checkpoint of any stage and rank count).
   void load_state(int64_t steps_taken, const std::vector<at::Tensor>& exp_avg, const std::vector<at::Tensor>& exp_avg_sq);
 

@@ -192,7 +192,7 @@ void ShardedDecoder::release_all() {
   for (auto& unit : units_) release_unit(*unit, options_.param_dtype);
 }
 
-std::vector<at::Tensor> ShardedDecoder::whole_from_shards(const std::vector<at::Tensor>& shards) {
+std::vector<at::Tensor> ShardedDecoder::whole_from_shards(const std::vector<at::Tensor>& shards, bool root_only) {
   TORCH_CHECK(shards.size() == units_.size(), "whole_from_shards: ", shards.size(), " shards for ", units_.size(), " units");
   size_t count = 0;
   for (const auto& unit : units_) count += unit->params.size();
@@ -200,11 +200,13 @@ std::vector<at::Tensor> ShardedDecoder::whole_from_shards(const std::vector<at::
   for (size_t u = 0; u < units_.size(); ++u) {
     const Unit& unit = *units_[u];
     const at::Tensor flat = comm_.all_gather(shards[u].detach().contiguous()).view({-1});
+    if (root_only && comm_.rank() != 0) continue;
     for (size_t i = 0; i < unit.params.size(); ++i) {
       const int64_t numel = c10::multiply_integers(unit.shapes[i]);
       whole[unit.named_index[i]] = flat.narrow(0, unit.offsets[i], numel).view(unit.shapes[i]);
     }
   }
+  if (root_only && comm_.rank() != 0) whole.clear();
   return whole;
 }
 

@@ -56,8 +56,10 @@ class ShardedDecoder {
   void release_all();
 
   // Whole tensors, one per decoder parameter in named_parameters() order, from per-unit shards
-  // shaped like master_shards() (the masters themselves, or optimizer moments). Collective.
-  std::vector<at::Tensor> whole_from_shards(const std::vector<at::Tensor>& shards);
+  // shaped like master_shards() (the masters themselves, or optimizer moments). Collective. With
+  // `root_only`, ranks other than 0 drop each unit once gathered and get an empty list back, so
+  // they never hold more than one whole unit (a checkpoint written by rank 0).
+  std::vector<at::Tensor> whole_from_shards(const std::vector<at::Tensor>& shards, bool root_only = false);
   // This rank's per-unit shards (fp32) of whole tensors given in named_parameters() order.
   std::vector<at::Tensor> shards_from_whole(const std::vector<at::Tensor>& whole) const;
 

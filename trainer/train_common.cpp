@@ -146,10 +146,12 @@ ShardOptions shard_options(const TrainerConfig& trainer) {
 
 void save_training_checkpoint(TrainingRun& run, const std::string& kind, const nlohmann::json& state) {
   std::vector<at::Tensor> exp_avg, exp_avg_sq;
-  run.optimizer->gather_moments(&exp_avg, &exp_avg_sq);
-  // Stage 3: the fp32 masters are the parameters' truth (gathered whole here: every rank takes part).
+  // Stage 3: the fp32 masters are the parameters' truth; every rank takes part in gathering them and
+  // the moments, and only rank 0, which writes the checkpoint, keeps them.
+  const bool sharded = run.sharded && run.sharded->sharded();
+  run.optimizer->gather_moments(&exp_avg, &exp_avg_sq, /*root_only=*/sharded);
   const std::vector<at::Tensor> params =
-      run.sharded && run.sharded->sharded() ? run.sharded->whole_from_shards(run.sharded->master_shards()) : run.params;
+      sharded ? run.sharded->whole_from_shards(run.sharded->master_shards(), /*root_only=*/true) : run.params;
   if (run.comm->rank() == 0) {
     CheckpointContents c;
     c.step = run.step;
