@@ -78,9 +78,12 @@ class DecoderImpl : public torch::nn::Module {
   std::vector<DecoderUnit> units();
   // Routes every unit's computation through `call` (an empty function restores the default).
   void set_unit_call(UnitCall call) { unit_call_ = std::move(call); }
+  // Runs `body` as unit `unit` through the call-out. Code outside the decoder that reads a unit's
+  // parameters (e.g. chunked log-probs reading the head weight) must do so inside such a body, or
+  // a sharded model's parameters are empty placeholders there.
+  at::Tensor call_unit(size_t unit, const at::Tensor& input, const UnitBody& body);
 
  private:
-  at::Tensor call_unit(size_t unit, const at::Tensor& input, const UnitBody& body);
   at::Tensor run(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache,
                  std::vector<at::Tensor>* collect);
 
