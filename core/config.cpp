@@ -303,11 +303,13 @@ void describe(ConfigVisitor& v, TrainerConfig& c) {
                                     "accumulate over micro-batches into one optimizer step. 0 = this rank's whole batch.")
               .at_least(0),
           c.micro_batch_size);
-  v.visit(field("zero_stage", "Optimizer sharding over ranks (DeepSpeed's ZeRO stages): 0 = AdamW state whole on "
-                              "every rank; 1 = split over ranks; 2 = gradients reduce-scattered too. Parameters "
-                              "are not sharded: every rank holds the whole model.")
+  v.visit(field("zero_stage", "Sharding over ranks (DeepSpeed's ZeRO stages): 0 = AdamW state whole on every "
+                              "rank; 1 = split over ranks; 2 = gradients reduce-scattered too (each rank still "
+                              "holds the whole model and, during backward, its whole local gradient); 3 = "
+                              "parameters sharded per decoder layer too (FSDP), gathered for each pass and freed "
+                              "after, so each rank holds about 1/N of the model state. See docs/training.md.")
               .at_least(0)
-              .at_most(2),
+              .at_most(3),
           c.zero_stage);
   v.visit(field("collective_timeout_s", "A rank that waits longer than this in one collective or barrier (a peer "
                                         "stopped, hung or lost) logs the collective and the step and aborts the whole "
@@ -317,6 +319,17 @@ void describe(ConfigVisitor& v, TrainerConfig& c) {
   v.section("guards", "Stop a run that cannot learn (exit 1, naming the guard); each warns the first time its "
                       "condition is seen. 0 turns a guard off.",
             [&](ConfigVisitor& s) { describe(s, c.guards); });
+  v.visit(field("param_dtype", "Stage 3: the dtype parameters are gathered in and passes compute in. The fp32 "
+                               "master shard and fp32 AdamW moments hold the truth; bfloat16 halves the gathered "
+                               "parameters. Stages 0-2 compute in model.dtype."),
+          c.param_dtype, kDTypeNames);
+  v.visit(field("reduce_dtype", "Stage 3: the dtype gradients are reduce-scattered in (float32 keeps the sums "
+                                "exact to float rounding)."),
+          c.reduce_dtype, kDTypeNames);
+  v.visit(field("activation_checkpointing", "Keep only each decoder layer's input in forward and recompute the "
+                                            "layer in backward (less activation memory, about a third more "
+                                            "compute). Stage 3 always recomputes."),
+          c.activation_checkpointing);
 }
 
 void describe(ConfigVisitor& v, EvalDatasetConfig& c) {

@@ -115,7 +115,10 @@ struct TrainerConfig {
   bool mask_truncated = false;  // GRPO: completions cut at max_new_tokens get no gradient
   double max_seconds = 0;       // stop after this much training time (0 = no limit)
   int64_t micro_batch_size = 0;  // rows per forward/backward; gradients accumulate (0 = the rank's whole batch)
-  int64_t zero_stage = 0;       // optimizer state: 0 whole on every rank, 1 split over ranks, 2 gradients split too
+  int64_t zero_stage = 0;       // 0 whole state on every rank, 1 optimizer split, 2 gradients too, 3 parameters too
+  DType param_dtype = DType::kFloat32;   // stage 3: dtype passes compute in (the fp32 master shard holds the truth)
+  DType reduce_dtype = DType::kFloat32;  // stage 3: dtype gradients are reduce-scattered in
+  bool activation_checkpointing = false; // recompute each decoder layer in backward (implied at stage 3)
   double collective_timeout_s = 600;  // a rank waiting longer in one collective aborts the job (0 = no limit)
   GuardConfig guards;
 };

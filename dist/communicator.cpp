@@ -39,6 +39,30 @@ MPI_Datatype mpi_type(at::ScalarType type) {
   }
 }
 
+// Gathers, broadcasts and the reduce-scatter ring's messages only move bits: a 16-bit float
+// travels as 16-bit integers (the sums of the ring are ATen's, which add bf16 in fp32).
+MPI_Datatype mpi_transfer_type(at::ScalarType type) {
+  if (type == at::kBFloat16 || type == at::kHalf) return MPI_UINT16_T;
+  return mpi_type(type);
+}
+
+// MPI_SUM for bf16 sent as 16 bits: each pair is added in fp32 and rounded back once, as ATen's
+// bf16 add does.
+void bfloat16_sum(void* in, void* inout, int* length, MPI_Datatype*) {
+  const auto* a = static_cast<const c10::BFloat16*>(in);
+  auto* b = static_cast<c10::BFloat16*>(inout);
+  for (int i = 0; i < *length; ++i) b[i] = c10::BFloat16(static_cast<float>(a[i]) + static_cast<float>(b[i]));
+}
+
+MPI_Op bfloat16_sum_op() {
+  static MPI_Op op = [] {
+    MPI_Op created;
+    MPI_Op_create(&bfloat16_sum, /*commute=*/1, &created);
+    return created;
+  }();
+  return op;
+}
+
 // MPI counts are ints. In-place collectives on larger buffers go in pieces; the gathers refuse
 // them with a clear error. Nothing is truncated silently.
 constexpr int64_t kMaxMpiCount = std::numeric_limits<int>::max();
@@ -67,6 +91,7 @@ class LocalCommunicator final : public Communicator {
     out.copy_(local.unsqueeze(0));
   }
   at::Tensor reduce_scatter_sum(const at::Tensor& tensor) override { return tensor.clone(); }
+  std::unique_ptr<Communicator> split(int) override { return std::make_unique<LocalCommunicator>(); }
   void barrier() override {}
   [[noreturn]] void abort(int exit_code) override { std::exit(exit_code); }
 };
@@ -85,6 +110,21 @@ class MpiCommunicator final : public Communicator {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
   }
+  // A sub-communicator (from split); freed with this object.
+  explicit MpiCommunicator(MPI_Comm comm) : comm_(comm) {
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
+  }
+  ~MpiCommunicator() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (comm_ != MPI_COMM_WORLD && !finalized) MPI_Comm_free(&comm_);
+  }
+  std::unique_ptr<Communicator> split(int color) override {
+    MPI_Comm sub;
+    MPI_Comm_split(comm_, color, rank_, &sub);  // ranks keep their order
+    return std::make_unique<MpiCommunicator>(sub);
+  }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 
@@ -92,23 +132,25 @@ class MpiCommunicator final : public Communicator {
     TORCH_CHECK(tensor.is_contiguous(), "all_reduce_sum: needs a contiguous tensor");
     if (size_ == 1) return;
     if (!tensor.device().is_cpu()) return staged(tensor, [&](at::Tensor& host) { all_reduce_sum(host); });
-    const MPI_Datatype type = mpi_type(tensor.scalar_type());
+    const bool bfloat16 = tensor.scalar_type() == at::kBFloat16;
+    const MPI_Datatype type = bfloat16 ? MPI_UINT16_T : mpi_type(tensor.scalar_type());
+    const MPI_Op op = bfloat16 ? bfloat16_sum_op() : MPI_SUM;
     const CollectiveWatch watch = watched("all_reduce_sum");
-    in_pieces(tensor, [&](void* data, int count) { MPI_Allreduce(MPI_IN_PLACE, data, count, type, MPI_SUM, MPI_COMM_WORLD); });
+    in_pieces(tensor, [&](void* data, int count) { MPI_Allreduce(MPI_IN_PLACE, data, count, type, op, comm_); });
   }
   void all_reduce_sum(std::vector<double>& values) override {
     if (size_ == 1 || values.empty()) return;
     const CollectiveWatch watch = watched("all_reduce_sum");
     MPI_Allreduce(MPI_IN_PLACE, values.data(), mpi_count(static_cast<int64_t>(values.size()), "all_reduce_sum"),
-                  MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+                  MPI_DOUBLE, MPI_SUM, comm_);
   }
   void broadcast(at::Tensor& tensor, int root) override {
     TORCH_CHECK(tensor.is_contiguous(), "broadcast: needs a contiguous tensor");
     if (size_ == 1) return;
     if (!tensor.device().is_cpu()) return staged(tensor, [&](at::Tensor& host) { broadcast(host, root); });
-    const MPI_Datatype type = mpi_type(tensor.scalar_type());
+    const MPI_Datatype type = mpi_transfer_type(tensor.scalar_type());
     const CollectiveWatch watch = watched("broadcast");
-    in_pieces(tensor, [&](void* data, int count) { MPI_Bcast(data, count, type, root, MPI_COMM_WORLD); });
+    in_pieces(tensor, [&](void* data, int count) { MPI_Bcast(data, count, type, root, comm_); });
   }
   void all_gather_into(at::Tensor& out, const at::Tensor& local) override {
     check_gather_shape(out, local, size_);
@@ -120,9 +162,9 @@ class MpiCommunicator final : public Communicator {
     }
     const at::Tensor send = local.contiguous();
     const int count = mpi_count(send.numel(), "all_gather");
+    const MPI_Datatype type = mpi_transfer_type(send.scalar_type());
     const CollectiveWatch watch = watched("all_gather");
-    MPI_Allgather(send.data_ptr(), count, mpi_type(send.scalar_type()), out.data_ptr(), count, mpi_type(send.scalar_type()),
-                  MPI_COMM_WORLD);
+    MPI_Allgather(send.data_ptr(), count, type, out.data_ptr(), count, type, comm_);
   }
   at::Tensor reduce_scatter_sum(const at::Tensor& tensor) override {
     if (!tensor.device().is_cpu()) return reduce_scatter_sum(tensor.to(at::kCPU)).to(tensor.device());
@@ -136,14 +178,14 @@ class MpiCommunicator final : public Communicator {
     // 3x as long as an all-reduce of the same buffer on one node (docs/performance.md); this takes
     // about half, with two chunk-sized buffers.
     const int right = (rank_ + 1) % size_, left = (rank_ + size_ - 1) % size_;
-    const MPI_Datatype type = mpi_type(send.scalar_type());
+    const MPI_Datatype type = mpi_transfer_type(send.scalar_type());
     const int count = mpi_count(chunk, "reduce_scatter_sum");
     at::Tensor outgoing, incoming = at::empty({chunk}, send.options());
     const CollectiveWatch watch = watched("reduce_scatter_sum");
     for (int s = 0; s + 1 < size_; ++s) {
       const int64_t send_index = (rank_ - s - 1 + 2 * size_) % size_, recv_index = (rank_ - s - 2 + 2 * size_) % size_;
       const at::Tensor to_send = s == 0 ? send.narrow(0, send_index * chunk, chunk) : outgoing;
-      MPI_Sendrecv(to_send.data_ptr(), count, type, right, 0, incoming.data_ptr(), count, type, left, 0, MPI_COMM_WORLD,
+      MPI_Sendrecv(to_send.data_ptr(), count, type, right, 0, incoming.data_ptr(), count, type, left, 0, comm_,
                    MPI_STATUS_IGNORE);
       incoming.add_(send.narrow(0, recv_index * chunk, chunk));
       if (!outgoing.defined() && s + 2 < size_) outgoing = at::empty({chunk}, send.options());
@@ -153,7 +195,7 @@ class MpiCommunicator final : public Communicator {
   }
   void barrier() override {
     const CollectiveWatch watch = watched("barrier");
-    MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Barrier(comm_);
   }
   [[noreturn]] void abort(int exit_code) override {
     MPI_Abort(MPI_COMM_WORLD, exit_code);
@@ -176,6 +218,7 @@ class MpiCommunicator final : public Communicator {
     return CollectiveWatch(collective, rank_, size_, [](const std::string&) { MPI_Abort(MPI_COMM_WORLD, 1); });
   }
 
+  MPI_Comm comm_ = MPI_COMM_WORLD;
   int rank_ = 0, size_ = 1;
 };
 
@@ -203,6 +246,10 @@ void check_gather_shape(const at::Tensor& out, const at::Tensor& local, int size
   TORCH_CHECK(out.is_contiguous() && out.sizes() == at::IntArrayRef(shape) && out.scalar_type() == local.scalar_type(),
               "all_gather_into: needs a contiguous ", at::IntArrayRef(shape), " ", local.scalar_type(), " tensor, not ",
               out.sizes(), " ", out.scalar_type());
+}
+
+std::unique_ptr<Communicator> Communicator::split(int color) {
+  TORCH_CHECK(false, "this communicator cannot be split (color ", color, ")");
 }
 
 at::Tensor Communicator::all_gather(const at::Tensor& local) {

@@ -1,10 +1,12 @@
 #pragma once
 // Collective operations between ranks. The MPI implementation moves CPU tensors (and stages any
-// other device's tensors through host memory); with one process (no launcher) every operation is
+// other device's tensors through host memory); bf16 travels as 16 bits and MPI's sums add it in
+// fp32, rounding each partial sum to bf16 once (as ATen's bf16 add); with one process (no launcher) every operation is
 // local. CUDA tensors go through NCCL (dist/nccl_communicator.h) when the build links it.
 // Lives in dist/, below models/ and rollout/, so that any role can move tensors; core stays free of LibTorch.
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -29,6 +31,9 @@ class Communicator {
   // Each rank keeps its 1/size slice of the sum (the FSDP gradient step); numel divisible by size.
   virtual at::Tensor reduce_scatter_sum(const at::Tensor& tensor) = 0;
   virtual void barrier() = 0;
+  // A communicator over the ranks that pass the same `color` (every rank must call it together),
+  // ranked in this one's order: e.g. trainer ranks apart from rollout ranks.
+  virtual std::unique_ptr<Communicator> split(int color);
   // Ends every rank of the job now (after the caller logged why); never returns.
   [[noreturn]] virtual void abort(int exit_code) = 0;
 };

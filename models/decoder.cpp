@@ -187,13 +187,15 @@ at::Tensor DecoderImpl::run(const at::Tensor& input_ids, const at::Tensor& atten
   const at::Tensor emb = at::cat({freqs, freqs}, -1);
   const at::Tensor cos = emb.cos().to(act_dtype), sin = emb.sin().to(act_dtype);
 
-  at::Tensor h = model_->embed_tokens(input_ids);
+  at::Tensor h = call_unit(0, input_ids, [this](const at::Tensor& ids) { return model_->embed_tokens(ids); });
   if (collect != nullptr) collect->push_back(h);
   for (size_t i = 0; i < model_->decoder_layers.size(); ++i) {
-    h = model_->decoder_layers[i]->forward(h, cos, sin, key_valid, bias, cache, i);
+    h = call_unit(i + 1, h, [this, cos, sin, key_valid, bias, cache, i](const at::Tensor& x) {
+      return model_->decoder_layers[i]->forward(x, cos, sin, key_valid, bias, cache, i);
+    });
     if (collect != nullptr && i + 1 < model_->decoder_layers.size()) collect->push_back(h);
   }
-  h = model_->norm(h);
+  h = call_unit(0, h, [this](const at::Tensor& x) { return model_->norm(x); });
   if (collect != nullptr) collect->push_back(h);
   if (cache != nullptr) cache->end_append(mask);
   return h;
@@ -204,7 +206,26 @@ at::Tensor DecoderImpl::hidden(const at::Tensor& input_ids, const at::Tensor& at
 }
 
 at::Tensor DecoderImpl::logits_from_hidden(const at::Tensor& hidden) {
-  return at::linear(hidden, lm_head_weight_).to(at::kFloat);
+  return call_unit(0, hidden, [this](const at::Tensor& x) { return at::linear(x, lm_head_weight_).to(at::kFloat); });
+}
+
+at::Tensor DecoderImpl::call_unit(size_t unit, const at::Tensor& input, const UnitBody& body) {
+  return unit_call_ ? unit_call_(unit, input, body) : body(input);
+}
+
+std::vector<DecoderUnit> DecoderImpl::units() {
+  std::vector<DecoderUnit> out(1 + model_->decoder_layers.size());
+  out[0].name = "root";
+  for (size_t i = 1; i < out.size(); ++i) out[i].name = fmt::format("model.layers.{}", i - 1);
+  const std::string layer_prefix = "model.layers.";
+  for (const auto& item : named_parameters(/*recurse=*/true)) {
+    size_t unit = 0;
+    if (item.key().compare(0, layer_prefix.size(), layer_prefix) == 0)
+      unit = 1 + std::stoul(item.key().substr(layer_prefix.size()));
+    out[unit].param_names.push_back(item.key());
+    out[unit].params.push_back(item.value());
+  }
+  return out;
 }
 
 at::Tensor DecoderImpl::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache) {

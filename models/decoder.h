@@ -3,6 +3,7 @@
 // scaling, grouped-query attention, SwiGLU MLP, optional q/k/v biases, tied or untied head).
 // Parameter names equal the Hugging Face checkpoint keys, so loading is a lookup.
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +19,22 @@
 namespace grpo {
 
 class TransformerImpl;
+
+// A group of parameters that parallel wrappers (trainer/fsdp.h) gather, shard and recompute
+// together. Unit 0 is the root: the embeddings, the final norm and the head (when untied), so a
+// tied head stays one tensor; unit i >= 1 is decoder layer i - 1.
+struct DecoderUnit {
+  std::string name;                      // "root", "model.layers.3"
+  std::vector<std::string> param_names;  // the decoder's (Hugging Face) parameter names
+  std::vector<at::Tensor> params;        // the registered parameters themselves
+};
+
+// Runs `body` on `input` on behalf of unit `unit`. The decoder calls every unit through it: the
+// root three times per pass (embeddings, final norm, head), each layer once. A wrapper hooks it to
+// gather parameters, recompute in backward, etc.; the default runs body(input). A body captures
+// what else it reads by value, so that it may run again later (recomputed in backward).
+using UnitBody = std::function<at::Tensor(const at::Tensor& input)>;
+using UnitCall = std::function<at::Tensor(size_t unit, const at::Tensor& input, const UnitBody& body)>;
 
 class DecoderImpl : public torch::nn::Module {
  public:
@@ -42,6 +59,15 @@ class DecoderImpl : public torch::nn::Module {
   const at::Tensor& rope_inv_freq() const { return inv_freq_; }
   const DecoderOptions& options() const { return options_; }
 
+  // The units, root first, then the layers in order; every parameter is in exactly one.
+  std::vector<DecoderUnit> units();
+  // Routes every unit's computation through `call` (an empty function restores the default).
+  void set_unit_call(UnitCall call) { unit_call_ = std::move(call); }
+  // Runs `body` as unit `unit` through the call-out. Code outside the decoder that reads a unit's
+  // parameters (e.g. chunked log-probs reading the head weight) must do so inside such a body, or
+  // a sharded model's parameters are empty placeholders there.
+  at::Tensor call_unit(size_t unit, const at::Tensor& input, const UnitBody& body);
+
  private:
   at::Tensor run(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache,
                  std::vector<at::Tensor>* collect);
@@ -51,6 +77,7 @@ class DecoderImpl : public torch::nn::Module {
   std::shared_ptr<torch::nn::Module> lm_head_;  // registered as "lm_head" only when untied
   at::Tensor lm_head_weight_;                    // [V, hidden]: lm_head.weight, or the embeddings when tied
   at::Tensor inv_freq_;
+  UnitCall unit_call_;
 };
 TORCH_MODULE(Decoder);
 

@@ -6,6 +6,8 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include "trainer/fsdp.h"
+
 namespace grpo {
 
 DistributedAdamW::DistributedAdamW(std::vector<at::Tensor> params, const OptimizerConfig& options, Communicator& comm,
@@ -22,6 +24,13 @@ DistributedAdamW::DistributedAdamW(std::vector<at::Tensor> params, const Optimiz
   shard_param_ = at::zeros({shard_}, params_.front().options());
   copy_shard(params_, shard_param_);
   adam_ = std::make_unique<AdamW>(std::vector<at::Tensor>{shard_param_}, options_);
+}
+
+DistributedAdamW::DistributedAdamW(ShardedDecoder& model, const OptimizerConfig& options, Communicator& comm)
+    : params_(model.master_shards()), sharded_(&model), options_(options), comm_(comm), stage_(3) {
+  TORCH_CHECK(model.sharded(), "DistributedAdamW: stage 3 needs a sharded model");
+  shard_ = model.shard_numel();
+  adam_ = std::make_unique<AdamW>(params_, options_);
 }
 
 int64_t DistributedAdamW::state_numel() const { return stage_ == 0 ? total_ : shard_; }
@@ -96,6 +105,22 @@ double DistributedAdamW::step(double lr) {
     return norm;
   }
 
+  if (stage_ == 3) {
+    // The masters' gradients are this rank's slices of the summed ones already.
+    at::NoGradGuard no_grad;
+    std::vector<double> square_sum{0.0};
+    for (const at::Tensor& p : params_)
+      if (p.grad().defined()) square_sum[0] += p.grad().pow(2).sum().to(at::kDouble).item<double>();
+    comm_.all_reduce_sum(square_sum);
+    const double norm = std::sqrt(square_sum[0]);
+    if (!std::isfinite(norm)) return norm;
+    if (options_.max_grad_norm > 0)
+      for (at::Tensor& p : params_)
+        if (p.grad().defined()) p.mutable_grad().mul_(std::min(1.0, options_.max_grad_norm / (norm + 1e-6)));
+    adam_->step(lr);
+    return norm;
+  }
+
   // Stages 1 and 2: this rank's shard of the summed gradient.
   at::Tensor grad_shard;
   {
@@ -126,7 +151,13 @@ double DistributedAdamW::step(double lr) {
   return norm;
 }
 
-void DistributedAdamW::gather_moments(std::vector<at::Tensor>* exp_avg, std::vector<at::Tensor>* exp_avg_sq) {
+void DistributedAdamW::gather_moments(std::vector<at::Tensor>* exp_avg, std::vector<at::Tensor>* exp_avg_sq,
+                                      bool root_only) {
+  if (stage_ == 3) {
+    *exp_avg = sharded_->whole_from_shards(adam_->exp_avg(), root_only);
+    *exp_avg_sq = sharded_->whole_from_shards(adam_->exp_avg_sq(), root_only);
+    return;
+  }
   if (stage_ == 0) {
     *exp_avg = adam_->exp_avg();
     *exp_avg_sq = adam_->exp_avg_sq();
@@ -139,6 +170,8 @@ void DistributedAdamW::gather_moments(std::vector<at::Tensor>* exp_avg, std::vec
 void DistributedAdamW::load_state(int64_t steps_taken, const std::vector<at::Tensor>& exp_avg,
                                   const std::vector<at::Tensor>& exp_avg_sq) {
   if (stage_ == 0) return adam_->load_state(steps_taken, exp_avg, exp_avg_sq);
+  if (stage_ == 3)
+    return adam_->load_state(steps_taken, sharded_->shards_from_whole(exp_avg), sharded_->shards_from_whole(exp_avg_sq));
   TORCH_CHECK(exp_avg.size() == params_.size() && exp_avg_sq.size() == params_.size(), "load_state: ", exp_avg.size(),
               " moments for ", params_.size(), " parameters");
   auto my_shard = [&](const std::vector<at::Tensor>& moments) {

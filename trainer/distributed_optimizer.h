@@ -6,8 +6,14 @@
 //   1: the parameters, flattened into one buffer padded to a multiple of the rank count, are cut
 //      into equal contiguous shards; each rank keeps AdamW moments for its shard only, updates only
 //      it, and the shards are all-gathered back into every rank's parameters;
-//   2: as 1, but the gradients are reduce-scattered, so no rank holds the whole summed gradient,
-//      and each rank's full local gradients are released as soon as they are sent.
+//   2: as 1, but the gradients are reduce-scattered, so no rank holds the whole summed gradient.
+//      Backward still fills every parameter's whole local gradient first (one model-sized
+//      buffer), and the step copies it into one flat buffer before the reduce-scatter (a second),
+//      releasing the local gradients once sent: stage 2 saves the optimizer state's memory, not
+//      the gradients' peak. For that use 3;
+//   3: the parameters themselves are sharded by trainer/fsdp.h (ShardedDecoder), which
+//      reduce-scatters each unit's gradient as backward leaves it, so this optimizer only clips
+//      and updates the fp32 master shards (whatever trainer.param_dtype the passes compute in).
 // Elementwise the update is AdamW's (trainer/optimizer.h) in every stage, so all stages train the
 // same model to float tolerance (tests/mpi/distributed_test.cpp). Checkpoints hold whole moments
 // whatever the stage, so a run may resume with another stage or rank count.
@@ -24,9 +30,13 @@
 
 namespace grpo {
 
+class ShardedDecoder;
+
 class DistributedAdamW {
  public:
   DistributedAdamW(std::vector<at::Tensor> params, const OptimizerConfig& options, Communicator& comm, int zero_stage);
+  // Stage 3: updates `model`'s master shards, whose gradients arrive already reduce-scattered.
+  DistributedAdamW(ShardedDecoder& model, const OptimizerConfig& options, Communicator& comm);
 
   void zero_grad();
   // Sums the gradients over ranks, clips them to options.max_grad_norm and steps at `lr`. Returns
@@ -35,8 +45,10 @@ class DistributedAdamW {
   double step(double lr);
 
   int64_t steps_taken() const { return adam_->steps_taken(); }
-  // Whole moments, one per parameter, on every rank. A collective for stages 1 and 2.
-  void gather_moments(std::vector<at::Tensor>* exp_avg, std::vector<at::Tensor>* exp_avg_sq);
+  // Whole moments, one per parameter (stage 3: per decoder parameter, in named_parameters() order),
+  // on every rank. A collective for stages 1 to 3.
+  // With `root_only` at stage 3, ranks other than 0 only take part and get empty lists.
+  void gather_moments(std::vector<at::Tensor>* exp_avg, std::vector<at::Tensor>* exp_avg_sq, bool root_only = false);
   // Restores whole per-parameter moments (from a checkpoint of any stage and rank count).
   void load_state(int64_t steps_taken, const std::vector<at::Tensor>& exp_avg, const std::vector<at::Tensor>& exp_avg_sq);
 
@@ -53,7 +65,8 @@ class DistributedAdamW {
   void copy_shard(const std::vector<at::Tensor>& whole, at::Tensor& shard) const;
   std::vector<at::Tensor> split_like_params(const at::Tensor& flat) const;
 
-  std::vector<at::Tensor> params_;
+  std::vector<at::Tensor> params_;  // stage 3: the master shards, one per unit
+  ShardedDecoder* sharded_ = nullptr;
   OptimizerConfig options_;
   Communicator& comm_;
   int stage_;

@@ -178,6 +178,9 @@ RunSummary run_grpo(const Config& config) {
   ThreadPool reward_pool(config.reward.threads > 0 ? static_cast<size_t>(config.reward.threads) : 1);
   const bool use_kl = config.grpo.kl.beta > 0;
   Decoder reference = use_kl ? load_reference(config) : Decoder(nullptr);
+  // At stage 3 the frozen reference is sharded like the policy (no gradients, no optimizer).
+  std::unique_ptr<ShardedDecoder> sharded_reference;
+  if (use_kl && config.trainer.zero_stage == 3) sharded_reference = shard(reference, comm, shard_options(config.trainer));
 
   const int64_t prompts_per_step = config.trainer.prompts_per_step, g = config.grpo.group_size;
   const int64_t begin = prompts_per_step * comm.rank() / comm.size();
@@ -222,9 +225,12 @@ RunSummary run_grpo(const Config& config) {
     }
 
     const auto rollout_start = std::chrono::steady_clock::now();
-    if (!prompts.empty())
+    if (!prompts.empty()) {
+      // Ranks decode different numbers of tokens, so a sharded policy is gathered whole first.
+      const FullParameters whole(run->sharded.get());
       r.batch = generate(run->policy.model, prompts, generation,
                          rollout_seeds(static_cast<uint64_t>(config.trainer.seed), keys, g), &*run->policy.tokenizer);
+    }
     r.rollout_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - rollout_start).count();
 
     const auto reward_start = std::chrono::steady_clock::now();
@@ -312,6 +318,7 @@ RunSummary run_grpo(const Config& config) {
     const double temperature = config.rollout.temperature > 0 ? config.rollout.temperature : 1.0;
     // Forward and backward passes take at most trainer.micro_batch_size rows at a time.
     const int64_t micro = config.trainer.micro_batch_size > 0 ? std::min(config.trainer.micro_batch_size, n) : n;
+    check_same_pass_count(*run, (n + micro - 1) / micro);
     auto slice = [](const at::Tensor& t, int64_t start, int64_t length) { return t.defined() ? t.narrow(0, start, length) : t; };
     auto frozen_logprobs = [&](Decoder& model) {
       at::NoGradGuard no_grad;

@@ -170,10 +170,14 @@ at::Tensor completion_logprobs(Decoder& model, const at::Tensor& prompt_ids, con
   TokenLogprobsOptions options;
   options.temperature = temperature > 0 ? temperature : 1.0;
   options.with_entropy = entropy != nullptr;
-  const TokenLogprobs out = token_logprobs(hidden, model->head_weight(), completion_ids.to(device),
-                                           completion_mask.to(device), options);
-  if (entropy) *entropy = out.entropy.detach();
-  return out.logprobs;
+  const at::Tensor targets = completion_ids.to(device), target_mask = completion_mask.to(device);
+  // Through the root unit's seam, so that a sharded model (trainer/fsdp) gathers the head first.
+  const at::Tensor stacked = model->call_unit(0, hidden, [&model, targets, target_mask, options](const at::Tensor& h) {
+    const TokenLogprobs out = token_logprobs(h, model->head_weight(), targets, target_mask, options);
+    return options.with_entropy ? at::stack({out.logprobs, out.entropy}) : out.logprobs.unsqueeze(0);
+  });
+  if (entropy) *entropy = stacked[1].detach();
+  return stacked[0];
 }
 
 }  // namespace grpo

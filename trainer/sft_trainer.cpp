@@ -48,6 +48,7 @@ RunSummary run_sft(const Config& config) {
     const int64_t rows = b.prompt_ids.size(0);
     const int64_t micro = config.trainer.micro_batch_size > 0 ? std::min(config.trainer.micro_batch_size, rows) : rows;
     // Summed on the device and read once, so that no micro-batch waits on it.
+    check_same_pass_count(*run, (rows + micro - 1) / micro);
     const at::Tensor nll_local = at::zeros({}, run->params.front().options().dtype(at::kDouble));
     for (int64_t start = 0; start < rows; start += micro) {
       const int64_t len = std::min(micro, rows - start);

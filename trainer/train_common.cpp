@@ -74,16 +74,12 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
   // Gradients live where the parameters do: NCCL for CUDA when built, else MPI.
   const at::Device device = run->params.front().device();
   run->comm = &communicator_for(device);
-  run->optimizer = std::make_unique<DistributedAdamW>(run->params, config.optimizer, *run->comm,
-                                                      static_cast<int>(config.trainer.zero_stage));
-  int64_t parameters = 0;
-  for (const at::Tensor& p : run->params) parameters += p.numel();
-  log_info("{} rank(s), model on {}, gradients over {}, ZeRO stage {} (optimizer state for {} of {} parameters here)",
-           comm.size(), device.str(),
-           device.is_cuda() && nccl_linked() ? "NCCL" : comm.size() > 1 ? "MPI" : "nothing (one rank)",
-           config.trainer.zero_stage, run->optimizer->state_numel(), parameters);
+  const int zero_stage = static_cast<int>(config.trainer.zero_stage);
+  if (zero_stage < 3 && config.trainer.param_dtype != DType::kFloat32)
+    throw std::runtime_error("trainer.param_dtype: bfloat16 needs trainer.zero_stage 3 (stages 0-2 compute in model.dtype)");
 
-  // Resume.
+  // Resume: the checkpoint's whole parameters go into the model before it is sharded; its moments
+  // go through the optimizer below.
   const std::string& resume = config.checkpoint.resume;
   std::optional<CheckpointContents> checkpoint;
   std::string from;
@@ -97,11 +93,11 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
     checkpoint = std::move(loaded).value();
     from = resume;
   }
+  std::vector<at::Tensor> exp_avg, exp_avg_sq;
   if (checkpoint) {
     if (checkpoint->state.value("kind", kind) != kind)
       throw std::runtime_error(fmt::format("{} is a {} checkpoint, not {}", from, checkpoint->state.value("kind", ""), kind));
     at::NoGradGuard no_grad;
-    std::vector<at::Tensor> exp_avg, exp_avg_sq;
     for (size_t i = 0; i < run->params.size(); ++i) {
       const std::string& name = run->param_names[i];
       if (!checkpoint->model.count(name) || !checkpoint->optimizer.count("exp_avg." + name))
@@ -110,6 +106,20 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
       exp_avg.push_back(checkpoint->optimizer.at("exp_avg." + name));
       exp_avg_sq.push_back(checkpoint->optimizer.at("exp_avg_sq." + name));
     }
+  }
+
+  int64_t parameters = 0;
+  for (const at::Tensor& p : run->params) parameters += p.numel();
+  if (zero_stage == 3 || config.trainer.activation_checkpointing)
+    run->sharded = shard(run->policy.model, *run->comm, shard_options(config.trainer));
+  run->optimizer = zero_stage == 3 ? std::make_unique<DistributedAdamW>(*run->sharded, config.optimizer, *run->comm)
+                                   : std::make_unique<DistributedAdamW>(run->params, config.optimizer, *run->comm, zero_stage);
+  log_info("{} rank(s), model on {}, gradients over {}, ZeRO stage {} (optimizer state for {} of {} parameters here)",
+           comm.size(), device.str(),
+           device.is_cuda() && nccl_linked() ? "NCCL" : comm.size() > 1 ? "MPI" : "nothing (one rank)",
+           config.trainer.zero_stage, run->optimizer->state_numel(), parameters);
+
+  if (checkpoint) {
     run->optimizer->load_state(checkpoint->state.value("optimizer_steps", checkpoint->step), exp_avg, exp_avg_sq);
     run->step = checkpoint->step;
     run->resumed_state = checkpoint->state;
@@ -154,9 +164,36 @@ TrainingData load_training_data(const TrainingRun& run, const RewardSet* rewards
   return {std::move(data).value(), std::move(order)};
 }
 
+void check_same_pass_count(TrainingRun& run, int64_t passes) {
+  if (!run.sharded || !run.sharded->sharded()) return;
+  const double p = static_cast<double>(passes);
+  std::vector<double> sums{p, p * p};
+  run.comm->all_reduce_sum(sums);
+  // Every rank's count is equal exactly when ranks * sum of squares == (sum)^2.
+  if (static_cast<double>(run.comm->size()) * sums[1] != sums[0] * sums[0])
+    throw std::runtime_error(fmt::format(
+        "trainer.zero_stage 3 needs the same number of micro-batches on every rank (this rank has {}): choose "
+        "trainer.prompts_per_step (x grpo.group_size) and trainer.micro_batch_size so that every rank's rows split "
+        "into as many passes", passes));
+}
+
+ShardOptions shard_options(const TrainerConfig& trainer) {
+  ShardOptions options;
+  options.shard_parameters = trainer.zero_stage == 3;
+  options.param_dtype = trainer.param_dtype == DType::kBFloat16 ? at::kBFloat16 : at::kFloat;
+  options.reduce_dtype = trainer.reduce_dtype == DType::kBFloat16 ? at::kBFloat16 : at::kFloat;
+  options.activation_checkpointing = trainer.activation_checkpointing;
+  return options;
+}
+
 void save_training_checkpoint(TrainingRun& run, const std::string& kind, const nlohmann::json& state) {
   std::vector<at::Tensor> exp_avg, exp_avg_sq;
-  run.optimizer->gather_moments(&exp_avg, &exp_avg_sq);
+  // Stage 3: the fp32 masters are the parameters' truth; every rank takes part in gathering them and
+  // the moments, and only rank 0, which writes the checkpoint, keeps them.
+  const bool sharded = run.sharded && run.sharded->sharded();
+  run.optimizer->gather_moments(&exp_avg, &exp_avg_sq, /*root_only=*/sharded);
+  const std::vector<at::Tensor> params =
+      sharded ? run.sharded->whole_from_shards(run.sharded->master_shards(), /*root_only=*/true) : run.params;
   if (run.comm->rank() == 0) {
     CheckpointContents c;
     c.step = run.step;
@@ -164,7 +201,7 @@ void save_training_checkpoint(TrainingRun& run, const std::string& kind, const n
     c.state["kind"] = kind;
     c.state["optimizer_steps"] = run.optimizer->steps_taken();
     for (size_t i = 0; i < run.params.size(); ++i) {
-      c.model[run.param_names[i]] = run.params[i].detach();
+      c.model[run.param_names[i]] = params[i].detach();
       c.optimizer["exp_avg." + run.param_names[i]] = exp_avg[i];
       c.optimizer["exp_avg_sq." + run.param_names[i]] = exp_avg_sq[i];
     }
@@ -220,6 +257,7 @@ std::string progress_line(const TrainingRun& run, const std::map<std::string, do
 }
 
 void export_final(TrainingRun& run) {
+  const FullParameters whole(run.sharded.get());
   if (run.comm->rank() == 0) {
     const std::string dir = run.config.trainer.run_dir + "/final";
     std::filesystem::create_directories(dir);

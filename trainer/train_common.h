@@ -14,6 +14,7 @@
 #include "dist/communicator.h"
 #include "trainer/data.h"
 #include "trainer/distributed_optimizer.h"
+#include "trainer/fsdp.h"
 #include "trainer/metrics.h"
 #include "trainer/policy.h"
 
@@ -27,6 +28,8 @@ struct TrainingRun {
   Policy policy;
   std::vector<std::string> param_names;
   std::vector<at::Tensor> params;
+  // Stage 3 or activation checkpointing: the policy wrapped through its unit seam (else null).
+  std::unique_ptr<ShardedDecoder> sharded;
   std::unique_ptr<DistributedAdamW> optimizer;  // sums gradients over ranks, clips, AdamW (trainer.zero_stage)
   std::unique_ptr<MetricsWriter> metrics;  // rank 0 only
   int64_t step = 0;                        // optimizer steps completed (a resumed run starts here)
@@ -65,7 +68,15 @@ bool finish_step(TrainingRun& run, const std::string& kind, const nlohmann::json
 std::string progress_line(const TrainingRun& run, const std::map<std::string, double>& metrics,
                           const std::vector<std::string>& keys, double step_seconds);
 
-// Exports the trained policy as a Hugging Face directory <run_dir>/final (rank 0).
+// Stage 3 gathers every unit in every pass, so every rank must run the same number of passes:
+// throws on every rank that sees a difference (a collective; a no-op below stage 3).
+void check_same_pass_count(TrainingRun& run, int64_t passes);
+
+// The options trainer.* gives ShardedDecoder for the policy (and, frozen, its reference).
+ShardOptions shard_options(const TrainerConfig& trainer);
+
+// Exports the trained policy as a Hugging Face directory <run_dir>/final (rank 0; at stage 3 every
+// rank takes part in gathering it).
 void export_final(TrainingRun& run);
 
 }  // namespace grpo

@@ -235,6 +235,85 @@ TEST(Distributed, ShardedCheckpointsResume) {
   EXPECT_LE(max_difference(final_weights(straight), final_weights(switched)), 1e-6);
 }
 
+// An untied copy of the demo model (a separate lm_head near the embeddings) as a Hugging Face
+// directory, from a finished demo run's export.
+fs::path untied_model_from(const fs::path& run_dir) {
+  const fs::path dir = kWork / "untied_model";
+  fs::create_directories(dir);
+  for (const char* file : {"tokenizer.json", "tokenizer_config.json"})
+    if (fs::exists(run_dir / "final" / file)) fs::copy_file(run_dir / "final" / file, dir / file, fs::copy_options::overwrite_existing);
+  std::ifstream in(run_dir / "final" / "config.json");
+  nlohmann::json config = nlohmann::json::parse(in);
+  config["tie_word_embeddings"] = false;
+  std::ofstream(dir / "config.json") << config.dump(2);
+  TensorMap weights = final_weights(run_dir);
+  at::manual_seed(5);
+  const at::Tensor embeddings = weights.at("model.embed_tokens.weight");
+  weights["lm_head.weight"] = embeddings + 0.02 * at::randn(embeddings.sizes());
+  EXPECT_TRUE(write_safetensors((dir / "model.safetensors").string(), weights).is_ok());
+  return dir;
+}
+
+// ZeRO-3 (parameters sharded per unit, gathered per pass, gradients reduce-scattered per unit)
+// trains the same model as one rank at stage 0: SFT and GRPO, on 1, 2 and 3 ranks, with clipping,
+// micro-batches, a tied and an untied head, and GRPO's KL term on (a sharded reference) and off.
+TEST(Distributed, ZeroStage3MatchesOneRankAtStage0) {
+  // 6 prompts (x 4 samples) split evenly over 1, 2 and 3 ranks, and micro-batches of 2 rows.
+  std::string sft_yaml = kSft, grpo_yaml = kGrpo;
+  sft_yaml.replace(sft_yaml.find("prompts_per_step: 8"), 19, "prompts_per_step: 6, micro_batch_size: 1");
+  grpo_yaml.replace(grpo_yaml.find("prompts_per_step: 4"), 19, "prompts_per_step: 6, micro_batch_size: 2");
+  const std::string sft = write_config("sft_zero3.yaml", sft_yaml), grpo = write_config("grpo_zero3.yaml", grpo_yaml);
+  const std::string common = " optimizer.lr=0.1 optimizer.eps=1.0 optimizer.max_grad_norm=0.5";  // clipping active
+  fs::path untied;
+  struct Case {
+    std::string verb, config, extra, name;
+  };
+  std::vector<Case> cases = {{"sft", sft, "", "sft_tied"}, {"train", grpo, "", "grpo_tied_kl"},
+                             {"train", grpo, " grpo.kl.beta=0", "grpo_tied_nokl"}};
+  for (size_t c = 0; c < cases.size(); ++c) {
+    const Case k = cases[c];  // a copy: the untied cases are appended below
+    const fs::path reference = kWork / (k.name + "_zero3_reference");
+    Result r = run(launcher(1) + GRPO_BINARY + " " + k.verb + " --config " + k.config + common + k.extra +
+                   " trainer.run_dir=" + reference.string());
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    if (c == 0) {
+      untied = untied_model_from(reference);
+      cases.push_back({"sft", sft, " model.path=" + untied.string(), "sft_untied"});
+      cases.push_back({"train", grpo, " model.path=" + untied.string(), "grpo_untied_kl"});
+    }
+    for (int ranks : {1, 2, 3}) {
+      const fs::path dir = kWork / (k.name + "_zero3_np" + std::to_string(ranks));
+      r = run(launcher(ranks) + GRPO_BINARY + " " + k.verb + " --config " + k.config + common + k.extra +
+              " trainer.zero_stage=3 trainer.run_dir=" + dir.string());
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+      EXPECT_NE(r.output.find("ZeRO stage 3"), std::string::npos) << r.output;
+      EXPECT_LE(max_difference(final_weights(reference), final_weights(dir)), 1e-5) << k.name << ", " << ranks << " ranks";
+    }
+  }
+}
+
+// Stage 3 checkpoints hold whole fp32 parameters and moments, gathered from the shards, so a killed
+// 2-rank run resumes bit for bit, and on 3 ranks (resharded on load) within float tolerance.
+TEST(Distributed, Stage3ResumesOnTheSameAndAnotherRankCount) {
+  std::string yaml = kGrpo;
+  yaml.replace(yaml.find("prompts_per_step: 4"), 19, "prompts_per_step: 6, zero_stage: 3");
+  const std::string config = write_config("grpo_zero3_resume.yaml", yaml);
+  expect_kill_and_resume_is_exact("train", config, 2, 6, 3, "grpo_zero3_kill");
+
+  const fs::path straight = kWork / "zero3_reshard_straight", switched = kWork / "zero3_reshard";
+  const std::string common = std::string(GRPO_BINARY) + " train --config " + config +
+                             " trainer.steps=6 optimizer.lr=0.1 optimizer.eps=1.0 optimizer.schedule=constant"
+                             " trainer.run_dir=";
+  Result r = run(launcher(2) + common + straight.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run(launcher(2) + common + switched.string() + " trainer.steps=3");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run(launcher(3) + common + switched.string() + " --resume auto");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
+  EXPECT_LE(max_difference(final_weights(straight), final_weights(switched)), 1e-6);
+}
+
 // Micro-batches (3 rows, so the last one is short) accumulate the whole batch's gradient: with mu = 2
 // (old log-probs) and a KL term (reference log-probs) too, on 1 and 2 ranks.
 TEST(Distributed, MicroBatchesMatchTheWholeBatch) {

@@ -1,0 +1,235 @@
+#include "trainer/fsdp.h"
+
+#include <algorithm>
+#include <map>
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+namespace grpo {
+
+struct ShardedDecoder::Unit {
+  std::vector<at::Tensor> params;  // the decoder's registered parameters (placeholders between gathers)
+  std::vector<size_t> named_index; // each one's index in the decoder's named_parameters()
+  std::vector<int64_t> offsets;    // each one's start in the flattened unit
+  std::vector<std::vector<int64_t>> shapes;
+  int64_t numel = 0;               // elements of the unit
+  int64_t shard = 0;               // elements per rank: ceil(numel / ranks)
+  at::Tensor master;               // this rank's [shard] slice in fp32 (sharded only)
+  int gathers = 0;                 // scopes holding the whole unit now
+};
+
+namespace {
+
+using Unit = ShardedDecoder::Unit;
+
+at::Tensor placeholder(const at::Tensor& like, at::ScalarType dtype) {
+  return at::empty({0}, like.options().dtype(dtype).requires_grad(false));
+}
+
+// Points the unit's parameters into one gathered flat buffer (cast to `dtype`), unless held.
+void gather_unit(Unit& unit, Communicator& comm, at::ScalarType dtype) {
+  if (unit.gathers++ > 0) return;
+  at::NoGradGuard no_grad;
+  const at::Tensor local = unit.master.detach().to(dtype);
+  at::Tensor full = at::empty({comm.size(), unit.shard}, local.options());
+  comm.all_gather_into(full, local);
+  const at::Tensor flat = full.view({-1});
+  for (size_t i = 0; i < unit.params.size(); ++i)
+    unit.params[i].set_data(flat.narrow(0, unit.offsets[i], c10::multiply_integers(unit.shapes[i])).view(unit.shapes[i]));
+}
+
+void release_unit(Unit& unit, at::ScalarType dtype) {
+  if (--unit.gathers > 0) return;
+  for (at::Tensor& p : unit.params) p.set_data(placeholder(p, dtype));
+}
+
+// What a unit's backward needs: its body (capturing its other inputs by value), and where its
+// parameters come from.
+struct UnitCallState : torch::CustomClassHolder {
+  UnitBody body;
+  Unit* unit = nullptr;
+  Communicator* comm = nullptr;
+  ShardOptions options;
+};
+
+// Forward without a graph; backward gathers again (when sharded), recomputes with one, and, when
+// sharded, returns this rank's reduce-scattered slice of the unit's gradient as the master's
+// gradient (autograd accumulates it over micro-batches and the root's three calls).
+class UnitFunction : public torch::autograd::Function<UnitFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& master,
+                            c10::intrusive_ptr<UnitCallState> state) {
+    (void)master;
+    ctx->save_for_backward({input});
+    const bool sharded = state->options.shard_parameters;
+    if (sharded) gather_unit(*state->unit, *state->comm, state->options.param_dtype);
+    at::Tensor out = state->body(input);
+    if (sharded) release_unit(*state->unit, state->options.param_dtype);
+    ctx->saved_data["state"] = c10::IValue::make_capsule(std::move(state));
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    auto state = c10::static_intrusive_pointer_cast<UnitCallState>(ctx->saved_data["state"].toCapsule());
+    const at::Tensor input = ctx->get_saved_variables()[0];
+    const bool sharded = state->options.shard_parameters;
+    const bool input_grad = input.is_floating_point();
+    const at::Tensor x = input_grad ? input.detach().requires_grad_(true) : input;
+    torch::autograd::variable_list result(3);
+    if (!sharded) {
+      at::AutoGradMode enable(true);
+      const at::Tensor out = state->body(x);
+      torch::autograd::backward({out}, {grad_outputs[0]});  // into the parameters' .grad (and x's)
+      if (input_grad) result[0] = x.grad();
+      return result;
+    }
+    Unit& unit = *state->unit;
+    gather_unit(unit, *state->comm, state->options.param_dtype);
+    torch::autograd::variable_list grads;
+    {
+      at::AutoGradMode enable(true);
+      const at::Tensor out = state->body(x);
+      std::vector<at::Tensor> wrt = unit.params;
+      if (input_grad) wrt.push_back(x);
+      grads = torch::autograd::grad({out}, wrt, {grad_outputs[0]}, /*retain_graph=*/false, /*create_graph=*/false,
+                                    /*allow_unused=*/true);
+    }
+    at::NoGradGuard no_grad;
+    at::Tensor flat = at::zeros({unit.shard * state->comm->size()}, unit.master.options().dtype(state->options.reduce_dtype));
+    for (size_t i = 0; i < unit.params.size(); ++i)
+      if (grads[i].defined()) flat.narrow(0, unit.offsets[i], grads[i].numel()).copy_(grads[i].reshape({-1}));
+    if (input_grad) result[0] = grads.back();
+    grads.clear();  // the whole unit's gradients and parameters go before the collective
+    release_unit(unit, state->options.param_dtype);
+    result[1] = state->comm->reduce_scatter_sum(flat).to(at::kFloat);
+    return result;
+  }
+};
+
+}  // namespace
+
+ShardedDecoder::ShardedDecoder(Decoder model, Communicator& comm, ShardOptions options)
+    : model_(std::move(model)), comm_(comm), options_(options) {
+  std::map<std::string, size_t> named;
+  for (const auto& item : model_->named_parameters(/*recurse=*/true)) named.emplace(item.key(), named.size());
+  at::NoGradGuard no_grad;
+  for (DecoderUnit& du : model_->units()) {
+    auto unit = std::make_shared<Unit>();
+    for (size_t i = 0; i < du.params.size(); ++i) {
+      unit->params.push_back(du.params[i]);
+      unit->named_index.push_back(named.at(du.param_names[i]));
+      unit->offsets.push_back(unit->numel);
+      unit->numel += du.params[i].numel();
+      unit->shapes.push_back(du.params[i].sizes().vec());
+    }
+    unit->shard = (unit->numel + comm_.size() - 1) / comm_.size();
+    if (options_.shard_parameters) {
+      const at::Tensor& first = unit->params.front();
+      unit->master = at::zeros({unit->shard}, first.options().dtype(at::kFloat).requires_grad(false));
+      const int64_t begin = unit->shard * comm_.rank(), end = begin + unit->shard;
+      for (size_t i = 0; i < unit->params.size(); ++i) {
+        const int64_t offset = unit->offsets[i], n = unit->params[i].numel();
+        const int64_t from = std::max(begin, offset), to = std::min(end, offset + n);
+        if (from < to)
+          unit->master.narrow(0, from - begin, to - from).copy_(unit->params[i].detach().reshape({-1}).narrow(0, from - offset, to - from));
+      }
+      bool trainable = false;
+      for (const at::Tensor& p : unit->params) trainable = trainable || p.requires_grad();
+      unit->master.set_requires_grad(trainable);
+      for (at::Tensor& p : unit->params) p.set_data(placeholder(p, options_.param_dtype));
+    }
+    units_.push_back(std::move(unit));
+  }
+  model_->set_unit_call([this](size_t unit, const at::Tensor& input, const UnitBody& body) { return call(unit, input, body); });
+}
+
+ShardedDecoder::~ShardedDecoder() { model_->set_unit_call({}); }
+
+at::Tensor ShardedDecoder::call(size_t index, const at::Tensor& input, const UnitBody& body) {
+  Unit& unit = *units_[index];
+  const bool recording = at::GradMode::is_enabled();
+  auto state = c10::make_intrusive<UnitCallState>();
+  state->body = body;
+  state->unit = &unit;
+  state->comm = &comm_;
+  state->options = options_;
+  if (!options_.shard_parameters) {
+    // The root (embeddings, norm, head) is cheap to keep; its input (token ids) needs no gradient.
+    if (!options_.activation_checkpointing || index == 0 || !recording || !input.requires_grad()) return body(input);
+    return UnitFunction::apply(input, at::empty({0}, input.options()), state);  // no master: an empty stand-in
+  }
+  if (!recording || !unit.master.requires_grad()) {
+    gather_unit(unit, comm_, options_.param_dtype);
+    at::Tensor out = body(input);
+    release_unit(unit, options_.param_dtype);
+    return out;
+  }
+  return UnitFunction::apply(input, unit.master, state);
+}
+
+std::vector<at::Tensor> ShardedDecoder::master_shards() const {
+  std::vector<at::Tensor> out;
+  for (const auto& unit : units_) out.push_back(unit->master);
+  return out;
+}
+
+int64_t ShardedDecoder::shard_numel() const {
+  int64_t total = 0;
+  for (const auto& unit : units_) total += unit->shard;
+  return total;
+}
+
+void ShardedDecoder::gather_all() {
+  if (!options_.shard_parameters) return;
+  for (auto& unit : units_) gather_unit(*unit, comm_, options_.param_dtype);
+}
+
+void ShardedDecoder::release_all() {
+  if (!options_.shard_parameters) return;
+  for (auto& unit : units_) release_unit(*unit, options_.param_dtype);
+}
+
+std::vector<at::Tensor> ShardedDecoder::whole_from_shards(const std::vector<at::Tensor>& shards, bool root_only) {
+  TORCH_CHECK(shards.size() == units_.size(), "whole_from_shards: ", shards.size(), " shards for ", units_.size(), " units");
+  size_t count = 0;
+  for (const auto& unit : units_) count += unit->params.size();
+  std::vector<at::Tensor> whole(count);
+  for (size_t u = 0; u < units_.size(); ++u) {
+    const Unit& unit = *units_[u];
+    const at::Tensor flat = comm_.all_gather(shards[u].detach().contiguous()).view({-1});
+    if (root_only && comm_.rank() != 0) continue;
+    for (size_t i = 0; i < unit.params.size(); ++i) {
+      const int64_t numel = c10::multiply_integers(unit.shapes[i]);
+      whole[unit.named_index[i]] = flat.narrow(0, unit.offsets[i], numel).view(unit.shapes[i]);
+    }
+  }
+  if (root_only && comm_.rank() != 0) whole.clear();
+  return whole;
+}
+
+std::vector<at::Tensor> ShardedDecoder::shards_from_whole(const std::vector<at::Tensor>& whole) const {
+  std::vector<at::Tensor> out;
+  at::NoGradGuard no_grad;
+  for (size_t u = 0; u < units_.size(); ++u) {
+    const Unit& unit = *units_[u];
+    at::Tensor shard = at::zeros({unit.shard}, whole.front().options().dtype(at::kFloat));
+    const int64_t begin = unit.shard * comm_.rank(), end = begin + unit.shard;
+    for (size_t i = 0; i < unit.params.size(); ++i) {
+      const at::Tensor& t = whole.at(unit.named_index[i]);
+      const int64_t offset = unit.offsets[i];
+      const int64_t from = std::max(begin, offset), to = std::min(end, offset + t.numel());
+      if (from < to) shard.narrow(0, from - begin, to - from).copy_(t.detach().reshape({-1}).narrow(0, from - offset, to - from));
+    }
+    out.push_back(shard);
+  }
+  return out;
+}
+
+std::unique_ptr<ShardedDecoder> shard(Decoder model, Communicator& comm, const ShardOptions& options) {
+  return std::make_unique<ShardedDecoder>(std::move(model), comm, options);
+}
+
+}  // namespace grpo

@@ -1,0 +1,97 @@
+#pragma once
+// FSDP-style parameter sharding (ZeRO-3) and activation checkpointing, applied to a decoder from
+// outside through its unit seam (models/decoder.h: units(), set_unit_call), as torchtitan's
+// parallelize() does; the model itself knows nothing of ranks.
+//
+// Sharded (zero_stage 3): each unit's parameters, flattened end to end and padded to a multiple of
+// the rank count, are cut into equal contiguous shards; a rank keeps only its shard, as an fp32
+// master (the optimizer's parameter, requires grad). Between passes the decoder's parameters are
+// empty placeholders. Before a unit runs, the shards are cast to param_dtype and all-gathered into
+// the unit's parameters; right after, they are emptied again. In backward the unit is gathered
+// again and its forward recomputed (so activations inside a unit are never kept: stage 3 implies
+// per-unit activation checkpointing), its gradient is flattened in reduce_dtype and
+// reduce-scattered, and each rank's slice accumulates into its master's .grad. No rank ever holds
+// more than one unit's whole parameters or gradient outside gather_all().
+//
+// Not sharded (zero_stage 0-2) with activation_checkpointing: every decoder layer keeps only its
+// input in forward and recomputes itself in backward; gradients accumulate in the parameters' .grad
+// as usual (the optimizer, trainer/distributed_optimizer.h, reduces them).
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "dist/communicator.h"
+#include "models/decoder.h"
+
+namespace grpo {
+
+struct ShardOptions {
+  bool shard_parameters = true;            // ZeRO-3; false: only activation checkpointing (if asked)
+  at::ScalarType param_dtype = at::kFloat;  // dtype of gathered parameters (the compute dtype)
+  at::ScalarType reduce_dtype = at::kFloat; // dtype gradients are reduce-scattered in
+  bool activation_checkpointing = false;    // recompute each layer in backward (implied when sharded)
+};
+
+class ShardedDecoder {
+ public:
+  ShardedDecoder(Decoder model, Communicator& comm, ShardOptions options);
+  ~ShardedDecoder();
+  ShardedDecoder(const ShardedDecoder&) = delete;
+  ShardedDecoder& operator=(const ShardedDecoder&) = delete;
+
+  Decoder& model() { return model_; }
+  bool sharded() const { return options_.shard_parameters; }
+  // Every unit's fp32 master shard [shard elements] (requires grad): what the optimizer updates.
+  std::vector<at::Tensor> master_shards() const;
+  // Elements of all masters on this rank.
+  int64_t shard_numel() const;
+
+  // Gathers every unit and keeps it until release_all() (for generation, where ranks do not run
+  // the same number of passes, and for export). Collective. Nesting counts.
+  void gather_all();
+  void release_all();
+
+  // Whole tensors, one per decoder parameter in named_parameters() order, from per-unit shards
+  // shaped like master_shards() (the masters themselves, or optimizer moments). Collective. With
+  // `root_only`, ranks other than 0 drop each unit once gathered and get an empty list back, so
+  // they never hold more than one whole unit (a checkpoint written by rank 0).
+  std::vector<at::Tensor> whole_from_shards(const std::vector<at::Tensor>& shards, bool root_only = false);
+  // This rank's per-unit shards (fp32) of whole tensors given in named_parameters() order.
+  std::vector<at::Tensor> shards_from_whole(const std::vector<at::Tensor>& whole) const;
+
+  struct Unit;
+
+ private:
+  at::Tensor call(size_t unit, const at::Tensor& input, const UnitBody& body);
+
+  Decoder model_;
+  Communicator& comm_;
+  ShardOptions options_;
+  std::vector<std::shared_ptr<Unit>> units_;
+};
+
+// Wraps `model` (every rank together): ZeRO-3 when options.shard_parameters, else activation
+// checkpointing only. The model's parameters are released into the shards when sharded.
+std::unique_ptr<ShardedDecoder> shard(Decoder model, Communicator& comm, const ShardOptions& options);
+
+// RAII: the whole model gathered for the guard's life (a no-op for an unsharded wrapper).
+class FullParameters {
+ public:
+  explicit FullParameters(ShardedDecoder* model) : model_(model) {
+    if (model_ != nullptr && model_->sharded()) model_->gather_all();
+  }
+  ~FullParameters() {
+    if (model_ != nullptr && model_->sharded()) model_->release_all();
+  }
+  FullParameters(const FullParameters&) = delete;
+  FullParameters& operator=(const FullParameters&) = delete;
+
+ private:
+  ShardedDecoder* model_;
+};
+
+}  // namespace grpo
