@@ -9,6 +9,7 @@
 //   SHAPE: demo-2.9m | DIR (a Hugging Face model directory, e.g. ../shared/fixtures/models/qwen2-tiny)
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/Parallel.h>
 #include <sys/resource.h>
 

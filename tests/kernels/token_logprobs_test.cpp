@@ -2,6 +2,7 @@
 // logits, log_softmax, gather, -sum p log p, written out here as the second opinion.
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 #include <torch/autograd.h>
 

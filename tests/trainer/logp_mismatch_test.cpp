@@ -3,6 +3,7 @@
 // weights to fp32 rounding, and logp_mismatch measures the gap the GRPO step logs and guards.
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
 #include <vector>
