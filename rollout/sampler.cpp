@@ -19,10 +19,11 @@ constexpr int64_t kSortTopPBelow = 1024;
 // search must equal.
 at::Tensor top_p_threshold_by_sort(const at::Tensor& probs, double top_p) {
   const at::Tensor sorted = std::get<0>(probs.sort(-1, /*descending=*/true));
-  const at::Tensor target = top_p * probs.sum(-1, true);
+  const at::Tensor masses = sorted.to(at::kDouble);  // float64 sums, as top_p_threshold
+  const at::Tensor target = top_p * masses.sum(-1, true);
   // A token is kept when the tokens before it have not yet reached the target; the threshold is
   // the last kept one.
-  const at::Tensor kept = (sorted.cumsum(-1) - sorted) < target;
+  const at::Tensor kept = (masses.cumsum(-1) - masses) < target;
   const at::Tensor last_kept = (kept.to(at::kLong).sum(-1, true) - 1).clamp_min(0);
   return sorted.gather(1, last_kept);
 }
@@ -41,8 +42,11 @@ at::Tensor top_p_threshold(const at::Tensor& probs, double top_p) {
   // time, keeping the bin where the mass at or above first reaches the target.
   const at::Tensor bits = values.view(at::kInt).to(at::kLong);
   const int64_t rows = values.size(0), vocab = values.size(1);
-  const at::Tensor target = top_p * values.sum(-1, true);
-  at::Tensor mass_above = at::zeros({rows, 1}, values.options());  // mass of the tokens above the bin
+  // Masses accumulate in float64: float32 sums depend on the reduction order (which differs between
+  // LibTorch versions and devices) enough to move a token across the cut.
+  const at::Tensor masses = values.to(at::kDouble);
+  const at::Tensor target = top_p * masses.sum(-1, true);
+  at::Tensor mass_above = at::zeros({rows, 1}, masses.options());  // mass of the tokens above the bin
   at::Tensor prefix = at::zeros({rows, 1}, bits.options());         // the threshold's bits found so far
   // Two levels of 2^16 and 2^15 bins for large vocabularies, three of ~2^10 for small ones.
   const std::vector<int64_t> widths = vocab >= 16384 ? std::vector<int64_t>{16, 15} : std::vector<int64_t>{11, 10, 10};
@@ -58,7 +62,7 @@ at::Tensor top_p_threshold(const at::Tensor& probs, double top_p) {
       key = key + 1;
     }
     const at::Tensor mass =
-        at::zeros({rows, bins + 2}, values.options()).scatter_add_(1, key, values).narrow(1, 1, bins);
+        at::zeros({rows, bins + 2}, masses.options()).scatter_add_(1, key, masses).narrow(1, 1, bins);
     // Mass at or above each bin; non-increasing in the bin index.
     const at::Tensor at_or_above = mass.flip(1).cumsum(1).flip(1) + mass_above;
     const at::Tensor chosen = ((at_or_above >= target).sum(1, true) - 1).clamp_min(0);

@@ -98,10 +98,11 @@ TEST(Sampler, TopPThresholdEqualsTheSortedCut) {
     const at::Tensor probs = at::softmax(logits, -1);
     const at::Tensor sorted = std::get<0>(probs.sort(-1, /*descending=*/true));
     const at::Tensor before = sorted.to(at::kDouble).cumsum(-1) - sorted.to(at::kDouble);
+    const at::Tensor total = sorted.to(at::kDouble).sum(-1, true);
     for (double top_p : {0.3, 0.9, 0.95}) {
       const at::Tensor threshold = top_p_threshold(probs, top_p);
       // The last token whose predecessors have not reached top_p (before is increasing).
-      const at::Tensor last_kept = (before < top_p).sum(-1, true) - 1;
+      const at::Tensor last_kept = (before < top_p * total).sum(-1, true) - 1;
       const at::Tensor want = sorted.gather(1, last_kept);
       for (int64_t row = 0; row < probs.size(0); ++row)
         EXPECT_EQ(threshold[row][0].item<float>(), want[row][0].item<float>())
