@@ -50,7 +50,7 @@ GRPO_BENCH_DEVICE=cuda GRPO_BENCH_DTYPE=bfloat16 GRPO_BENCH_BASELINE_STEPS=0 GRP
 
 step "CPU unit and fixture suites against LibTorch 2.x"
 export OMP_WAIT_POLICY=PASSIVE
-timeout 150 ctest --test-dir build-gpu -L "unit|fixtures" -E "Sandbox|code_reward|code_hacking|math_grading|tokenizer" -j 16 \
+timeout 150 ctest --test-dir build-gpu --output-on-failure -L "unit|fixtures" -E "Sandbox|code_reward|code_hacking|math_grading|tokenizer" -j 16 \
   --timeout 100 > "$out/cpu_suites.log" 2>&1
 grep -E "tests passed|Failed|\*\*\*" "$out/cpu_suites.log" | tail -25
 step done
