@@ -127,7 +127,9 @@ at::Tensor sample_next_tokens(const at::Tensor& logits, const SamplingOptions& o
   // a token of weight 0 never owns an interval.
   const at::Tensor targets = at::minimum(
       (uniforms.to(cdf.device(), at::kDouble).view({-1, 1}) * total).to(cdf.scalar_type()), at::nextafter(total, at::zeros_like(total)));
-  return at::searchsorted(cdf, targets, /*out_int32=*/false, /*right=*/true).squeeze(1);
+  // Non-finite logits (a diverged policy) give a NaN CDF that no target falls in: the index stays a
+  // token id, and the run's guards (trainer.guards.*) report the divergence.
+  return at::searchsorted(cdf, targets, /*out_int32=*/false, /*right=*/true).squeeze(1).clamp_max(logits.size(1) - 1);
 }
 
 at::Tensor sample_next_tokens(const at::Tensor& logits, const SamplingOptions& options,

@@ -14,6 +14,7 @@
 
 #include "models/decoder.h"
 #include "tests/support/fixtures.h"
+#include "tests/support/json_tensors.h"
 
 namespace grpo {
 namespace {
@@ -29,31 +30,7 @@ std::vector<std::string> case_dirs() {
   });
 }
 
-at::Tensor to_tensor(const json& value) {
-  if (value.is_number()) return at::scalar_tensor(value.get<double>(), at::kDouble);
-  std::vector<at::Tensor> rows;
-  if (!value.empty() && !value[0].is_number()) {
-    for (const auto& row : value) rows.push_back(to_tensor(row));
-    return at::stack(rows);
-  }
-  return at::tensor(value.get<std::vector<double>>(), at::kDouble);
-}
-
-at::Tensor ids_tensor(const json& value) {
-  if (!value.empty() && value[0].is_array()) {
-    std::vector<at::Tensor> rows;
-    for (const auto& row : value) rows.push_back(ids_tensor(row));
-    return at::stack(rows);
-  }
-  return at::tensor(value.get<std::vector<int64_t>>(), at::kLong);
-}
-
-double max_abs_diff(const at::Tensor& got, const at::Tensor& want) {
-  EXPECT_EQ(got.sizes(), want.sizes());
-  if (got.sizes() != want.sizes()) return 1e30;
-  if (got.numel() == 0) return 0;
-  return (got.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>();
-}
+using testing::max_abs_diff;
 
 // log_softmax(logits[t])[ids[t+1]] for t < T-1: [T-1]
 at::Tensor next_token_logprobs(const at::Tensor& logits, const at::Tensor& ids) {
@@ -83,27 +60,27 @@ TEST_P(DecoderFixture, TensorNamesAndRope) {
   std::vector<std::string> names;
   for (const auto& [name, t] : *tensors) names.push_back(name);
   EXPECT_EQ(names, expected_["safetensors_tensor_names"].get<std::vector<std::string>>());
-  EXPECT_LE(max_abs_diff(decoder_->rope_inv_freq(), to_tensor(expected_["rope_inv_freq"])), 1e-7);
+  EXPECT_LE(max_abs_diff(decoder_->rope_inv_freq(), testing::json_to_tensor(expected_["rope_inv_freq"])), 1e-7);
 }
 
 TEST_P(DecoderFixture, SequencesMatchLogitsLogprobsAndHiddenStates) {
   at::NoGradGuard no_grad;
   for (const auto& seq : expected_["sequences"]) {
-    const at::Tensor ids = ids_tensor(seq["input_ids"]);
+    const at::Tensor ids = testing::json_to_ids(seq["input_ids"]);
     const at::Tensor logits = decoder_->forward(ids.unsqueeze(0))[0];
     SCOPED_TRACE("length " + std::to_string(ids.size(0)));
-    EXPECT_LE(max_abs_diff(logits[-1], to_tensor(seq["last_logits"])), 1e-4);
+    EXPECT_LE(max_abs_diff(logits[-1], testing::json_to_tensor(seq["last_logits"])), 1e-4);
     const at::Tensor logprobs = next_token_logprobs(logits, ids);
     if (!seq["token_logprobs"].empty()) {
-      EXPECT_LE(max_abs_diff(logprobs, to_tensor(seq["token_logprobs"])), 1e-4);
+      EXPECT_LE(max_abs_diff(logprobs, testing::json_to_tensor(seq["token_logprobs"])), 1e-4);
     }
     EXPECT_NEAR(logprobs.to(at::kDouble).sum().item<double>(), seq["sum_logprob"].get<double>(), 1e-3);
     if (seq.contains("all_logits")) {
-      EXPECT_LE(max_abs_diff(logits, to_tensor(seq["all_logits"])), 1e-4);
+      EXPECT_LE(max_abs_diff(logits, testing::json_to_tensor(seq["all_logits"])), 1e-4);
     }
     if (seq.contains("hidden_states")) {
       const auto states = decoder_->hidden_states(ids.unsqueeze(0));
-      const at::Tensor want = to_tensor(seq["hidden_states"]);
+      const at::Tensor want = testing::json_to_tensor(seq["hidden_states"]);
       ASSERT_EQ(static_cast<int64_t>(states.size()), want.size(0));
       for (size_t i = 0; i < states.size(); ++i) EXPECT_LE(max_abs_diff(states[i][0], want[i]), 1e-4) << "state " << i;
     }
@@ -113,16 +90,16 @@ TEST_P(DecoderFixture, SequencesMatchLogitsLogprobsAndHiddenStates) {
 TEST_P(DecoderFixture, RightPaddedBatchMatches) {
   at::NoGradGuard no_grad;
   const json& batch = expected_["padded_batch"];
-  const at::Tensor ids = ids_tensor(batch["input_ids"]);
-  const at::Tensor mask = ids_tensor(batch["attention_mask"]);
+  const at::Tensor ids = testing::json_to_ids(batch["input_ids"]);
+  const at::Tensor mask = testing::json_to_ids(batch["attention_mask"]);
   const at::Tensor logits = decoder_->forward(ids, mask);
   const at::Tensor lengths = mask.sum(1);
   for (int64_t row = 0; row < ids.size(0); ++row) {
     const int64_t len = lengths[row].item<int64_t>();
-    EXPECT_LE(max_abs_diff(logits[row][len - 1], to_tensor(batch["last_valid_logits"][row])), 1e-4) << "row " << row;
+    EXPECT_LE(max_abs_diff(logits[row][len - 1], testing::json_to_tensor(batch["last_valid_logits"][row])), 1e-4) << "row " << row;
     const at::Tensor lp = next_token_logprobs(logits[row].narrow(0, 0, len), ids[row].narrow(0, 0, len));
     if (len > 1) {
-      EXPECT_LE(max_abs_diff(lp, to_tensor(batch["token_logprobs"][row])), 1e-4) << "row " << row;
+      EXPECT_LE(max_abs_diff(lp, testing::json_to_tensor(batch["token_logprobs"][row])), 1e-4) << "row " << row;
     }
   }
 }
@@ -133,20 +110,20 @@ TEST_P(DecoderFixture, LeftPaddedBatchEqualsUnpadded) {
   const int64_t width = 33;
   std::vector<at::Tensor> rows, masks;
   for (const auto& seq : seqs) {
-    const at::Tensor ids = ids_tensor(seq["input_ids"]);
+    const at::Tensor ids = testing::json_to_ids(seq["input_ids"]);
     const int64_t pad = width - ids.size(0);
     rows.push_back(at::cat({at::zeros({pad}, at::kLong), ids}));
     masks.push_back(at::cat({at::zeros({pad}, at::kLong), at::ones({ids.size(0)}, at::kLong)}));
   }
   const at::Tensor logits = decoder_->forward(at::stack(rows), at::stack(masks));
   for (size_t i = 0; i < seqs.size(); ++i)
-    EXPECT_LE(max_abs_diff(logits[i][-1], to_tensor(seqs[i]["last_logits"])), 1e-4) << "row " << i;
+    EXPECT_LE(max_abs_diff(logits[i][-1], testing::json_to_tensor(seqs[i]["last_logits"])), 1e-4) << "row " << i;
 }
 
 TEST_P(DecoderFixture, GreedyWithKvCacheMatchesAndEqualsRecompute) {
   at::NoGradGuard no_grad;
   const json& greedy = expected_["greedy"];
-  const at::Tensor prompt = ids_tensor(greedy["prompt_ids"]).unsqueeze(0);
+  const at::Tensor prompt = testing::json_to_ids(greedy["prompt_ids"]).unsqueeze(0);
   const int64_t steps = greedy["max_new_tokens"];
   KvCache cache = decoder_->make_cache(1, prompt.size(1) + steps);
   at::Tensor logits = decoder_->forward(prompt, {}, &cache);
@@ -171,8 +148,8 @@ TEST_P(DecoderFixture, Bfloat16ComputeIsClose) {
   ASSERT_TRUE(bf16.is_ok()) << bf16.status().message();
   const auto& seqs = expected_["sequences"];
   for (size_t i = 0; i < seqs.size(); ++i) {
-    const at::Tensor logits = (*bf16)->forward(ids_tensor(seqs[i]["input_ids"]).unsqueeze(0))[0][-1];
-    EXPECT_LE(max_abs_diff(logits, to_tensor(expected_["bf16_compute"]["last_logits"][i])), 0.1);
+    const at::Tensor logits = (*bf16)->forward(testing::json_to_ids(seqs[i]["input_ids"]).unsqueeze(0))[0][-1];
+    EXPECT_LE(max_abs_diff(logits, testing::json_to_tensor(expected_["bf16_compute"]["last_logits"][i])), 0.1);
   }
 }
 

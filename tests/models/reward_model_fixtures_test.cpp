@@ -14,6 +14,7 @@
 
 #include "models/sequence_classifier.h"
 #include "tests/support/fixtures.h"
+#include "tests/support/json_tensors.h"
 
 namespace grpo {
 namespace {
@@ -31,29 +32,7 @@ std::vector<std::string> case_dirs() {
   });
 }
 
-at::Tensor to_tensor(const json& value) {
-  if (!value.empty() && value[0].is_array()) {
-    std::vector<at::Tensor> rows;
-    for (const auto& row : value) rows.push_back(to_tensor(row));
-    return at::stack(rows);
-  }
-  return at::tensor(value.get<std::vector<double>>(), at::kDouble);
-}
-
-at::Tensor ids_tensor(const json& value) {
-  if (!value.empty() && value[0].is_array()) {
-    std::vector<at::Tensor> rows;
-    for (const auto& row : value) rows.push_back(ids_tensor(row));
-    return at::stack(rows);
-  }
-  return at::tensor(value.get<std::vector<int64_t>>(), at::kLong);
-}
-
-double max_abs_diff(const at::Tensor& got, const at::Tensor& want) {
-  EXPECT_EQ(got.sizes(), want.sizes());
-  if (got.sizes() != want.sizes()) return 1e30;
-  return (got.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>();
-}
+using testing::max_abs_diff;
 
 class RewardModelFixture : public ::testing::TestWithParam<std::string> {
  protected:
@@ -78,14 +57,14 @@ TEST_P(RewardModelFixture, ConfigMatches) {
 
 TEST_P(RewardModelFixture, SequencesAlone) {
   for (const json& sequence : expected_["sequences"]) {
-    const at::Tensor ids = ids_tensor(sequence["input_ids"]).unsqueeze(0);
+    const at::Tensor ids = testing::json_to_ids(sequence["input_ids"]).unsqueeze(0);
     SCOPED_TRACE(fmt::format("length {}", ids.size(1)));
     const ClassifierOutput out = model_->forward(ids);
     EXPECT_EQ(out.pooled_index[0].item<int64_t>(), sequence["pooled_index"].get<int64_t>());
-    EXPECT_LE(max_abs_diff(out.scores[0], to_tensor(sequence["score"])), kTolerance);
-    EXPECT_LE(max_abs_diff(out.pooled_hidden[0], to_tensor(sequence["pooled_hidden"])), kTolerance);
+    EXPECT_LE(max_abs_diff(out.scores[0], testing::json_to_tensor(sequence["score"])), kTolerance);
+    EXPECT_LE(max_abs_diff(out.pooled_hidden[0], testing::json_to_tensor(sequence["pooled_hidden"])), kTolerance);
     if (sequence.contains("all_position_scores")) {
-      EXPECT_LE(max_abs_diff(model_->all_position_scores(ids)[0], to_tensor(sequence["all_position_scores"])),
+      EXPECT_LE(max_abs_diff(model_->all_position_scores(ids)[0], testing::json_to_tensor(sequence["all_position_scores"])),
                 kTolerance);
     }
   }
@@ -93,10 +72,10 @@ TEST_P(RewardModelFixture, SequencesAlone) {
 
 TEST_P(RewardModelFixture, RightPaddedBatch) {
   const json& batch = expected_["padded_batch"];
-  const ClassifierOutput out = model_->forward(ids_tensor(batch["input_ids"]), ids_tensor(batch["attention_mask"]));
-  EXPECT_TRUE(at::equal(out.pooled_index, ids_tensor(batch["pooled_index"])));
-  EXPECT_LE(max_abs_diff(out.scores, to_tensor(batch["scores"])), kTolerance);
-  EXPECT_LE(max_abs_diff(out.pooled_hidden, to_tensor(batch["pooled_hidden"])), kTolerance);
+  const ClassifierOutput out = model_->forward(testing::json_to_ids(batch["input_ids"]), testing::json_to_ids(batch["attention_mask"]));
+  EXPECT_TRUE(at::equal(out.pooled_index, testing::json_to_ids(batch["pooled_index"])));
+  EXPECT_LE(max_abs_diff(out.scores, testing::json_to_tensor(batch["scores"])), kTolerance);
+  EXPECT_LE(max_abs_diff(out.pooled_hidden, testing::json_to_tensor(batch["pooled_hidden"])), kTolerance);
 }
 
 // score_rows pads the rows itself: the same batch from the unpadded id lists.
@@ -105,7 +84,7 @@ TEST_P(RewardModelFixture, ScoreRowsPadsLikeTheFixture) {
   std::vector<at::Tensor> scores;
   for (const json& sequence : expected_["sequences"]) {
     rows.push_back(sequence["input_ids"].get<std::vector<int64_t>>());
-    scores.push_back(to_tensor(sequence["score"]));
+    scores.push_back(testing::json_to_tensor(sequence["score"]));
   }
   const ClassifierOutput out = model_->score_rows(rows);
   EXPECT_LE(max_abs_diff(out.scores, at::stack(scores)), kTolerance);
@@ -113,10 +92,10 @@ TEST_P(RewardModelFixture, ScoreRowsPadsLikeTheFixture) {
 
 TEST_P(RewardModelFixture, PadTokenInsideSequenceCutsPooling) {
   const json& inside = expected_["pad_token_inside_sequence"];
-  const ClassifierOutput out = model_->forward(ids_tensor(inside["input_ids"]).unsqueeze(0));
+  const ClassifierOutput out = model_->forward(testing::json_to_ids(inside["input_ids"]).unsqueeze(0));
   EXPECT_EQ(out.pooled_index[0].item<int64_t>(), inside["pooled_index"].get<int64_t>());
-  EXPECT_LE(max_abs_diff(out.scores[0], to_tensor(inside["score"])), kTolerance);
-  EXPECT_LE(max_abs_diff(out.pooled_hidden[0], to_tensor(inside["pooled_hidden"])), kTolerance);
+  EXPECT_LE(max_abs_diff(out.scores[0], testing::json_to_tensor(inside["score"])), kTolerance);
+  EXPECT_LE(max_abs_diff(out.pooled_hidden[0], testing::json_to_tensor(inside["pooled_hidden"])), kTolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, RewardModelFixture, ::testing::ValuesIn(case_dirs()), testing::fixture_case_name);

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <cmath>
 
 namespace grpo {
@@ -141,6 +143,21 @@ TEST(Sampler, ProbabilitiesAreFloat32ForFloat32Logits) {
   SamplingOptions options;
   options.top_p = 0.9;
   EXPECT_EQ(filtered_probabilities(at::randn({2, 3000}), options).scalar_type(), at::kFloat);
+}
+
+// A diverged policy's NaN or infinite logits still give token ids inside the vocabulary (the
+// trainer's guards then stop the run); an out-of-range id would crash the engine's gather.
+TEST(Sampler, NonFiniteLogitsStillGiveTokenIdsInTheVocabulary) {
+  at::Tensor logits = at::randn({3, 50});
+  logits[0].fill_(std::numeric_limits<float>::quiet_NaN());
+  logits[1][7] = std::numeric_limits<float>::infinity();
+  logits[2][3] = -std::numeric_limits<float>::infinity();
+  SamplingOptions options;
+  for (double top_p : {1.0, 0.9}) {
+    options.top_p = top_p;
+    const at::Tensor tokens = sample_next_tokens(logits, options, at::full({3}, 0.999, at::kDouble));
+    EXPECT_TRUE((tokens >= 0).all().item<bool>() && (tokens < 50).all().item<bool>()) << tokens;
+  }
 }
 
 }  // namespace
