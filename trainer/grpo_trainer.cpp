@@ -225,11 +225,13 @@ RunSummary run_grpo(const Config& config) {
     }
 
     const auto rollout_start = std::chrono::steady_clock::now();
-    if (!prompts.empty()) {
-      // Ranks decode different numbers of tokens, so a sharded policy is gathered whole first.
+    {
+      // Ranks decode different numbers of tokens, so a sharded policy is gathered whole first: a
+      // collective, so every rank takes part, with prompts or without.
       const FullParameters whole(run->sharded.get());
-      r.batch = generate(run->policy.model, prompts, generation,
-                         rollout_seeds(static_cast<uint64_t>(config.trainer.seed), keys, g), &*run->policy.tokenizer);
+      if (!prompts.empty())
+        r.batch = generate(run->policy.model, prompts, generation,
+                           rollout_seeds(static_cast<uint64_t>(config.trainer.seed), keys, g), &*run->policy.tokenizer);
     }
     r.rollout_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - rollout_start).count();
 
