@@ -211,6 +211,24 @@ TEST(Distributed, ZeroStagesMatchOneRank) {
   }
 }
 
+// Six GRPO steps straight on `straight_ranks` ranks against three on `first_ranks` (with
+// `first_overrides`) and three more resumed on `resumed_ranks`: the same weights within 1e-6.
+void expect_resume_on_another_layout(const std::string& config, const std::string& name, int straight_ranks,
+                                     int first_ranks, const std::string& first_overrides, int resumed_ranks) {
+  const fs::path straight = kWork / (name + "_straight"), switched = kWork / name;
+  const std::string common = std::string(GRPO_BINARY) + " train --config " + config +
+                             " trainer.steps=6 optimizer.lr=0.1 optimizer.eps=1.0 optimizer.schedule=constant"
+                             " trainer.run_dir=";
+  Result r = run(launcher(straight_ranks) + common + straight.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run(launcher(first_ranks) + common + switched.string() + " trainer.steps=3" + first_overrides);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run(launcher(resumed_ranks) + common + switched.string() + " --resume auto");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
+  EXPECT_LE(max_difference(final_weights(straight), final_weights(switched)), 1e-6);
+}
+
 // Checkpoints hold whole optimizer moments, so a sharded run resumes exactly, and on another rank
 // count and stage.
 TEST(Distributed, ShardedCheckpointsResume) {
@@ -221,18 +239,7 @@ TEST(Distributed, ShardedCheckpointsResume) {
   expect_kill_and_resume_is_exact("train", zero2, 2, 6, 3, "grpo_zero2_kill");
 
   // 2 ranks at stage 2 for 3 steps, then 1 rank at stage 0 for 3 more, against 1 rank throughout.
-  const fs::path straight = kWork / "zero_switch_straight", switched = kWork / "zero_switch";
-  const std::string common = std::string(GRPO_BINARY) + " train --config " + config +
-                             " trainer.steps=6 optimizer.lr=0.1 optimizer.eps=1.0 optimizer.schedule=constant"
-                             " trainer.run_dir=";
-  Result r = run(launcher(1) + common + straight.string());
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run(launcher(2) + common + switched.string() + " trainer.steps=3 trainer.zero_stage=2");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run(launcher(1) + common + switched.string() + " --resume auto");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
-  EXPECT_LE(max_difference(final_weights(straight), final_weights(switched)), 1e-6);
+  expect_resume_on_another_layout(config, "zero_switch", 1, 2, " trainer.zero_stage=2", 1);
 }
 
 // An untied copy of the demo model (a separate lm_head near the embeddings) as a Hugging Face
@@ -300,18 +307,7 @@ TEST(Distributed, Stage3ResumesOnTheSameAndAnotherRankCount) {
   const std::string config = write_config("grpo_zero3_resume.yaml", yaml);
   expect_kill_and_resume_is_exact("train", config, 2, 6, 3, "grpo_zero3_kill");
 
-  const fs::path straight = kWork / "zero3_reshard_straight", switched = kWork / "zero3_reshard";
-  const std::string common = std::string(GRPO_BINARY) + " train --config " + config +
-                             " trainer.steps=6 optimizer.lr=0.1 optimizer.eps=1.0 optimizer.schedule=constant"
-                             " trainer.run_dir=";
-  Result r = run(launcher(2) + common + straight.string());
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run(launcher(2) + common + switched.string() + " trainer.steps=3");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run(launcher(3) + common + switched.string() + " --resume auto");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
-  EXPECT_LE(max_difference(final_weights(straight), final_weights(switched)), 1e-6);
+  expect_resume_on_another_layout(config, "zero3_reshard", 2, 2, "", 3);
 }
 
 // Micro-batches (3 rows, so the last one is short) accumulate the whole batch's gradient: with mu = 2
