@@ -100,6 +100,16 @@ void describe(ConfigVisitor& v, RolloutConfig& c) {
   v.visit(field("min_p", "Drop tokens less likely than min_p times the most likely one.").at_least(0).below(1),
           c.min_p);
   v.visit(field("stop", "Stop strings, in addition to the tokenizer's end-of-sequence token."), c.stop);
+  v.visit(field("max_concurrent_prompts", "Prompts decoded at once, each with its samples; a prompt whose samples "
+                                          "have all finished hands its slot to the next (continuous batching). "
+                                          "0 = all of a rank's prompts in training, 32 in evaluation.")
+              .at_least(0),
+          c.max_concurrent_prompts);
+  v.visit(field("readback_interval", "Decode steps between reads of the device state (finished rows, stop "
+                                     "strings); larger waits on the device less often and wastes up to this "
+                                     "many steps per finished row.")
+              .at_least(1),
+          c.readback_interval);
 }
 
 void describe(ConfigVisitor& v, RewardFunctionConfig& c) {

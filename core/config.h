@@ -48,6 +48,8 @@ struct RolloutConfig {
   int64_t top_k = 0;  // 0 disables top-k.
   double min_p = 0.0;
   std::vector<std::string> stop;  // Stop strings, in addition to the tokenizer's EOS.
+  int64_t max_concurrent_prompts = 0;  // prompts decoded at once (continuous batching); 0: training all, eval 32
+  int64_t readback_interval = 8;       // decode steps between reads of the device state
 };
 
 enum class RewardErrorPolicy { kFail, kScore };

@@ -45,21 +45,18 @@ DatasetResult evaluate_dataset(const Config& config, Policy& policy, std::vector
   const int64_t k = config.eval.samples;
   auto format = make_reward("format", {{"mode", "strict"}});
 
-  GenerationOptions generation;
+  // rollout.* (stop strings, top-k, min-p, length, batching) with eval's own temperature and top-p.
+  GenerationOptions generation = generation_options(config.rollout, policy, k);
   generation.sampling.temperature = config.eval.temperature;
   generation.sampling.top_p = config.eval.top_p;
-  generation.max_new_tokens = config.rollout.max_new_tokens;
-  generation.group_size = k;
-  generation.stop_token_ids = policy.stop_token_ids;
-  generation.pad_id = policy.pad_id;
 
   // sums: correct samples, pass@k, cons@k, format ok, response tokens
   std::vector<double> sums(5, 0.0);
   DatasetResult result;
-  // One generate call for all of this rank's problems: 32 decode at once and a problem whose
-  // samples have all finished hands its slot to the next (continuous batching), so nobody waits
-  // for the longest sample of a fixed chunk.
-  generation.max_concurrent_prompts = 32;
+  // One generate call for all of this rank's problems: 32 (or rollout.max_concurrent_prompts)
+  // decode at once and a problem whose samples have all finished hands its slot to the next
+  // (continuous batching), so nobody waits for the longest sample of a fixed chunk.
+  if (generation.max_concurrent_prompts == 0) generation.max_concurrent_prompts = 32;
   const int64_t chunk = std::max<int64_t>(1, end - begin);
   for (int64_t first = begin; first < end; first += chunk) {
     const int64_t last = std::min(end, first + chunk);

@@ -185,16 +185,7 @@ RunSummary run_grpo(const Config& config) {
   const int64_t prompts_per_step = config.trainer.prompts_per_step, g = config.grpo.group_size;
   const int64_t begin = prompts_per_step * comm.rank() / comm.size();
   const int64_t end = prompts_per_step * (comm.rank() + 1) / comm.size();
-  GenerationOptions generation;
-  generation.sampling.temperature = config.rollout.temperature;
-  generation.sampling.top_p = config.rollout.top_p;
-  generation.sampling.top_k = config.rollout.top_k;
-  generation.sampling.min_p = config.rollout.min_p;
-  generation.max_new_tokens = config.rollout.max_new_tokens;
-  generation.group_size = g;
-  generation.stop_token_ids = run->policy.stop_token_ids;
-  generation.stop_strings = config.rollout.stop;
-  generation.pad_id = run->policy.pad_id;
+  const GenerationOptions generation = generation_options(config.rollout, run->policy, g);
   GrpoLossOptions loss_options{config.grpo.policy_loss, config.grpo.kl, config.grpo.aggregation};
   // seq-mean-token-sum-norm's divisor must be one constant for every rank and micro-batch, not
   // their padded widths, or N ranks would not train like one.

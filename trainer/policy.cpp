@@ -157,6 +157,22 @@ PaddedBatch pad_batch(const std::vector<std::vector<int64_t>>& prompts,
   return b;
 }
 
+GenerationOptions generation_options(const RolloutConfig& rollout, const Policy& policy, int64_t group_size) {
+  GenerationOptions options;
+  options.sampling.temperature = rollout.temperature;
+  options.sampling.top_p = rollout.top_p;
+  options.sampling.top_k = rollout.top_k;
+  options.sampling.min_p = rollout.min_p;
+  options.max_new_tokens = rollout.max_new_tokens;
+  options.group_size = group_size;
+  options.stop_token_ids = policy.stop_token_ids;
+  options.stop_strings = rollout.stop;
+  options.pad_id = policy.pad_id;
+  options.max_concurrent_prompts = rollout.max_concurrent_prompts;
+  options.readback_interval = rollout.readback_interval;
+  return options;
+}
+
 at::Tensor completion_logprobs(Decoder& model, const at::Tensor& prompt_ids, const at::Tensor& prompt_mask,
                                const at::Tensor& completion_ids, const at::Tensor& completion_mask, double temperature,
                                at::Tensor* entropy) {

@@ -11,6 +11,7 @@
 #include "models/chat_template.h"
 #include "models/decoder.h"
 #include "models/tokenizer.h"
+#include "rollout/engine.h"
 
 namespace grpo {
 
@@ -29,6 +30,10 @@ StatusOr<Policy> load_policy(const ModelConfig& config, uint64_t seed);
 // Where model.device puts this rank's model: "cpu", or "cuda:K" with K its local rank modulo the
 // visible GPUs; an error naming model.device when LibTorch has no CUDA or no GPU is visible.
 StatusOr<std::string> placement(DeviceKind kind);
+
+// The generation options of rollout.* for `policy` (its stop tokens and pad id), `group_size`
+// samples per prompt: one builder for training, evaluation and every other sampler.
+GenerationOptions generation_options(const RolloutConfig& rollout, const Policy& policy, int64_t group_size);
 
 // Prompt token ids: the chat template's rendering of one user message, or the text as written.
 std::vector<int64_t> encode_prompt(const Policy& policy, const std::string& prompt);

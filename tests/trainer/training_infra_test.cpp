@@ -17,6 +17,7 @@
 #include "trainer/checkpoint.h"
 #include "trainer/data.h"
 #include "trainer/metrics.h"
+#include "trainer/policy.h"
 #include "trainer/trainers.h"
 
 namespace grpo {
@@ -356,6 +357,41 @@ TEST(Eval, PassAtKIsTheUnbiasedEstimator) {
   EXPECT_DOUBLE_EQ(pass_at_k(4, 1, 4), 1.0);
   EXPECT_DOUBLE_EQ(pass_at_k(4, 1, 1), 0.25);
   EXPECT_NEAR(pass_at_k(10, 3, 2), 1.0 - (7.0 * 6.0) / (10.0 * 9.0), 1e-12);  // 1 - C(7,2)/C(10,2)
+}
+
+}  // namespace
+}  // namespace grpo
+
+namespace grpo {
+namespace {
+
+// Training and evaluation build their sampling options from rollout.* through one function, so
+// eval no longer drops stop strings, top-k or min-p (it used to fill its options by hand).
+TEST(GenerationOptions, CarryEveryRolloutSettingAndThePolicysTokens) {
+  RolloutConfig rollout;
+  rollout.max_new_tokens = 77;
+  rollout.temperature = 0.6;
+  rollout.top_p = 0.95;
+  rollout.top_k = 20;
+  rollout.min_p = 0.05;
+  rollout.stop = {"</answer>"};
+  rollout.max_concurrent_prompts = 5;
+  rollout.readback_interval = 3;
+  Policy policy;
+  policy.stop_token_ids = {7, 9};
+  policy.pad_id = 4;
+  const GenerationOptions o = generation_options(rollout, policy, 6);
+  EXPECT_EQ(o.max_new_tokens, 77);
+  EXPECT_DOUBLE_EQ(o.sampling.temperature, 0.6);
+  EXPECT_DOUBLE_EQ(o.sampling.top_p, 0.95);
+  EXPECT_EQ(o.sampling.top_k, 20);
+  EXPECT_DOUBLE_EQ(o.sampling.min_p, 0.05);
+  EXPECT_EQ(o.stop_strings, rollout.stop);
+  EXPECT_EQ(o.stop_token_ids, policy.stop_token_ids);
+  EXPECT_EQ(o.pad_id, 4);
+  EXPECT_EQ(o.group_size, 6);
+  EXPECT_EQ(o.max_concurrent_prompts, 5);
+  EXPECT_EQ(o.readback_interval, 3);
 }
 
 }  // namespace
