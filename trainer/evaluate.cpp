@@ -57,55 +57,51 @@ DatasetResult evaluate_dataset(const Config& config, Policy& policy, std::vector
   // decode at once and a problem whose samples have all finished hands its slot to the next
   // (continuous batching), so nobody waits for the longest sample of a fixed chunk.
   if (generation.max_concurrent_prompts == 0) generation.max_concurrent_prompts = 32;
-  const int64_t chunk = std::max<int64_t>(1, end - begin);
-  for (int64_t first = begin; first < end; first += chunk) {
-    const int64_t last = std::min(end, first + chunk);
-    std::vector<std::vector<int64_t>> prompts;
-    std::vector<uint64_t> keys;
-    for (int64_t i = first; i < last; ++i) {
-      prompts.push_back(encode_prompt(policy, problems[static_cast<size_t>(i)].prompt));
-      keys.push_back(static_cast<uint64_t>(i));
-    }
-    const RolloutBatch batch =
-        generate(policy.model, prompts, generation, rollout_seeds(static_cast<uint64_t>(config.trainer.seed), keys, k),
-                 &*policy.tokenizer);
-    for (int64_t p = 0; p < last - first; ++p) {
-      const Example& e = problems[static_cast<size_t>(first + p)];
-      const std::string gold = gold_answer(e.answer);
-      int64_t correct = 0;
-      std::vector<std::pair<std::string, int64_t>> votes;  // distinct answers (by equivalence) and counts
-      for (int64_t j = 0; j < k; ++j) {
-        const int64_t row = p * k + j;
-        const std::vector<int64_t> tokens = completion_tokens(batch, row);
-        const std::string text = policy.tokenizer->decode(tokens, true);
-        sums[4] += static_cast<double>(tokens.size());
-        RewardSample sample;
-        sample.completion = text;
-        sums[3] += (*format)->score(sample).score;
-        const auto answer = extract_final_answer(text);
-        if (!answer) continue;
-        if (math_equivalent(*answer, gold).equivalent) ++correct;
-        bool counted = false;
-        for (auto& [representative, count] : votes)
-          if (!counted && math_equivalent(*answer, representative).equivalent) {
-            ++count;
-            counted = true;
-          }
-        if (!counted) votes.emplace_back(*answer, 1);
-      }
-      std::string majority;
-      int64_t best = 0;
-      for (const auto& [answer, count] : votes)
-        if (count > best) {
-          best = count;
-          majority = answer;
+  std::vector<std::vector<int64_t>> prompts;
+  std::vector<uint64_t> keys;
+  for (int64_t i = begin; i < end; ++i) {
+    prompts.push_back(encode_prompt(policy, problems[static_cast<size_t>(i)].prompt));
+    keys.push_back(static_cast<uint64_t>(i));
+  }
+  const RolloutBatch batch = prompts.empty() ? RolloutBatch{} :
+      generate(policy.model, prompts, generation, rollout_seeds(static_cast<uint64_t>(config.trainer.seed), keys, k),
+               &*policy.tokenizer);
+  for (int64_t p = 0; p < end - begin; ++p) {
+    const Example& e = problems[static_cast<size_t>(begin + p)];
+    const std::string gold = gold_answer(e.answer);
+    int64_t correct = 0;
+    std::vector<std::pair<std::string, int64_t>> votes;  // distinct answers (by equivalence) and counts
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t row = p * k + j;
+      const std::vector<int64_t> tokens = completion_tokens(batch, row);
+      const std::string text = policy.tokenizer->decode(tokens, true);
+      sums[4] += static_cast<double>(tokens.size());
+      RewardSample sample;
+      sample.completion = text;
+      sums[3] += (*format)->score(sample).score;
+      const auto answer = extract_final_answer(text);
+      if (!answer) continue;
+      if (math_equivalent(*answer, gold).equivalent) ++correct;
+      bool counted = false;
+      for (auto& [representative, count] : votes)
+        if (!counted && math_equivalent(*answer, representative).equivalent) {
+          ++count;
+          counted = true;
         }
-      const bool consensus = best > 0 && math_equivalent(majority, gold).equivalent;
-      sums[0] += static_cast<double>(correct);
-      sums[1] += pass_at_k(k, correct, k);
-      sums[2] += consensus ? 1.0 : 0.0;
-      result.rank0_problems.push_back({{"id", e.id}, {"correct", correct}, {"majority", majority}, {"gold", gold}});
+      if (!counted) votes.emplace_back(*answer, 1);
     }
+    std::string majority;
+    int64_t best = 0;
+    for (const auto& [answer, count] : votes)
+      if (count > best) {
+        best = count;
+        majority = answer;
+      }
+    const bool consensus = best > 0 && math_equivalent(majority, gold).equivalent;
+    sums[0] += static_cast<double>(correct);
+    sums[1] += pass_at_k(k, correct, k);
+    sums[2] += consensus ? 1.0 : 0.0;
+    result.rank0_problems.push_back({{"id", e.id}, {"correct", correct}, {"majority", majority}, {"gold", gold}});
   }
   comm.all_reduce_sum(sums);
   EvalSummary& s = result.summary;

@@ -359,12 +359,6 @@ TEST(Eval, PassAtKIsTheUnbiasedEstimator) {
   EXPECT_NEAR(pass_at_k(10, 3, 2), 1.0 - (7.0 * 6.0) / (10.0 * 9.0), 1e-12);  // 1 - C(7,2)/C(10,2)
 }
 
-}  // namespace
-}  // namespace grpo
-
-namespace grpo {
-namespace {
-
 // Training and evaluation build their sampling options from rollout.* through one function, so
 // eval no longer drops stop strings, top-k or min-p (it used to fill its options by hand).
 TEST(GenerationOptions, CarryEveryRolloutSettingAndThePolicysTokens) {
