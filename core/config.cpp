@@ -11,6 +11,8 @@ namespace {
 const EnumNames kDTypeNames = {{int(DType::kFloat32), "float32"}, {int(DType::kBFloat16), "bfloat16"}};
 const EnumNames kDeviceNames = {{int(DeviceKind::kCpu), "cpu"}, {int(DeviceKind::kCuda), "cuda"}};
 const EnumNames kOverlongPromptNames = {{int(OverlongPrompts::kError), "error"}, {int(OverlongPrompts::kSkip), "skip"}};
+const EnumNames kEvalVoteNames = {{int(EvalVote::kAuto), "auto"}, {int(EvalVote::kMath), "math"},
+                                   {int(EvalVote::kCode), "code"}, {int(EvalVote::kText), "text"}};
 const EnumNames kRewardErrorNames = {{int(RewardErrorPolicy::kFail), "fail"},
                                      {int(RewardErrorPolicy::kScore), "score"}};
 const EnumNames kPresetNames = {{int(GrpoPreset::kR1), "r1"},
@@ -348,18 +350,46 @@ void describe(ConfigVisitor& v, EvalDatasetConfig& c) {
           c.path);
   v.visit(field("prompt_field", "Field holding the problem; \"\" = data.prompt_field."), c.prompt_field);
   v.visit(field("answer_field", "Field holding the gold answer; \"\" = data.answer_field."), c.answer_field);
+  v.visit(field("prompt_template", "The prompt the model sees: text in which {name} is replaced by the record's field "
+                                   "`name` (a list of strings by its lines); other braces stay as written. \"\" = "
+                                   "the prompt field as written."),
+          c.prompt_template);
+  v.visit(field("skip", "Records dropped from the front of the file (MBPP's test split: skip 10, limit 500).")
+              .at_least(0),
+          c.skip);
+  v.visit(field("limit", "Records kept after `skip`; 0 = all.").at_least(0), c.limit);
+  v.visit_list(field("rewards", "Reward functions for this set, as reward.functions; empty = reward.functions, "
+                                "and the math reward when that is empty too."),
+               c.rewards, [](ConfigVisitor& item, RewardFunctionConfig& f) { describe(item, f); });
+  v.visit(field("correct_rewards", "Labels of the rewards that decide whether a sample is correct (all must agree); "
+                                   "empty = every `math` and `code` reward of the set, else the weighted total."),
+          c.correct_rewards);
+  v.visit(field("correct_threshold", "A deciding reward that reports a `correct` component (math) is correct when it "
+                                     "is 1; any other (code: share of tests passed) when its score is at least this; "
+                                     "with no deciding reward, the weighted total."),
+          c.correct_threshold);
+  v.visit(field("vote", "cons@k groups answers: `math` (final answers, by equivalence), `code` (the extracted "
+                        "program, trailing spaces and blank lines ignored), `text` (the text after </think>, "
+                        "trimmed); `auto` = math with a math reward, else code with a code reward, else text."),
+          c.vote, kEvalVoteNames);
 }
 
 void describe(ConfigVisitor& v, EvalConfig& c) {
   v.visit_list(field("datasets", "Held-out sets evaluated in one call, one table row each; empty = data.eval_path."),
                c.datasets, [](ConfigVisitor& item, EvalDatasetConfig& d) { describe(item, d); });
-  v.visit(field("samples", "k: completions sampled per problem (pass@1 is their mean, cons@k their majority vote).")
+  v.visit(field("samples", "k: completions sampled per problem (pass@1 is their mean, cons@k their majority vote; "
+                           "DeepSeek-R1 reports cons@64).")
               .at_least(1),
           c.samples);
   v.visit(field("temperature", "Sampling temperature (DeepSeek-R1 evaluates at 0.6).").at_least(0), c.temperature);
   v.visit(field("top_p", "Nucleus sampling (DeepSeek-R1: 0.95).").above(0).at_most(1), c.top_p);
-  v.visit(field("max_problems", "Evaluate only the first N problems; 0 = all.").at_least(0), c.max_problems);
-  v.visit(field("output", "Where the results JSON goes; \"\" = <trainer.run_dir>/eval.json."), c.output);
+  v.visit(field("max_new_tokens", "Longest completion in evaluation (DeepSeek-R1: 32768); 0 = rollout.max_new_tokens.")
+              .at_least(0),
+          c.max_new_tokens);
+  v.visit(field("max_problems", "Evaluate only the first N problems of each set; 0 = all.").at_least(0), c.max_problems);
+  v.visit(field("output", "Where the results JSON goes (written atomically, after every set); \"\" = "
+                          "<trainer.run_dir>/eval.json."),
+          c.output);
 }
 
 void describe(ConfigVisitor& v, CheckpointConfig& c) {

@@ -131,12 +131,22 @@ struct CheckpointConfig {
   std::string resume = "none";  // none (start afresh), auto (newest complete checkpoint in run_dir), or a path
 };
 
-// One held-out set of `grpo eval`; empty fields fall back to data.*.
+// How a set's answers are grouped for cons@k (docs/training.md, "Correct, pass@k and cons@k").
+enum class EvalVote { kAuto, kMath, kCode, kText };
+
+// One held-out set of `grpo eval`; empty fields fall back to data.* and reward.*.
 struct EvalDatasetConfig {
   std::string name;          // row name in the table and the JSON
   std::string path;          // JSONL file, or builtin:addition?...
   std::string prompt_field;  // "" = data.prompt_field
   std::string answer_field;  // "" = data.answer_field
+  std::string prompt_template;  // "" = the prompt field as written; else text with {field} placeholders
+  int64_t skip = 0;             // records dropped from the front (MBPP's test split starts at task 11)
+  int64_t limit = 0;            // records kept after skip; 0 = all
+  std::vector<RewardFunctionConfig> rewards;  // empty = reward.functions (empty too: the math reward)
+  std::vector<std::string> correct_rewards;   // labels that decide correctness; empty = every math and code reward
+  double correct_threshold = 1.0;  // a deciding reward without a `correct` component must score at least this
+  EvalVote vote = EvalVote::kAuto;  // cons@k grouping; auto: math with a math reward, code with a code reward, else text
 };
 
 struct EvalConfig {
@@ -144,6 +154,7 @@ struct EvalConfig {
   int64_t samples = 4;          // k completions per problem
   double temperature = 0.6;
   double top_p = 0.95;
+  int64_t max_new_tokens = 0;   // 0 = rollout.max_new_tokens
   int64_t max_problems = 0;     // 0 = the whole eval set
   std::string output;           // JSON results; "" = <run_dir>/eval.json
 };

@@ -35,10 +35,12 @@ const char* const kTrainUsage =
     "GRPO on data.train_path's prompts with reward.functions. Writes <trainer.run_dir>/{config.yaml,\n"
     "metrics.jsonl, tensorboard/, samples.jsonl, checkpoints/, final/}.\n" RUN_DIRECTORY_HELP;
 const char* const kEvalUsage =
-    "grpo eval --config FILE [key.path=value ...]\n\n"
+    "grpo eval --config FILE [key.path=value ...]\n"
+    "grpo eval --config configs/eval/r1.yaml model.path=DIR\n\n"
     "pass@1 over eval.samples samples (temperature eval.temperature, top-p eval.top_p), pass@k and\n"
-    "cons@k on each of eval.datasets (or data.eval_path alone); prints a table with a row per dataset\n"
-    "and writes eval.output (default <run_dir>/eval.json).";
+    "cons@k on each of eval.datasets (or data.eval_path alone), each set judged by its reward set\n"
+    "(math, code in the sandbox, plugins, reward models); prints a table with a row per dataset and\n"
+    "writes eval.output (default <run_dir>/eval.json) atomically; exits 0 only when it is written.";
 const char* const kConvertUsage =
     "grpo convert --checkpoint DIR --output DIR\n\n"
     "Exports a checkpoint (checkpoints/step-N) as a Hugging Face directory: config.json,\n"

@@ -1,9 +1,11 @@
 // Evaluation as in the DeepSeek-R1 report: k samples per problem at temperature 0.6 / top-p 0.95;
-// pass@1 is the mean correctness, pass@k the unbiased estimator, cons@k the majority vote.
+// pass@1 is the mean correctness, pass@k the unbiased estimator, cons@k the majority vote, where
+// "correct" is each set's reward set and rule (trainer/eval_scoring.h).
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -11,11 +13,11 @@
 
 #include "core/atomic_file.h"
 #include "core/logging.h"
-#include "rewards/builtin_rewards.h"
-#include "rewards/math_grader.h"
+#include "core/thread_pool.h"
 #include "rollout/engine.h"
 #include "dist/communicator.h"
-#include "trainer/data.h"
+#include "trainer/eval_scoring.h"
+#include "trainer/eval_sets.h"
 #include "trainer/policy.h"
 #include "trainer/trainers.h"
 
@@ -32,96 +34,103 @@ namespace {
 
 struct DatasetResult {
   EvalSummary summary;
-  nlohmann::json rank0_problems = nlohmann::json::array();
+  EvalSetTally tally;  // summed over ranks, but for problem_rows (this rank's)
 };
 
-// k samples for every problem of one held-out set, this rank's share of it; sums over ranks.
-DatasetResult evaluate_dataset(const Config& config, Policy& policy, std::vector<Example>& problems, Communicator& comm) {
+// k samples for every problem of one held-out set, this rank's share of it, scored by the set's
+// rewards and judged by its rule; sums over ranks.
+DatasetResult evaluate_dataset(const Config& config, Policy& policy, const EvalSet& set, ThreadPool& reward_pool,
+                               Communicator& comm) {
   const auto started = std::chrono::steady_clock::now();
-  if (config.eval.max_problems > 0 && static_cast<int64_t>(problems.size()) > config.eval.max_problems)
-    problems.resize(static_cast<size_t>(config.eval.max_problems));
-  const int64_t total = static_cast<int64_t>(problems.size());
+  const int64_t total = static_cast<int64_t>(set.problems.size());
   const int64_t begin = total * comm.rank() / comm.size(), end = total * (comm.rank() + 1) / comm.size();
   const int64_t k = config.eval.samples;
-  auto format = make_reward("format", {{"mode", "strict"}});
 
-  // rollout.* (stop strings, top-k, min-p, length, batching) with eval's own temperature and top-p.
-  GenerationOptions generation = generation_options(config.rollout, policy, k);
+  // rollout.* (stop strings, top-k, min-p, batching) with eval's own temperature, top-p and length.
+  RolloutConfig rollout = config.rollout;
+  if (config.eval.max_new_tokens > 0) rollout.max_new_tokens = config.eval.max_new_tokens;
+  GenerationOptions generation = generation_options(rollout, policy, k);
   generation.sampling.temperature = config.eval.temperature;
   generation.sampling.top_p = config.eval.top_p;
 
-  // sums: correct samples, pass@k, cons@k, format ok, response tokens
-  std::vector<double> sums(5, 0.0);
-  DatasetResult result;
   // One generate call for all of this rank's problems: 32 (or rollout.max_concurrent_prompts)
   // decode at once and a problem whose samples have all finished hands its slot to the next
   // (continuous batching), so nobody waits for the longest sample of a fixed chunk.
   if (generation.max_concurrent_prompts == 0) generation.max_concurrent_prompts = 32;
   std::vector<std::vector<int64_t>> prompts;
   std::vector<uint64_t> keys;
+  std::vector<const Example*> problems;
   for (int64_t i = begin; i < end; ++i) {
-    prompts.push_back(encode_prompt(policy, problems[static_cast<size_t>(i)].prompt));
+    problems.push_back(&set.problems[static_cast<size_t>(i)]);
+    prompts.push_back(encode_prompt(policy, problems.back()->prompt));
     keys.push_back(static_cast<uint64_t>(i));
   }
   const RolloutBatch batch = prompts.empty() ? RolloutBatch{} :
       generate(policy.model, prompts, generation, rollout_seeds(static_cast<uint64_t>(config.trainer.seed), keys, k),
                &*policy.tokenizer);
-  for (int64_t p = 0; p < end - begin; ++p) {
-    const Example& e = problems[static_cast<size_t>(begin + p)];
-    const std::string gold = gold_answer(e.answer);
-    int64_t correct = 0;
-    std::vector<std::pair<std::string, int64_t>> votes;  // distinct answers (by equivalence) and counts
-    for (int64_t j = 0; j < k; ++j) {
-      const int64_t row = p * k + j;
-      const std::vector<int64_t> tokens = completion_tokens(batch, row);
-      const std::string text = policy.tokenizer->decode(tokens, true);
-      sums[4] += static_cast<double>(tokens.size());
-      RewardSample sample;
-      sample.completion = text;
-      sums[3] += (*format)->score(sample).score;
-      const auto answer = extract_final_answer(text);
-      if (!answer) continue;
-      if (math_equivalent(*answer, gold).equivalent) ++correct;
-      bool counted = false;
-      for (auto& [representative, count] : votes)
-        if (!counted && math_equivalent(*answer, representative).equivalent) {
-          ++count;
-          counted = true;
-        }
-      if (!counted) votes.emplace_back(*answer, 1);
-    }
-    std::string majority;
-    int64_t best = 0;
-    for (const auto& [answer, count] : votes)
-      if (count > best) {
-        best = count;
-        majority = answer;
-      }
-    const bool consensus = best > 0 && math_equivalent(majority, gold).equivalent;
-    sums[0] += static_cast<double>(correct);
-    sums[1] += pass_at_k(k, correct, k);
-    sums[2] += consensus ? 1.0 : 0.0;
-    result.rank0_problems.push_back({{"id", e.id}, {"correct", correct}, {"majority", majority}, {"gold", gold}});
+  std::vector<std::string> completions;
+  std::vector<int64_t> lengths;
+  for (int64_t row = 0; row < (end - begin) * k; ++row) {
+    const std::vector<int64_t> tokens = completion_tokens(batch, row);
+    completions.push_back(policy.tokenizer->decode(tokens, true));
+    lengths.push_back(static_cast<int64_t>(tokens.size()));
   }
+
+  DatasetResult result;
+  result.tally = score_eval_samples(problems, completions, lengths, k, set.rewards, config.reward, set.judge, reward_pool);
+  std::vector<double> sums = result.tally.flatten();
   comm.all_reduce_sum(sums);
+  result.tally.unflatten(sums);
+
+  const EvalSetTally& t = result.tally;
   EvalSummary& s = result.summary;
+  s.name = set.config.name;
   s.problems = total;
   s.samples = k;
   const double n = std::max<double>(1.0, static_cast<double>(total));
-  s.pass_at_1 = sums[0] / (n * static_cast<double>(k));
-  s.pass_at_k = sums[1] / n;
-  s.cons_at_k = sums[2] / n;
-  s.format_ok = sums[3] / (n * static_cast<double>(k));
-  s.mean_response_tokens = sums[4] / (n * static_cast<double>(k));
+  s.pass_at_1 = t.correct / (n * static_cast<double>(k));
+  s.pass_at_k = t.pass_at.back() / n;
+  s.cons_at_k = t.consensus / n;
+  s.format_ok = t.format_ok / (n * static_cast<double>(k));
+  s.mean_response_tokens = t.response_tokens / (n * static_cast<double>(k));
   s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return result;
 }
 
-// The held-out sets to run: eval.datasets, or data.eval_path alone.
-std::vector<EvalDatasetConfig> eval_datasets(const Config& config) {
-  if (!config.eval.datasets.empty()) return config.eval.datasets;
-  if (config.data.eval_path.empty()) return {};
-  return {EvalDatasetConfig{"eval", config.data.eval_path, "", ""}};
+// A model's completion may hold bytes that are not UTF-8; they must not fail the whole run at the end.
+std::string dump_replacing_invalid_utf8(const nlohmann::json& results) {
+  return results.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+// One set's entry of the results JSON (docs/training.md, "The results JSON").
+nlohmann::json dataset_json(const EvalSet& set, const DatasetResult& r) {
+  const EvalSummary& s = r.summary;
+  const EvalSetTally& t = r.tally;
+  const double n = std::max<double>(1.0, static_cast<double>(s.problems));
+  nlohmann::json pass_at = nlohmann::json::object();
+  const std::vector<int64_t> ladder = pass_ladder(s.samples);
+  for (size_t i = 0; i < ladder.size(); ++i) pass_at[std::to_string(ladder[i])] = t.pass_at[i] / n;
+  nlohmann::json rewards = nlohmann::json::object();
+  for (const auto& [label, sum] : t.reward_sums) rewards[label] = sum / (n * static_cast<double>(s.samples));
+  nlohmann::json entry = {{"name", s.name},
+                          {"dataset", set.config.path},
+                          {"problems", s.problems},
+                          {"samples", s.samples},
+                          {"correct_rule", set.judge.rule},
+                          {"pass@1", s.pass_at_1},
+                          {"pass@k", s.pass_at_k},
+                          {"cons@k", s.cons_at_k},
+                          {"pass_at", pass_at},
+                          {"rewards", rewards},
+                          {"reward_errors", static_cast<int64_t>(t.reward_errors)},
+                          {"format_ok", s.format_ok},
+                          {"mean_response_tokens", s.mean_response_tokens},
+                          {"seconds", s.seconds},
+                          {"rank0_problems", t.problem_rows}};
+  // The same two numbers under the names that carry k, as the tables print them.
+  entry[fmt::format("pass@{}", s.samples)] = s.pass_at_k;
+  entry[fmt::format("cons@{}", s.samples)] = s.cons_at_k;
+  return entry;
 }
 
 }  // namespace
@@ -129,44 +138,40 @@ std::vector<EvalDatasetConfig> eval_datasets(const Config& config) {
 std::vector<EvalSummary> run_eval(const Config& config) {
   Communicator& comm = world();
   configure_logging(comm.rank(), LogSettings{config.logging.level, config.logging.all_ranks});
-  const std::vector<EvalDatasetConfig> sets = eval_datasets(config);
-  if (sets.empty()) throw std::runtime_error("nothing to evaluate: set data.eval_path or eval.datasets");
-  // Every set is read before the model is loaded, so a bad path or line fails at once.
-  std::vector<Dataset> loaded;
-  for (size_t i = 0; i < sets.size(); ++i) {
-    DataConfig mapping = config.data;
-    if (!sets[i].prompt_field.empty()) mapping.prompt_field = sets[i].prompt_field;
-    if (!sets[i].answer_field.empty()) mapping.answer_field = sets[i].answer_field;
-    StatusOr<Dataset> data = load_dataset(sets[i].path, mapping);
-    const std::string key = config.eval.datasets.empty() ? "data.eval_path" : fmt::format("eval.datasets[{}].path", i);
-    if (!data) throw std::runtime_error(key + ": " + data.status().message());
-    if (data->examples.empty()) throw std::runtime_error(key + ": " + sets[i].path + " has no problems");
-    loaded.push_back(std::move(data).value());
+  const std::string output = config.eval.output.empty() ? config.trainer.run_dir + "/eval.json" : config.eval.output;
+  // A results file is this run's or none: a failed run must not leave an earlier run's behind.
+  if (comm.rank() == 0) {
+    std::error_code ignored;
+    std::filesystem::remove(output, ignored);
   }
+  // Every set is read and checked before the model is loaded, so a bad path, record or missing
+  // field fails at once, naming the key and file:line.
+  StatusOr<std::vector<EvalSet>> sets = load_eval_sets(config);
+  if (!sets) throw std::runtime_error(sets.status().message());
   StatusOr<Policy> policy = load_policy(config.model, static_cast<uint64_t>(config.trainer.seed));
   if (!policy) throw std::runtime_error(policy.status().message());
+  ThreadPool reward_pool(config.reward.threads > 0 ? static_cast<size_t>(config.reward.threads)
+                                                   : std::max(1u, std::thread::hardware_concurrency()));
 
   std::vector<EvalSummary> summaries;
   nlohmann::json datasets = nlohmann::json::array();
-  for (size_t i = 0; i < sets.size(); ++i) {
-    DatasetResult r = evaluate_dataset(config, *policy, loaded[i].examples, comm);
-    r.summary.name = sets[i].name;
-    const EvalSummary& s = r.summary;
-    const int64_t k = s.samples;
-    datasets.push_back({{"name", s.name}, {"dataset", sets[i].path}, {"problems", s.problems}, {"pass@1", s.pass_at_1},
-                        {fmt::format("pass@{}", k), s.pass_at_k}, {fmt::format("cons@{}", k), s.cons_at_k},
-                        {"format_ok", s.format_ok}, {"mean_response_tokens", s.mean_response_tokens},
-                        {"seconds", s.seconds}, {"rank0_problems", std::move(r.rank0_problems)}});
-    summaries.push_back(s);
+  for (const EvalSet& set : *sets) {
+    const DatasetResult r = evaluate_dataset(config, *policy, set, reward_pool, comm);
+    datasets.push_back(dataset_json(set, r));
+    summaries.push_back(r.summary);
   }
 
   if (comm.rank() == 0) {
-    const std::string output = config.eval.output.empty() ? config.trainer.run_dir + "/eval.json" : config.eval.output;
     std::filesystem::create_directories(std::filesystem::path(output).parent_path());
-    const nlohmann::json results = {{"model", config.model.path}, {"samples_per_problem", config.eval.samples},
-                                    {"temperature", config.eval.temperature}, {"top_p", config.eval.top_p},
-                                    {"datasets", datasets}};
-    if (Status st = write_file_atomic(output, results.dump(2) + "\n"); !st.is_ok()) throw std::runtime_error(st.message());
+    const nlohmann::json results = {
+        {"schema", kEvalResultsSchema},
+        {"model", config.model.path},
+        {"samples_per_problem", config.eval.samples},
+        {"temperature", config.eval.temperature},
+        {"top_p", config.eval.top_p},
+        {"max_new_tokens", config.eval.max_new_tokens > 0 ? config.eval.max_new_tokens : config.rollout.max_new_tokens},
+        {"datasets", datasets}};
+    if (Status st = write_file_atomic(output, dump_replacing_invalid_utf8(results)); !st.is_ok()) throw std::runtime_error(st.message());
   }
   return summaries;
 }

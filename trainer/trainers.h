@@ -29,14 +29,18 @@ struct EvalSummary {
   int64_t samples = 0;        // per problem
   double pass_at_1 = 0;       // mean correctness over every sample
   double pass_at_k = 0;       // unbiased estimator with n = k = samples
-  double cons_at_k = 0;       // majority vote over extracted answers
+  double cons_at_k = 0;       // the majority answer's sample is correct
   double format_ok = 0;       // share of samples with <think>...</think><answer>...</answer>
   double mean_response_tokens = 0;
   double seconds = 0;
 };
 
+// The `schema` value of the results JSON; raised when a key changes meaning or goes away.
+constexpr int kEvalResultsSchema = 1;
+
 // pass@1 over eval.samples samples, pass@k and cons@k on each held-out set (eval.datasets, or
-// data.eval_path); writes one JSON with a result per set (eval.output).
+// data.eval_path), each judged by its reward set; writes one JSON with a result per set
+// (eval.output, atomically, once every set is done).
 std::vector<EvalSummary> run_eval(const Config& config);
 
 // Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k).

@@ -230,6 +230,36 @@ TEST(Config, ResolvedYamlReadsBackToTheSameConfig) {
   EXPECT_DOUBLE_EQ(again.optimizer.lr, 1e-7);
 }
 
+// An eval set with its own rewards (a list inside a list item), window, template and rule.
+TEST(Config, EvalSetsWithTheirOwnRewardsRoundTrip) {
+  const Config config = parse_ok(
+      "eval:\n  max_new_tokens: 32768\n  datasets:\n"
+      "    - name: mbpp\n      path: mbpp.jsonl\n      skip: 10\n      limit: 500\n"
+      "      prompt_template: \"{text}\\n{test_list}\"\n"
+      "      rewards:\n        - {name: code, options: {timeout_s: 5}}\n        - {name: format, weight: 0.1}\n"
+      "      correct_rewards: [code]\n      correct_threshold: 0.5\n      vote: text\n");
+  ASSERT_EQ(config.eval.datasets.size(), 1u);
+  const EvalDatasetConfig& set = config.eval.datasets[0];
+  EXPECT_EQ(config.eval.max_new_tokens, 32768);
+  EXPECT_EQ(set.skip, 10);
+  EXPECT_EQ(set.limit, 500);
+  EXPECT_EQ(set.prompt_template, "{text}\n{test_list}");
+  ASSERT_EQ(set.rewards.size(), 2u);
+  EXPECT_EQ(set.rewards[0].options["timeout_s"], 5);
+  EXPECT_DOUBLE_EQ(set.rewards[1].weight, 0.1);
+  EXPECT_EQ(set.correct_rewards, std::vector<std::string>{"code"});
+  EXPECT_DOUBLE_EQ(set.correct_threshold, 0.5);
+  EXPECT_EQ(set.vote, EvalVote::kText);
+  const std::string yaml = config_to_yaml(config);
+  const Config again = parse_ok(yaml);
+  EXPECT_EQ(config_to_yaml(again), yaml);
+  EXPECT_EQ(again.eval.datasets[0].rewards[1].name, "format");
+  EXPECT_EQ(parse_error("eval:\n  datasets:\n    - {name: a, path: b, vote: majority}\n"),
+            "run.yaml:3: eval.datasets[0].vote: expected one of auto, math, code, text, got 'majority'");
+  EXPECT_EQ(parse_error("eval:\n  datasets:\n    - {name: a, path: b, skip: -1}\n"),
+            "run.yaml:3: eval.datasets[0].skip: expected an integer >= 0, got '-1'");
+}
+
 TEST(Config, LoadConfigNamesAMissingFile) {
   StatusOr<Config> config = load_config("/nonexistent/run.yaml");
   ASSERT_FALSE(config.is_ok());
@@ -246,7 +276,7 @@ TEST(Config, ReferenceDocumentsEveryKeyWithItsDefault) {
   const std::string yaml = config_to_yaml(Config{});
   // The fields of reward.functions, eval.datasets and grpo.rollout_correction.rejection items:
   // default (empty) lists print none.
-  size_t keys = 4 + 4 + 3;
+  size_t keys = 4 + 15 + 3;
   for (size_t pos = 0; (pos = yaml.find(": ", pos)) != std::string::npos; ++pos) ++keys;
   size_t rows = 0;
   for (size_t pos = 0; (pos = reference.find("\n| `", pos)) != std::string::npos; ++pos) ++rows;

@@ -1,0 +1,124 @@
+// `grpo eval` as the pipeline and a user run it: configs/eval/r1.yaml, as written from the
+// repository root, on the tiny demo model (a few problems of each of the five sets, a few tokens:
+// it solves nothing, so the passes are counted in eval_sets_test with known solutions). Checks the
+// results JSON's stable keys (docs/training.md), that each set is judged by its own rewards
+// (math, or code in the sandbox), and that a failed run exits non-zero leaving no results file.
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/support/run_command.h"
+
+namespace grpo {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path kWork = fs::temp_directory_path() / ("grpo_eval_command_" + std::to_string(::getpid()));
+
+class RemoveWorkDirectory : public ::testing::Environment {
+  void TearDown() override { fs::remove_all(kWork); }
+};
+const auto* const kCleanUp = ::testing::AddGlobalTestEnvironment(new RemoveWorkDirectory);
+
+testing::CommandResult run_eval(const std::string& arguments, int ranks = 1) {
+  const std::string launcher =
+      ranks == 1 ? "" : std::string(GRPO_MPIEXEC) + " --allow-run-as-root --oversubscribe -np " + std::to_string(ranks) + " ";
+  return testing::run_command("cd " + std::string(GRPO_SOURCE_DIR) + " && timeout 300 " + launcher +
+                              std::string(GRPO_BINARY) + " eval --config configs/eval/r1.yaml model.path=builtin:demo-qwen2 " +
+                              arguments);
+}
+
+TEST(EvalCommand, R1ConfigScoresEverySetWithItsRewards) {
+  if (!fs::exists(std::string(GRPO_SOURCE_DIR) + "/../shared/data/humaneval/HumanEval.jsonl"))
+    GTEST_SKIP() << "../shared/data is not next to the repository";
+  const fs::path output = kWork / "r1.json";
+  const testing::CommandResult run =
+      run_eval("eval.max_problems=2 eval.samples=2 eval.max_new_tokens=6 reward.threads=2 eval.output=" + output.string());
+  if (run.output.find("sandbox") != std::string::npos && run.exit_code != 0) GTEST_SKIP() << run.output;
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  for (const char* name : {"gsm8k", "math500", "aime2024", "humaneval", "mbpp"})
+    EXPECT_NE(run.output.find(name), std::string::npos) << run.output;
+
+  const nlohmann::json results = nlohmann::json::parse(std::ifstream(output));
+  EXPECT_EQ(results["schema"], 1);
+  EXPECT_EQ(results["samples_per_problem"], 2);
+  EXPECT_EQ(results["max_new_tokens"], 6);
+  EXPECT_DOUBLE_EQ(results["temperature"].get<double>(), 0.6);
+  EXPECT_DOUBLE_EQ(results["top_p"].get<double>(), 0.95);
+  ASSERT_EQ(results["datasets"].size(), 5u);
+  for (const nlohmann::json& set : results["datasets"]) {
+    const std::string name = set["name"];
+    SCOPED_TRACE(name);
+    const std::string reward = name == "humaneval" || name == "mbpp" ? "code" : "math";
+    EXPECT_EQ(set["problems"], 2);
+    EXPECT_EQ(set["samples"], 2);
+    EXPECT_EQ(set["rewards"].size(), 1u);
+    EXPECT_TRUE(set["rewards"].contains(reward)) << set["rewards"].dump();
+    EXPECT_EQ(set["correct_rule"].get<std::string>().rfind(reward + " ", 0), 0u) << set["correct_rule"];
+    EXPECT_EQ(set["reward_errors"], 0);
+    double correct = 0;
+    for (const nlohmann::json& row : set["rank0_problems"]) correct += row["correct"].get<double>();
+    EXPECT_NEAR(set["pass@1"].get<double>(), correct / 4.0, 1e-12);
+    EXPECT_EQ(set["pass@k"], set["pass@2"]);
+    EXPECT_EQ(set["cons@k"], set["cons@2"]);
+    EXPECT_EQ(set["pass_at"]["1"], set["pass@1"]);
+    EXPECT_EQ(set["pass_at"]["2"], set["pass@k"]);
+    for (const char* key : {"dataset", "format_ok", "mean_response_tokens", "seconds"}) EXPECT_TRUE(set.contains(key)) << key;
+  }
+}
+
+// The pipeline's contract: exit 0 only with a complete results file; a failed run leaves none,
+// not even an earlier run's.
+TEST(EvalCommand, FailedRunExitsNonZeroAndLeavesNoResults) {
+  fs::create_directories(kWork);
+  const fs::path output = kWork / "stale.json";
+  std::ofstream(output) << "{\"datasets\": []}\n";
+  const testing::CommandResult run =
+      run_eval("'eval.datasets=[{name: gone, path: /nonexistent/test.jsonl}]' eval.output=" + output.string());
+  EXPECT_NE(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("eval.datasets[0].path"), std::string::npos) << run.output;
+  EXPECT_FALSE(fs::exists(output));
+}
+
+}  // namespace
+}  // namespace grpo
+
+namespace grpo {
+namespace {
+
+// Problems are split over ranks and every sum reduced: 2 ranks report what 1 rank does (each
+// problem's samples are seeded by its index, not by the rank that draws them).
+TEST(EvalCommand, TwoRanksReportWhatOneRankDoes) {
+  if (!fs::exists(std::string(GRPO_SOURCE_DIR) + "/../shared/data/gsm8k/test.jsonl"))
+    GTEST_SKIP() << "../shared/data is not next to the repository";
+  const std::string sets =
+      "'eval.datasets=[{name: gsm8k, path: ../shared/data/gsm8k/test.jsonl, prompt_field: question}, "
+      "{name: humaneval, path: ../shared/data/humaneval/HumanEval.jsonl, rewards: [{name: code}, {name: format}]}]' "
+      "eval.max_problems=3 eval.samples=3 eval.max_new_tokens=6 reward.threads=1 eval.temperature=1.0 eval.output=";
+  const testing::CommandResult one = run_eval(sets + (kWork / "one.json").string());
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  const testing::CommandResult two = run_eval(sets + (kWork / "two.json").string(), 2);
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  const nlohmann::json a = nlohmann::json::parse(std::ifstream(kWork / "one.json"));
+  const nlohmann::json b = nlohmann::json::parse(std::ifstream(kWork / "two.json"));
+  ASSERT_EQ(a["datasets"].size(), 2u);
+  ASSERT_EQ(b["datasets"].size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE(a["datasets"][i]["name"].get<std::string>());
+    for (const char* key : {"problems", "pass@1", "pass@k", "cons@k", "pass_at", "rewards", "format_ok",
+                            "mean_response_tokens"})
+      EXPECT_EQ(a["datasets"][i][key], b["datasets"][i][key]) << key;
+  }
+  EXPECT_GT(a["datasets"][0]["mean_response_tokens"].get<double>(), 0.0);
+  EXPECT_EQ(b["datasets"][1]["rewards"].size(), 2u);  // code and format
+}
+
+}  // namespace
+}  // namespace grpo
