@@ -93,6 +93,31 @@ TEST(EvalCommand, FailedRunExitsNonZeroAndLeavesNoResults) {
 namespace grpo {
 namespace {
 
+// A plugin reward decides a set end to end: examples/subprocess_reward.py scores 1 when the
+// completion contains the record's `expected` text, which "" always is and a text the byte model
+// cannot write never is. By hand: pass@1 = pass@2 = 2/4; cons@2 = 2/4 (the vote goes to the first
+// sample, correct exactly on the "" problems). The math grader would find no answers: 0.
+TEST(EvalCommand, SubprocessPluginDecidesCorrectness) {
+  fs::create_directories(kWork);
+  {
+    std::ofstream data(kWork / "plugin.jsonl");
+    for (const char* expected : {"", "\\u0001never", "", "\\u0001never"})
+      data << "{\"prompt\": \"Say anything.\", \"expected\": \"" << expected << "\"}\n";
+  }
+  const fs::path output = kWork / "plugin.json";
+  const testing::CommandResult run = run_eval(
+      "'eval.datasets=[{name: plugin, path: " + (kWork / "plugin.jsonl").string() +
+      ", rewards: [{name: subprocess, label: contains, options: {command: [python3, examples/subprocess_reward.py]}}]}]' "
+      "eval.samples=2 eval.max_new_tokens=6 eval.output=" + output.string());
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const nlohmann::json set = nlohmann::json::parse(std::ifstream(output))["datasets"].at(0);
+  EXPECT_EQ(set["correct_rule"], "weighted total >= 1");
+  EXPECT_DOUBLE_EQ(set["pass@1"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(set["pass@k"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(set["cons@k"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(set["rewards"]["contains"].get<double>(), 0.5);
+}
+
 // Problems are split over ranks and every sum reduced: 2 ranks report what 1 rank does (each
 // problem's samples are seeded by its index, not by the rank that draws them).
 TEST(EvalCommand, TwoRanksReportWhatOneRankDoes) {
