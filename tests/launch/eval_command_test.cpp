@@ -118,6 +118,29 @@ TEST(EvalCommand, SubprocessPluginDecidesCorrectness) {
   EXPECT_DOUBLE_EQ(set["rewards"]["contains"].get<double>(), 0.5);
 }
 
+// A reward model decides a set end to end: its sigmoid-normalized score lies in (0, 1), so every
+// sample is correct at correct_threshold 0 and none at 1, whichever way the tiny model scores.
+TEST(EvalCommand, RewardModelDecidesCorrectnessByItsThreshold) {
+  const std::string model = std::string(GRPO_SOURCE_DIR) + "/../shared/fixtures/reward_models/qwen2-reward-tiny";
+  if (!fs::exists(model)) GTEST_SKIP() << model << " is missing";
+  const std::string rewards = "rewards: [{name: reward_model, options: {model: " + model +
+                              ", tokenizer: \"builtin:bytes\", chat_template: none, normalize: sigmoid}}]";
+  const std::string set = "path: \"builtin:addition?n=3&seed=5\", " + rewards;
+  const fs::path output = kWork / "reward_model.json";
+  const testing::CommandResult run =
+      run_eval("'eval.datasets=[{name: all, correct_threshold: 0.0, " + set + "}, {name: none, correct_threshold: 1.0, "
+               "correct_rewards: [reward_model], " + set + "}]' eval.samples=2 eval.max_new_tokens=6 eval.output=" +
+               output.string());
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const nlohmann::json sets = nlohmann::json::parse(std::ifstream(output))["datasets"];
+  EXPECT_DOUBLE_EQ(sets[0]["pass@1"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(sets[1]["pass@1"].get<double>(), 0.0);
+  const double mean = sets[0]["rewards"]["reward_model"].get<double>();
+  EXPECT_GT(mean, 0.0);
+  EXPECT_LT(mean, 1.0);
+  EXPECT_EQ(sets[1]["correct_rule"].get<std::string>().rfind("reward_model ", 0), 0u) << sets[1]["correct_rule"];
+}
+
 // Problems are split over ranks and every sum reduced: 2 ranks report what 1 rank does (each
 // problem's samples are seeded by its index, not by the rank that draws them).
 TEST(EvalCommand, TwoRanksReportWhatOneRankDoes) {
