@@ -111,7 +111,8 @@ bool same_answer(const std::string& a, const std::string& b, EvalVote vote) {
 ProblemTally tally_problem(const std::vector<std::string>& completions, const std::vector<SampleScores>& scores,
                            const EvalJudge& judge) {
   if (completions.size() != scores.size())
-    throw std::invalid_argument(fmt::format("tally_problem: {} completions but {} scores", completions.size(), scores.size()));
+    throw std::invalid_argument(
+        fmt::format("tally_problem: {} completions but {} scores", completions.size(), scores.size()));
   struct Group {
     std::string answer;
     int64_t votes = 0;
@@ -147,7 +148,8 @@ std::vector<int64_t> pass_ladder(int64_t n) {
 }
 
 std::vector<double> EvalSetTally::flatten() const {
-  std::vector<double> values{static_cast<double>(problems), correct, consensus, format_ok, response_tokens, reward_errors};
+  std::vector<double> values{static_cast<double>(problems), correct,          consensus,
+                             format_ok,                     response_tokens, reward_errors};
   values.insert(values.end(), pass_at.begin(), pass_at.end());
   for (const auto& [label, sum] : reward_sums) values.push_back(sum);
   return values;

@@ -58,7 +58,8 @@ StatusOr<EvalSet> load_eval_set(const Config& config, const EvalDatasetConfig& s
   if (set.functions.empty()) set.functions.push_back(RewardFunctionConfig{"math", "", 1.0, nlohmann::json::object()});
   const std::string rewards_key = own_rewards ? key + ".rewards" : "reward.functions";
   StatusOr<RewardSet> rewards = RewardSet::create(set.functions);
-  if (!rewards) return Status::error(fmt::format("{} ({}): {}", rewards_key, set_config.name, rewards.status().message()));
+  if (!rewards)
+    return Status::error(fmt::format("{} ({}): {}", rewards_key, set_config.name, rewards.status().message()));
   set.rewards = std::move(rewards).value();
   StatusOr<EvalJudge> judge = make_eval_judge(set.functions, set_config, key);
   if (!judge) return judge.status();

@@ -162,7 +162,8 @@ std::vector<EvalSummary> run_eval(const Config& config) {
   }
 
   if (comm.rank() == 0) {
-    std::filesystem::create_directories(std::filesystem::path(output).parent_path());
+    if (const std::filesystem::path parent = std::filesystem::path(output).parent_path(); !parent.empty())
+      std::filesystem::create_directories(parent);
     const nlohmann::json results = {
         {"schema", kEvalResultsSchema},
         {"model", config.model.path},
@@ -171,7 +172,8 @@ std::vector<EvalSummary> run_eval(const Config& config) {
         {"top_p", config.eval.top_p},
         {"max_new_tokens", config.eval.max_new_tokens > 0 ? config.eval.max_new_tokens : config.rollout.max_new_tokens},
         {"datasets", datasets}};
-    if (Status st = write_file_atomic(output, dump_replacing_invalid_utf8(results)); !st.is_ok()) throw std::runtime_error(st.message());
+    if (Status st = write_file_atomic(output, dump_replacing_invalid_utf8(results)); !st.is_ok())
+      throw std::runtime_error(st.message());
   }
   return summaries;
 }

@@ -111,6 +111,34 @@ TEST(EvalScoring, MathSetConsensusAndPassAtKByHand) {
   EXPECT_DOUBLE_EQ(s.tally.reward_sums.at("math"), 5.0);
 }
 
+// cons@64 as DeepSeek-R1 reports it: 64 samples, 30 right (12, written three ways), 20 wrong (7),
+// 14 without an answer. By hand: pass@1 = 30/64, pass@2 = 1 - C(34,2)/C(64,2) = 1 - 561/2016,
+// pass@8 = 1 - C(34,8)/C(64,8) = 1 - 18156204/4426165368, cons@64 = 1 (12 has the most votes).
+TEST(EvalScoring, ConsensusAtSixtyFour) {
+  std::vector<std::string> completions;
+  for (int i = 0; i < 64; ++i) {
+    if (i % 32 < 10) completions.push_back(i % 3 == 0 ? "\\boxed{12}" : i % 3 == 1 ? "\\boxed{12.0}" : "\\boxed{\\frac{24}{2}}");
+    else if (i % 32 < 15) completions.push_back("\\boxed{12}");
+    else if (i % 32 < 25) completions.push_back("\\boxed{7}");
+    else completions.push_back("no answer");
+  }
+  const Scored s = score({math_problem("p", "12")}, completions, 64, {function("math")});
+  EXPECT_DOUBLE_EQ(s.tally.correct, 30.0);
+  EXPECT_DOUBLE_EQ(s.tally.consensus, 1.0);
+  EXPECT_EQ(s.tally.problem_rows[0]["votes"], 30);
+  ASSERT_EQ(s.tally.pass_at.size(), 7u);  // 1, 2, 4, 8, 16, 32, 64
+  EXPECT_NEAR(s.tally.pass_at[0], 30.0 / 64.0, 1e-12);
+  EXPECT_NEAR(s.tally.pass_at[1], 1.0 - 561.0 / 2016.0, 1e-12);
+  EXPECT_NEAR(s.tally.pass_at[3], 1.0 - 18156204.0 / 4426165368.0, 1e-12);
+  EXPECT_DOUBLE_EQ(s.tally.pass_at[6], 1.0);
+  // The same samples with 7 given 31 times: 7 wins the vote, and cons@64 is 0.
+  for (int i = 25; i < 32; ++i) completions[static_cast<size_t>(i)] = completions[static_cast<size_t>(i + 32)] = "\\boxed{7}";
+  const Scored t = score({math_problem("p", "12")}, completions, 64, {function("math")});
+  EXPECT_DOUBLE_EQ(t.tally.consensus, 0.0);
+  EXPECT_EQ(t.tally.problem_rows[0]["majority"], "7");
+  EXPECT_EQ(t.tally.problem_rows[0]["votes"], 34);
+}
+
 // The math reward's `correct` component decides, whatever score the config gives a right answer.
 TEST(EvalScoring, CorrectComponentDecidesOverTheScore) {
   const Scored s = score({math_problem("p", "3")}, {"\\boxed{3}", "\\boxed{4}"}, 2,
