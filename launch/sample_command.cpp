@@ -58,6 +58,17 @@ std::string first_difference(const std::string& before, const std::string& now) 
   }
 }
 
+// Whether an earlier attempt wrote any part (an attempt that failed before its first part left
+// nothing its settings could be mixed with).
+bool holds_parts(const std::string& parts_dir) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(parts_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("part-", 0) == 0 && entry.path().extension() == ".json") return true;
+  }
+  return false;
+}
+
 // Rank 0: the lock, then the parts of an earlier attempt: kept when they were sampled with these
 // settings, else refused (exit 2) unless --overwrite. A run in progress is not complete.
 int claim_sample_directory(const Config& config, bool overwrite, std::unique_ptr<RunLock>* lock) {
@@ -84,7 +95,7 @@ int claim_sample_directory(const Config& config, bool overwrite, std::unique_ptr
         return kExitFailure;
       }
     }
-  } else if (std::filesystem::exists(settings_path)) {
+  } else if (holds_parts(parts) && std::filesystem::exists(settings_path)) {
     StatusOr<std::string> before = read_file(settings_path);
     if (!before) {
       fmt::print(stderr, "grpo sample: {}\n", before.status().message());

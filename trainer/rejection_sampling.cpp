@@ -190,13 +190,13 @@ std::string SampleStats::table() const {
   const auto share = [this](int64_t n) {
     return generated > 0 ? 100.0 * static_cast<double>(n) / static_cast<double>(generated) : 0.0;
   };
-  std::string text = fmt::format("{:<16} {:>9} {:>7}\n", "samples", "count", "share");
-  text += fmt::format("{:<16} {:>9} {:>6.1f}%\n", "generated", generated, 100.0 * (generated > 0));
-  text += fmt::format("{:<16} {:>9} {:>6.1f}%\n", "kept", kept, share(kept));
+  std::string text = fmt::format("{:<24} {:>9} {:>7}\n", "samples", "count", "share");
+  text += fmt::format("{:<24} {:>9} {:>6.1f}%\n", "generated", generated, 100.0 * (generated > 0));
+  text += fmt::format("{:<24} {:>9} {:>6.1f}%\n", "kept", kept, share(kept));
   for (SampleVerdict v : drop_verdicts()) {
     const auto it = dropped.find(sample_verdict_name(v));
     const int64_t n = it == dropped.end() ? 0 : it->second;
-    text += fmt::format("{:<16} {:>9} {:>6.1f}%\n", fmt::format("dropped: {}", sample_verdict_name(v)), n, share(n));
+    text += fmt::format("{:<24} {:>9} {:>6.1f}%\n", fmt::format("dropped: {}", sample_verdict_name(v)), n, share(n));
   }
   text += fmt::format("{} prompts, {} with a kept sample", prompts, prompts_with_kept);
   return text;

@@ -22,6 +22,11 @@
 namespace grpo {
 namespace {
 
+// A model's text is not always valid UTF-8 (a byte-level tokenizer can stop mid-character).
+std::string to_text(const nlohmann::json& json) {
+  return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 std::string part_path(const Config& config, int64_t part) {
   return fmt::format("{}/part-{:06d}.json", sample_parts_dir(config), part);
 }
@@ -161,7 +166,7 @@ SampleStats merge_parts(const Config& config, int64_t parts, int64_t total, int6
                                                     part_path(config, part)));
     stats.merge(SampleStats::from_json(json->at("stats")));
     for (const nlohmann::json& record : json->at("records")) {
-      const std::string line = record.dump() + "\n";
+      const std::string line = to_text(record) + "\n";
       writer.write(line.data(), line.size());
     }
   }
@@ -223,7 +228,7 @@ SampleSummary run_rejection_sampling(const Config& config) {
     const int64_t begin = part * per_part, end = std::min(total, begin + per_part);
     const auto part_started = std::chrono::steady_clock::now();
     const nlohmann::json contents = sample_part(ctx, part, begin, end);
-    if (Status s = write_file_atomic(part_path(config, part), contents.dump() + "\n"); !s.is_ok())
+    if (Status s = write_file_atomic(part_path(config, part), to_text(contents) + "\n"); !s.is_ok())
       throw std::runtime_error(s.message());
     const SampleStats stats = SampleStats::from_json(contents.at("stats"));
     log_info("part {}/{} (prompts {}-{}): kept {} of {} in {:.1f} s", part + 1, parts, begin, end - 1, stats.kept,
