@@ -162,8 +162,10 @@ SampleStats merge_parts(const Config& config, int64_t parts, int64_t total, int6
   for (int64_t part = 0; part < parts; ++part) {
     const int64_t begin = part * per_part, end = std::min(total, begin + per_part);
     const std::optional<nlohmann::json> json = read_part(part_path(config, part), part, begin, end);
-    if (!json) throw std::runtime_error(fmt::format("{} is missing or unreadable after every rank finished",
-                                                    part_path(config, part)));
+    if (!json)
+      throw std::runtime_error(fmt::format("{} is missing, unreadable or not part {} (prompts {} to {}); delete it "
+                                           "and run again to sample it anew",
+                                           part_path(config, part), part, begin, end - 1));
     stats.merge(SampleStats::from_json(json->at("stats")));
     for (const nlohmann::json& record : json->at("records")) {
       const std::string line = to_text(record) + "\n";
@@ -206,11 +208,10 @@ SampleSummary run_rejection_sampling(const Config& config) {
 
   const int64_t total = static_cast<int64_t>(prompts.size()), per_part = config.sample.prompts_per_part;
   const int64_t parts = (total + per_part - 1) / per_part;
+  // Parts are written atomically, so one that exists is whole; merge_parts checks each again.
   std::vector<int64_t> pending;
-  for (int64_t part = 0; part < parts; ++part) {
-    const int64_t begin = part * per_part, end = std::min(total, begin + per_part);
-    if (!read_part(part_path(config, part), part, begin, end)) pending.push_back(part);
-  }
+  for (int64_t part = 0; part < parts; ++part)
+    if (!std::filesystem::exists(part_path(config, part))) pending.push_back(part);
   // Every rank has listed the same finished parts before any rank writes a new one.
   comm.barrier();
   if (comm.rank() == 0)
