@@ -392,6 +392,52 @@ void describe(ConfigVisitor& v, EvalConfig& c) {
           c.output);
 }
 
+void describe(ConfigVisitor& v, SampleConfig& c) {
+  v.visit(field("dataset", "Prompts to sample: a JSONL file (data.* field mapping) or builtin:addition?...; \"\" = "
+                           "data.train_path."),
+          c.dataset);
+  v.visit(field("samples_per_prompt", "k: completions sampled per prompt.").at_least(1), c.samples_per_prompt);
+  v.visit(field("max_prompts", "Sample only the first N prompts; 0 = all.").at_least(0), c.max_prompts);
+  v.visit(field("prompts_per_part", "Prompts sampled, filtered and written together (one part file); a killed "
+                                    "run resumes at the first unwritten part.")
+              .at_least(1),
+          c.prompts_per_part);
+  v.visit(field("min_reward", "Keep a sample only when its weighted reward total (reward.functions) is at least "
+                              "this; null = no threshold."),
+          c.min_reward);
+  v.visit(field("required_components", "Reward components, as label.component (math.correct, format.answer), "
+                                       "that must be 1 for a sample to be kept."),
+          c.required_components);
+  v.visit(field("require_format", "Keep only strictly formatted samples: <think>...</think><answer>...</answer> "
+                                  "and nothing else."),
+          c.require_format);
+  v.visit(field("language", "Language the chain of thought must be written in (en, zh, ...; the language "
+                            "reward's scripts); \"\" = no language filter."),
+          c.language);
+  v.visit(field("min_language_share", "With `language`: least share of the chain of thought's words in it "
+                                      "(a text without words passes).")
+              .at_least(0)
+              .at_most(1),
+          c.min_language_share);
+  v.visit(field("max_tokens", "Drop completions longer than this many tokens; 0 = no limit.").at_least(0),
+          c.max_tokens);
+  v.visit(field("drop_truncated", "Drop completions cut at rollout.max_new_tokens (no stop token or string)."),
+          c.drop_truncated);
+  v.visit(field("ngram_size", "n of the repetition filter, in tokens.").at_least(1), c.ngram_size);
+  v.visit(field("max_repeated_ngram_share", "Drop a completion when more than this share of its token n-grams "
+                                            "repeat an earlier one; 1 = off.")
+              .at_least(0)
+              .at_most(1),
+          c.max_repeated_ngram_share);
+  v.visit(field("deduplicate", "Drop a completion identical to one already kept for the same prompt."),
+          c.deduplicate);
+  v.visit(field("max_kept_per_prompt", "Keep at most this many samples per prompt (the first ones to pass); "
+                                       "0 = all.")
+              .at_least(0),
+          c.max_kept_per_prompt);
+  v.visit(field("output", "The SFT JSONL written; \"\" = <trainer.run_dir>/samples.jsonl."), c.output);
+}
+
 void describe(ConfigVisitor& v, CheckpointConfig& c) {
   v.visit(field("every_steps", "Save a checkpoint every N steps; 0 saves only at the end.").at_least(0),
           c.every_steps);
@@ -425,6 +471,9 @@ void describe(ConfigVisitor& v, Config& c) {
   add_section(v, "trainer", "The training loop.", c.trainer);
   add_section(v, "checkpoint", "Checkpoint frequency and retention.", c.checkpoint);
   add_section(v, "eval", "Evaluation: pass@1 over k samples, pass@k, cons@k.", c.eval);
+  add_section(v, "sample", "Rejection sampling (`grpo sample`): k samples per prompt, scored, filtered into an SFT "
+                           "set.",
+              c.sample);
   add_section(v, "logging", "Console and file logging.", c.logging);
 }
 

@@ -159,6 +159,27 @@ struct EvalConfig {
   std::string output;           // JSON results; "" = <run_dir>/eval.json
 };
 
+// `grpo sample`: k samples per prompt from model.path, scored by reward.functions, filtered into an
+// SFT set (rejection sampling, distillation data). A sample is kept when it passes every filter.
+struct SampleConfig {
+  std::string dataset;               // prompts: JSONL or builtin:addition?...; "" = data.train_path
+  int64_t samples_per_prompt = 4;    // k
+  int64_t max_prompts = 0;           // the first N prompts; 0 = all
+  int64_t prompts_per_part = 32;     // prompts sampled and committed together: the unit of resume
+  std::optional<double> min_reward;  // keep a sample whose weighted reward total is >= this; null = any
+  std::vector<std::string> required_components;  // "label.component" that must be 1, e.g. math.correct
+  bool require_format = false;       // strict <think>...</think><answer>...</answer>
+  std::string language;              // the chain of thought's language (en, zh, ...); "" = not filtered
+  double min_language_share = 0.9;   // with `language`: least share of its words in that language
+  int64_t max_tokens = 0;            // longest completion kept, in tokens; 0 = no limit
+  bool drop_truncated = true;        // drop completions cut at rollout.max_new_tokens
+  int64_t ngram_size = 4;            // n of the repetition filter (token n-grams)
+  double max_repeated_ngram_share = 1.0;  // drop above this share of repeated n-grams; 1 = off
+  bool deduplicate = true;           // drop exact repeats of a completion kept for the same prompt
+  int64_t max_kept_per_prompt = 0;   // 0 = every sample that passes
+  std::string output;                // SFT JSONL; "" = <trainer.run_dir>/samples.jsonl
+};
+
 struct LoggingConfig {
   LogLevel level = LogLevel::kInfo;
   bool all_ranks = false;
@@ -175,6 +196,7 @@ struct Config {
   TrainerConfig trainer;
   CheckpointConfig checkpoint;
   EvalConfig eval;
+  SampleConfig sample;
   LoggingConfig logging;
 };
 

@@ -133,6 +133,25 @@ nlohmann::json dataset_json(const EvalSet& set, const DatasetResult& r) {
   return entry;
 }
 
+// Positions past the model's context have no trained meaning: a prompt whose generation could
+// run past it is an error before any sampling, as in training and `grpo generate`.
+void check_prompt_lengths(const Config& config, const Policy& policy, const std::vector<EvalSet>& sets) {
+  const int64_t context = policy.model->options().max_position_embeddings;
+  const bool own_length = config.eval.max_new_tokens > 0;
+  const int64_t max_new = own_length ? config.eval.max_new_tokens : config.rollout.max_new_tokens;
+  const char* key = own_length ? "eval.max_new_tokens" : "rollout.max_new_tokens";
+  for (const EvalSet& set : sets)
+    for (const Example& problem : set.problems) {
+      const int64_t length = static_cast<int64_t>(encode_prompt(policy, problem.prompt).size());
+      if (length + max_new > context)
+        throw std::runtime_error(fmt::format(
+            "eval set '{}', {}: prompt of {} tokens + {} {} = {} exceeds the model's context of {} tokens "
+            "(max_position_embeddings); lower {} or use a model with a longer context",
+            set.config.name, problem.source.empty() ? "problem '" + problem.id + "'" : problem.source, length, key,
+            max_new, length + max_new, context, key));
+    }
+}
+
 }  // namespace
 
 std::vector<EvalSummary> run_eval(const Config& config) {
@@ -150,6 +169,7 @@ std::vector<EvalSummary> run_eval(const Config& config) {
   if (!sets) throw std::runtime_error(sets.status().message());
   StatusOr<Policy> policy = load_policy(config.model, static_cast<uint64_t>(config.trainer.seed));
   if (!policy) throw std::runtime_error(policy.status().message());
+  check_prompt_lengths(config, *policy, *sets);
   ThreadPool reward_pool(config.reward.threads > 0 ? static_cast<size_t>(config.reward.threads)
                                                    : std::max(1u, std::thread::hardware_concurrency()));
 

@@ -2,7 +2,9 @@
 
 #include <sys/stat.h>
 
+#include <map>
 #include <random>
+#include <sstream>
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -47,6 +49,46 @@ DecoderOptions demo_options() {
   return o;
 }
 
+// builtin:demo-qwen2 is the demo's shape; builtin:demo-llama the same without attention biases;
+// either takes ?layers=&hidden=&intermediate=&heads=&kv_heads= for a student of another size, and
+// ?context= for its positions (default 512).
+StatusOr<DecoderOptions> builtin_demo_options(const std::string& path) {
+  const std::string name = path.substr(0, path.find('?'));
+  DecoderOptions o = demo_options();
+  if (name == "builtin:demo-llama") {
+    o.architecture = DecoderArchitecture::kLlama;
+    o.qkv_bias = false;
+  } else if (name != "builtin:demo-qwen2") {
+    return Status::error(fmt::format("model.path: unknown builtin model '{}' (builtin:demo-qwen2, builtin:demo-llama)",
+                                     path));
+  }
+  if (name.size() == path.size()) return o;
+  std::map<std::string, int64_t*> sizes = {{"layers", &o.num_layers}, {"hidden", &o.hidden_size},
+                                           {"intermediate", &o.intermediate_size}, {"heads", &o.num_heads},
+                                           {"kv_heads", &o.num_kv_heads}, {"context", &o.max_position_embeddings}};
+  std::stringstream query(path.substr(name.size() + 1));
+  for (std::string item; std::getline(query, item, '&');) {
+    const auto eq = item.find('=');
+    const auto it = sizes.find(item.substr(0, eq));
+    int64_t value = 0;
+    try {
+      value = eq == std::string::npos ? 0 : std::stoll(item.substr(eq + 1));
+    } catch (const std::exception&) {
+    }
+    if (it == sizes.end() || value < 1)
+      return Status::error(fmt::format("model.path '{}': '{}' must be one of layers, hidden, intermediate, heads, "
+                                       "kv_heads, context set to a positive integer",
+                                       path, item));
+    *it->second = value;
+  }
+  if (o.hidden_size % o.num_heads != 0 || o.num_heads % o.num_kv_heads != 0)
+    return Status::error(fmt::format("model.path '{}': hidden ({}) must be a multiple of heads ({}), and heads of "
+                                     "kv_heads ({})",
+                                     path, o.hidden_size, o.num_heads, o.num_kv_heads));
+  o.head_dim = o.hidden_size / o.num_heads;
+  return o;
+}
+
 // transformers' Qwen2 initialization: N(0, 0.02) weights, zero biases, unit norms.
 void init_weights(Decoder& model, uint64_t seed) {
   at::NoGradGuard no_grad;
@@ -80,14 +122,17 @@ StatusOr<Policy> load_policy(const ModelConfig& config, uint64_t seed) {
   StatusOr<std::string> placed = placement(config.device);
   if (!placed) return placed.status();
   const std::string device = *placed;
-  if (config.path == "builtin:demo-qwen2") {
-    policy.model = Decoder(demo_options());
+  if (config.path.rfind("builtin:demo-", 0) == 0) {
+    StatusOr<DecoderOptions> options = builtin_demo_options(config.path);
+    if (!options) return options.status();
+    policy.model = Decoder(*options);
     init_weights(policy.model, seed);
     policy.model->to(torch::Device(device), dtype == "bfloat16" ? at::kBFloat16 : at::kFloat);
     policy.tokenizer_json = demo_tokenizer_json();
     policy.tokenizer_config_json = kDemoTokenizerConfig;
   } else if (config.path.rfind("builtin:", 0) == 0) {
-    return Status::error(fmt::format("model.path: unknown builtin model '{}' (builtin:demo-qwen2)", config.path));
+    return Status::error(fmt::format("model.path: unknown builtin model '{}' (builtin:demo-qwen2, builtin:demo-llama)",
+                                     config.path));
   } else {
     StatusOr<Decoder> model = load_decoder(config.path, dtype, device);
     if (!model) return model.status();

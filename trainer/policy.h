@@ -1,7 +1,9 @@
 #pragma once
 // The model being trained with its tokenizer and prompt template, loaded from model.* config:
 // a Hugging Face directory, or `builtin:demo-qwen2` (a tiny randomly initialized Qwen2 with a
-// byte-level tokenizer, for the CPU demo and tests).
+// byte-level tokenizer, for the CPU demo and tests). `builtin:demo-llama` is the same shape as a
+// Llama (no attention biases); either takes `?layers=2&hidden=64&intermediate=168&heads=2&kv_heads=1`
+// (any of them) for a model of another size, e.g. a distillation student.
 
 #include <optional>
 #include <string>

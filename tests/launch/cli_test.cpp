@@ -29,7 +29,7 @@ std::string write_temp(const std::string& name, const std::string& contents) {
 TEST(Cli, HelpListsOnlyWorkingCommands) {
   const CliRun run = run_grpo("--help");
   EXPECT_EQ(run.exit_code, 0);
-  for (const char* verb : {"config", "convert", "eval", "generate", "reward", "sft", "tokenize", "toy", "train", "version"})
+  for (const char* verb : {"config", "convert", "eval", "generate", "reward", "sample", "sft", "tokenize", "toy", "train", "version"})
     EXPECT_NE(run.output.find("  " + std::string(verb) + " "), std::string::npos) << verb;
 }
 

@@ -39,8 +39,10 @@ TEST(EvalCommand, R1ConfigScoresEverySetWithItsRewards) {
   if (!fs::exists(std::string(GRPO_SOURCE_DIR) + "/../shared/data/humaneval/HumanEval.jsonl"))
     GTEST_SKIP() << "../shared/data is not next to the repository";
   const fs::path output = kWork / "r1.json";
+  // AIME's prompts are longer than the demo model's 512 positions: this one has 2,048.
   const testing::CommandResult run =
-      run_eval("eval.max_problems=2 eval.samples=2 eval.max_new_tokens=6 reward.threads=2 eval.output=" + output.string());
+      run_eval("'model.path=builtin:demo-qwen2?context=2048' eval.max_problems=2 eval.samples=2 eval.max_new_tokens=6 "
+               "reward.threads=2 eval.output=" + output.string());
   if (run.output.find("sandbox") != std::string::npos && run.exit_code != 0) GTEST_SKIP() << run.output;
   ASSERT_EQ(run.exit_code, 0) << run.output;
   for (const char* name : {"gsm8k", "math500", "aime2024", "humaneval", "mbpp"})
@@ -84,6 +86,21 @@ TEST(EvalCommand, FailedRunExitsNonZeroAndLeavesNoResults) {
       run_eval("'eval.datasets=[{name: gone, path: /nonexistent/test.jsonl}]' eval.output=" + output.string());
   EXPECT_NE(run.exit_code, 0) << run.output;
   EXPECT_NE(run.output.find("eval.datasets[0].path"), std::string::npos) << run.output;
+  EXPECT_FALSE(fs::exists(output));
+}
+
+// A generation that could run past the model's context (builtin:demo-qwen2 has 512 positions) is
+// refused before any sampling, naming the set, the record and the key to lower.
+TEST(EvalCommand, GenerationPastTheContextIsRefusedUpFront) {
+  fs::create_directories(kWork);
+  std::ofstream(kWork / "sums.jsonl") << "{\"prompt\": \"What is 20 + 22? Answer with the number only.\", \"answer\": \"42\"}\n";
+  const fs::path output = kWork / "overlong.json";
+  const testing::CommandResult run =
+      run_eval("'eval.datasets=[{name: sums, path: " + (kWork / "sums.jsonl").string() +
+               "}]' eval.samples=1 eval.max_new_tokens=500 eval.output=" + output.string());
+  EXPECT_NE(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("eval set 'sums'"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("lower eval.max_new_tokens"), std::string::npos) << run.output;
   EXPECT_FALSE(fs::exists(output));
 }
 
