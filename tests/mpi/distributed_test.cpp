@@ -310,6 +310,49 @@ TEST(Distributed, Stage3ResumesOnTheSameAndAnotherRankCount) {
   expect_resume_on_another_layout(config, "zero3_reshard", 2, 2, "", 3);
 }
 
+// A stage-3 checkpoint is one shard file per rank under a manifest with checksums: a corrupt shard
+// makes --resume auto fall back to the previous checkpoint (and the run still ends bit for bit
+// like an uninterrupted one), and `grpo convert` puts the shards back together into exactly the
+// weights the run exported.
+TEST(Distributed, Stage3CorruptShardFallsBackAndConvertJoinsTheShards) {
+  std::string yaml = kGrpo;
+  yaml.replace(yaml.find("prompts_per_step: 4"), 19, "prompts_per_step: 4, zero_stage: 3");
+  yaml.replace(yaml.find("every_steps: 0"), 14, "every_steps: 1");
+  const std::string config = write_config("grpo_zero3_corrupt.yaml", yaml);
+  const fs::path straight = kWork / "zero3_corrupt_straight", broken = kWork / "zero3_corrupt";
+  const std::string common = std::string(GRPO_BINARY) + " train --config " + config + " trainer.steps=3 trainer.run_dir=";
+  Result r = run(launcher(2) + common + straight.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const fs::path last = straight / "checkpoints" / "step-3";
+  ASSERT_TRUE(fs::exists(last / "shard-0-of-2.safetensors") && fs::exists(last / "shard-1-of-2.safetensors"));
+  EXPECT_FALSE(fs::exists(last / "model.safetensors")) << "a stage-3 checkpoint holds shards, not the whole model";
+  r = run(std::string(GRPO_BINARY) + " convert --checkpoint " + last.string() + " --output " + (kWork / "zero3_converted").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  StatusOr<TensorMap> converted = read_safetensors((kWork / "zero3_converted" / "model.safetensors").string());
+  ASSERT_TRUE(converted.is_ok()) << converted.status().message();
+  EXPECT_EQ(max_difference(final_weights(straight), *converted), 0.0) << "grpo convert of the last checkpoint";
+
+  r = run(launcher(2) + common + broken.string() + " trainer.steps=2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const fs::path shard = broken / "checkpoints" / "step-2" / "shard-1-of-2.safetensors";
+  {
+    std::fstream f(shard, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(0, std::ios::end);
+    const std::streamoff size = f.tellg();
+    f.seekp(size - 5);
+    char c = 0;
+    f.seekg(size - 5);
+    f.get(c);
+    f.seekp(size - 5);
+    f.put(static_cast<char>(c ^ 0x5a));
+  }
+  r = run(launcher(2) + common + broken.string() + " --resume auto");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("shard-1-of-2.safetensors does not match its checksum"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("resumed from " + (broken / "checkpoints" / "step-1").string()), std::string::npos) << r.output;
+  EXPECT_EQ(max_difference(final_weights(straight), final_weights(broken)), 0.0);
+}
+
 // Micro-batches (3 rows, so the last one is short) accumulate the whole batch's gradient: with mu = 2
 // (old log-probs) and a KL term (reference log-probs) too, on 1 and 2 ranks.
 TEST(Distributed, MicroBatchesMatchTheWholeBatch) {
