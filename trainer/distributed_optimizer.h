@@ -16,7 +16,8 @@
 //      and updates the fp32 master shards (whatever trainer.param_dtype the passes compute in).
 // Elementwise the update is AdamW's (trainer/optimizer.h) in every stage, so all stages train the
 // same model to float tolerance (tests/mpi/distributed_test.cpp). Checkpoints hold whole moments
-// whatever the stage, so a run may resume with another stage or rank count.
+// at stages 0-2 and per-rank moment shards with their layout at stage 3; either kind resumes at any
+// stage and rank count (trainer/train_common.cpp reshards on load).
 
 #include <cstdint>
 #include <memory>

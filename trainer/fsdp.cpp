@@ -1,6 +1,7 @@
 #include "trainer/fsdp.h"
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 
 #include <ATen/ATen.h>
@@ -19,6 +20,8 @@ struct ShardedDecoder::Unit {
   int64_t shard = 0;               // elements per rank: ceil(numel / ranks)
   at::Tensor master;               // this rank's [shard] slice in fp32 (sharded only)
   int gathers = 0;                 // scopes holding the whole unit now
+  double gather_seconds = 0;       // spent in this unit's collectives so far (host time: on CUDA,
+  double reduce_scatter_seconds = 0;  // NCCL's launch, not its completion)
 };
 
 namespace {
@@ -35,7 +38,9 @@ void gather_unit(Unit& unit, Communicator& comm, at::ScalarType dtype) {
   at::NoGradGuard no_grad;
   const at::Tensor local = unit.master.detach().to(dtype);
   at::Tensor full = at::empty({comm.size(), unit.shard}, local.options());
+  const auto start = std::chrono::steady_clock::now();
   comm.all_gather_into(full, local);
+  unit.gather_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const at::Tensor flat = full.view({-1});
   for (size_t i = 0; i < unit.params.size(); ++i)
     unit.params[i].set_data(flat.narrow(0, unit.offsets[i], c10::multiply_integers(unit.shapes[i])).view(unit.shapes[i]));
@@ -105,7 +110,9 @@ class UnitFunction : public torch::autograd::Function<UnitFunction> {
     if (input_grad) result[0] = grads.back();
     grads.clear();  // the whole unit's gradients and parameters go before the collective
     release_unit(unit, state->options.param_dtype);
+    const auto start = std::chrono::steady_clock::now();
     result[1] = state->comm->reduce_scatter_sum(flat).to(at::kFloat);
+    unit.reduce_scatter_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return result;
   }
 };
@@ -212,6 +219,15 @@ std::vector<at::Tensor> ShardedDecoder::master_shards() const {
 int64_t ShardedDecoder::shard_numel() const {
   int64_t total = 0;
   for (const auto& unit : units_) total += unit->shard;
+  return total;
+}
+
+ShardedDecoder::CollectiveSeconds ShardedDecoder::collective_seconds() const {
+  CollectiveSeconds total;
+  for (const auto& unit : units_) {
+    total.gather += unit->gather_seconds;
+    total.reduce_scatter += unit->reduce_scatter_seconds;
+  }
   return total;
 }
 

@@ -81,6 +81,14 @@ class ShardedDecoder {
   void visit_whole_units(at::ScalarType dtype, const UnitVisitor& visit);
   const ShardOptions& options() const { return options_; }
 
+  // Seconds this rank spent in the parameter all-gathers and gradient reduce-scatters since it was
+  // built (host time; with NCCL the launches, not the transfers).
+  struct CollectiveSeconds {
+    double gather = 0;
+    double reduce_scatter = 0;
+  };
+  CollectiveSeconds collective_seconds() const;
+
   // Whole tensors, one per decoder parameter in named_parameters() order, from per-unit shards
   // shaped like master_shards() (the masters themselves, or optimizer moments). Collective. With
   // `root_only`, ranks other than 0 drop each unit once gathered and get an empty list back, so

@@ -325,7 +325,15 @@ bool finish_step(TrainingRun& run, const std::string& kind, const nlohmann::json
                  const std::map<std::string, double>& metrics, const std::vector<std::string>& console_keys,
                  double step_seconds) {
   const Config& config = run.config;
-  if (run.metrics) run.metrics->log(run.step, metrics);
+  if (run.metrics) {
+    std::map<std::string, double> logged = metrics;
+    if (run.sharded && run.sharded->sharded()) {
+      // Stage 3's communication on rank 0, cumulative since the run (or its resume) started.
+      logged["zero3_gather_s"] = run.sharded->collective_seconds().gather;
+      logged["zero3_reduce_scatter_s"] = run.sharded->collective_seconds().reduce_scatter;
+    }
+    run.metrics->log(run.step, logged);
+  }
   const bool last = run.step == config.trainer.steps;
   if (run.step % config.logging.every_steps == 0 || last)
     log_info("{}", progress_line(run, metrics, console_keys, step_seconds));

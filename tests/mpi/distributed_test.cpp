@@ -76,7 +76,7 @@ std::map<int64_t, nlohmann::json> metrics_by_step(const fs::path& run_dir) {
   std::ifstream in(run_dir / "metrics.jsonl");
   for (std::string line; std::getline(in, line);) {
     nlohmann::json m = nlohmann::json::parse(line);
-    for (const char* timing : {"step_s", "rollout_s", "reward_s", "train_s", "tokens_per_s"}) m.erase(timing);
+    for (const char* timing : {"step_s", "rollout_s", "reward_s", "train_s", "tokens_per_s", "zero3_gather_s", "zero3_reduce_scatter_s"}) m.erase(timing);
     const int64_t step = m["step"].get<int64_t>();
     EXPECT_EQ(out.count(step), 0u) << run_dir << ": step " << step << " logged twice";
     out[step] = m;
