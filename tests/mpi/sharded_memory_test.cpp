@@ -100,11 +100,11 @@ struct Sizes {
   int64_t shards = 0;            // all of a rank's shards
 };
 
-Sizes sizes_of(Decoder& model, int64_t ranks) {
+Sizes sizes_of(Decoder& model, int64_t ranks) {  // `model` allocated
   Sizes s;
   for (const DecoderUnit& unit : model->units()) {
     int64_t numel = 0;
-    for (const auto& shape : unit.shapes) numel += c10::multiply_integers(shape);
+    for (const at::Tensor& p : unit.params) numel += p.numel();  // an allocated model: full sizes
     const int64_t shard = (numel + ranks - 1) / ranks;
     s.model_bytes += 4 * numel;
     s.largest_unit = std::max(s.largest_unit, 4 * numel);
