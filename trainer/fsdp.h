@@ -11,7 +11,9 @@
 // again and its forward recomputed (so activations inside a unit are never kept: stage 3 implies
 // per-unit activation checkpointing), its gradient is flattened in reduce_dtype and
 // reduce-scattered, and each rank's slice accumulates into its master's .grad. No rank ever holds
-// more than one unit's whole parameters or gradient outside gather_all().
+// more than one unit's whole parameters or gradient outside gather_all(). The masters come from the
+// model's parameters or, when it was built deferred, from a ShardSource (the mapped model files, a
+// checkpoint's shards saved on any rank count), which is asked for this rank's slices only.
 //
 // Not sharded (zero_stage 0-2) with activation_checkpointing: every decoder layer keeps only its
 // input in forward and recomputes itself in backward; gradients accumulate in the parameters' .grad
