@@ -5,6 +5,7 @@
 #include <fstream>
 #include <memory>
 
+#include <ATen/ATen.h>
 #include <fmt/format.h>
 
 #include "core/logging.h"
@@ -168,7 +169,26 @@ int run_convert(const Arguments& args) {
   StatusOr<CheckpointContents> c = load_checkpoint(checkpoint);
   if (!c) throw UsageError(c.status().message());
   std::filesystem::create_directories(output);
-  if (Status s = write_safetensors(output + "/model.safetensors", c->model); !s.is_ok()) throw std::runtime_error(s.message());
+  if (c->layout) {
+    // A stage-3 checkpoint: each parameter put together from the saved ranks' shards and written
+    // as it is ready, so the whole model is never held at once.
+    std::vector<SafetensorsStreamWriter::Entry> entries;
+    for (const UnitLayout& unit : c->layout->units)
+      for (size_t i = 0; i < unit.param_names.size(); ++i) entries.push_back({unit.param_names[i], at::kFloat, unit.shapes[i]});
+    SafetensorsStreamWriter writer(output + "/model.safetensors", entries);
+    for (size_t u = 0; u < c->layout->units.size(); ++u) {
+      const UnitLayout& unit = c->layout->units[u];
+      for (size_t i = 0; i < unit.param_names.size(); ++i) {
+        const at::Tensor whole = read_flat_range(*c->layout, c->shards, "master", u, unit.offsets[i],
+                                                 c10::multiply_integers(unit.shapes[i]));
+        if (Status s = writer.write(unit.param_names[i], whole.view(unit.shapes[i])); !s.is_ok())
+          throw std::runtime_error(s.message());
+      }
+    }
+    if (Status s = writer.commit(); !s.is_ok()) throw std::runtime_error(s.message());
+  } else if (Status s = write_safetensors(output + "/model.safetensors", c->model); !s.is_ok()) {
+    throw std::runtime_error(s.message());
+  }
   for (const char* name : {"config.json", "tokenizer.json", "tokenizer_config.json"}) {
     const auto it = c->files.find(name);
     if (it == c->files.end()) continue;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
 #include <sys/stat.h>
 
 #include <torch/torch.h>
@@ -13,10 +14,33 @@
 namespace grpo {
 namespace {
 
+// Creates the decoder's parameters: allocated and initialized, or (deferred) empty placeholders
+// whose full shapes it remembers, so that a sharded loader fills only its slices.
+class ParameterMaker {
+ public:
+  explicit ParameterMaker(ParameterStorage storage) : storage_(storage) {}
+  at::Tensor operator()(std::vector<int64_t> shape, const std::function<void(at::Tensor&)>& init) {
+    at::Tensor p = storage_ == ParameterStorage::kDeferred ? at::empty({0}) : at::empty(shape);
+    if (storage_ == ParameterStorage::kAllocated) {
+      at::NoGradGuard no_grad;
+      init(p);
+    }
+    shapes_[p.unsafeGetTensorImpl()] = std::move(shape);
+    return p;
+  }
+  const std::vector<int64_t>& shape_of(const at::Tensor& p) const { return shapes_.at(p.unsafeGetTensorImpl()); }
+
+ private:
+  ParameterStorage storage_;
+  std::map<const c10::TensorImpl*, std::vector<int64_t>> shapes_;
+};
+
 // y = w * (x / sqrt(mean(x^2) + eps)), in float32 whatever the activation dtype (as HF).
 class RmsNormImpl : public torch::nn::Module {
  public:
-  RmsNormImpl(int64_t size, double eps) : eps_(eps) { weight = register_parameter("weight", torch::ones({size})); }
+  RmsNormImpl(int64_t size, double eps, ParameterMaker& make) : eps_(eps) {
+    weight = register_parameter("weight", make({size}, [](at::Tensor& w) { w.fill_(1.0); }));
+  }
   at::Tensor forward(const at::Tensor& x) {
     const at::Tensor x32 = x.to(at::kFloat);
     const at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps_);
@@ -29,9 +53,34 @@ class RmsNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(RmsNorm);
 
-torch::nn::Linear make_linear(int64_t in, int64_t out, bool bias) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
-}
+// y = x W^T + b, initialized as torch::nn::Linear is (same draws in the same order), but built by a
+// ParameterMaker so that a deferred decoder allocates nothing.
+class LinearImpl : public torch::nn::Module {
+ public:
+  LinearImpl(int64_t in, int64_t out, bool with_bias, ParameterMaker& make) {
+    weight = register_parameter("weight", make({out, in}, [](at::Tensor& w) { torch::nn::init::kaiming_uniform_(w, std::sqrt(5)); }));
+    if (with_bias) {
+      const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+      bias = register_parameter("bias", make({out}, [bound](at::Tensor& b) { torch::nn::init::uniform_(b, -bound, bound); }));
+    }
+  }
+  at::Tensor forward(const at::Tensor& x) { return at::linear(x, weight, bias); }
+  at::Tensor weight, bias;
+};
+TORCH_MODULE(Linear);
+
+// Token embeddings, initialized as torch::nn::Embedding is: N(0, 1).
+class EmbeddingImpl : public torch::nn::Module {
+ public:
+  EmbeddingImpl(int64_t count, int64_t dim, ParameterMaker& make) {
+    weight = register_parameter("weight", make({count, dim}, [](at::Tensor& w) { torch::nn::init::normal_(w); }));
+  }
+  at::Tensor forward(const at::Tensor& ids) { return at::embedding(weight, ids); }
+  at::Tensor weight;
+};
+TORCH_MODULE(Embedding);
+
+Linear make_linear(int64_t in, int64_t out, bool bias, ParameterMaker& make) { return Linear(in, out, bias, make); }
 
 at::Tensor rotate_half(const at::Tensor& x) {
   const int64_t half = x.size(-1) / 2;
@@ -40,11 +89,11 @@ at::Tensor rotate_half(const at::Tensor& x) {
 
 class AttentionImpl : public torch::nn::Module {
  public:
-  explicit AttentionImpl(const DecoderOptions& o) : o_(o) {
-    q_proj = register_module("q_proj", make_linear(o.hidden_size, o.num_heads * o.head_dim, o.qkv_bias));
-    k_proj = register_module("k_proj", make_linear(o.hidden_size, o.num_kv_heads * o.head_dim, o.qkv_bias));
-    v_proj = register_module("v_proj", make_linear(o.hidden_size, o.num_kv_heads * o.head_dim, o.qkv_bias));
-    o_proj = register_module("o_proj", make_linear(o.num_heads * o.head_dim, o.hidden_size, o.o_bias));
+  AttentionImpl(const DecoderOptions& o, ParameterMaker& make) : o_(o) {
+    q_proj = register_module("q_proj", make_linear(o.hidden_size, o.num_heads * o.head_dim, o.qkv_bias, make));
+    k_proj = register_module("k_proj", make_linear(o.hidden_size, o.num_kv_heads * o.head_dim, o.qkv_bias, make));
+    v_proj = register_module("v_proj", make_linear(o.hidden_size, o.num_kv_heads * o.head_dim, o.qkv_bias, make));
+    o_proj = register_module("o_proj", make_linear(o.num_heads * o.head_dim, o.hidden_size, o.o_bias, make));
   }
 
   // x [B, T, hidden]; cos/sin [B, T, hd]; key_valid [B, S] marks real keys; bias: see KvCache::attend;
@@ -63,7 +112,7 @@ class AttentionImpl : public torch::nn::Module {
     return o_proj(out.transpose(1, 2).reshape({b, t, o_.num_heads * hd}));
   }
 
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
   DecoderOptions o_;
@@ -72,23 +121,23 @@ TORCH_MODULE(Attention);
 
 class MlpImpl : public torch::nn::Module {
  public:
-  explicit MlpImpl(const DecoderOptions& o) {
-    gate_proj = register_module("gate_proj", make_linear(o.hidden_size, o.intermediate_size, o.mlp_bias));
-    up_proj = register_module("up_proj", make_linear(o.hidden_size, o.intermediate_size, o.mlp_bias));
-    down_proj = register_module("down_proj", make_linear(o.intermediate_size, o.hidden_size, o.mlp_bias));
+  MlpImpl(const DecoderOptions& o, ParameterMaker& make) {
+    gate_proj = register_module("gate_proj", make_linear(o.hidden_size, o.intermediate_size, o.mlp_bias, make));
+    up_proj = register_module("up_proj", make_linear(o.hidden_size, o.intermediate_size, o.mlp_bias, make));
+    down_proj = register_module("down_proj", make_linear(o.intermediate_size, o.hidden_size, o.mlp_bias, make));
   }
   at::Tensor forward(const at::Tensor& x) { return down_proj(at::silu(gate_proj(x)) * up_proj(x)); }
-  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(Mlp);
 
 class DecoderLayerImpl : public torch::nn::Module {
  public:
-  explicit DecoderLayerImpl(const DecoderOptions& o) {
-    self_attn = register_module("self_attn", Attention(o));
-    mlp = register_module("mlp", Mlp(o));
-    input_layernorm = register_module("input_layernorm", RmsNorm(o.hidden_size, o.rms_norm_eps));
-    post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(o.hidden_size, o.rms_norm_eps));
+  DecoderLayerImpl(const DecoderOptions& o, ParameterMaker& make) {
+    self_attn = register_module("self_attn", Attention(o, make));
+    mlp = register_module("mlp", Mlp(o, make));
+    input_layernorm = register_module("input_layernorm", RmsNorm(o.hidden_size, o.rms_norm_eps, make));
+    post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(o.hidden_size, o.rms_norm_eps, make));
   }
   at::Tensor forward(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& key_valid,
                      const at::Tensor& bias, KvCache* cache, size_t layer) {
@@ -122,30 +171,32 @@ at::Tensor compute_inv_freq(const DecoderOptions& o) {
 
 class TransformerImpl : public torch::nn::Module {
  public:
-  explicit TransformerImpl(const DecoderOptions& o) {
-    embed_tokens = register_module("embed_tokens", torch::nn::Embedding(o.vocab_size, o.hidden_size));
+  TransformerImpl(const DecoderOptions& o, ParameterMaker& make) {
+    embed_tokens = register_module("embed_tokens", Embedding(o.vocab_size, o.hidden_size, make));
     layers = register_module("layers", torch::nn::ModuleList());
     for (int64_t i = 0; i < o.num_layers; ++i) {
-      decoder_layers.push_back(DecoderLayer(o));
+      decoder_layers.push_back(DecoderLayer(o, make));
       layers->push_back(decoder_layers.back());
     }
-    norm = register_module("norm", RmsNorm(o.hidden_size, o.rms_norm_eps));
+    norm = register_module("norm", RmsNorm(o.hidden_size, o.rms_norm_eps, make));
   }
-  torch::nn::Embedding embed_tokens{nullptr};
+  Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
   std::vector<DecoderLayer> decoder_layers;
   RmsNorm norm{nullptr};
 };
 
-DecoderImpl::DecoderImpl(DecoderOptions options) : options_(std::move(options)) {
-  model_ = register_module("model", std::make_shared<TransformerImpl>(options_));
+DecoderImpl::DecoderImpl(DecoderOptions options, ParameterStorage storage) : options_(std::move(options)) {
+  ParameterMaker make(storage);
+  model_ = register_module("model", std::make_shared<TransformerImpl>(options_, make));
   if (options_.tie_word_embeddings) {
     lm_head_weight_ = model_->embed_tokens->weight;
   } else {
-    auto head = make_linear(options_.hidden_size, options_.vocab_size, false);
+    auto head = make_linear(options_.hidden_size, options_.vocab_size, false, make);
     lm_head_ = register_module("lm_head", head.ptr());
     lm_head_weight_ = head->weight;
   }
+  for (const auto& item : named_parameters(/*recurse=*/true)) shapes_[item.key()] = make.shape_of(item.value());
   inv_freq_ = compute_inv_freq(options_);
 }
 
@@ -224,6 +275,7 @@ std::vector<DecoderUnit> DecoderImpl::units() {
       unit = 1 + std::stoul(item.key().substr(layer_prefix.size()));
     out[unit].param_names.push_back(item.key());
     out[unit].params.push_back(item.value());
+    out[unit].shapes.push_back(shapes_.at(item.key()));
   }
   return out;
 }
@@ -238,19 +290,17 @@ std::vector<at::Tensor> DecoderImpl::hidden_states(const at::Tensor& input_ids, 
   return states;
 }
 
-Status load_weights(Decoder& decoder, const TensorMap& tensors) {
-  torch::NoGradGuard no_grad;
-  auto params = decoder->named_parameters(/*recurse=*/true);
-  for (const auto& item : params) {
-    const auto it = tensors.find(item.key());
-    if (it == tensors.end()) return Status::error(fmt::format("checkpoint is missing tensor '{}'", item.key()));
-    if (it->second.sizes() != item.value().sizes())
-      return Status::error(fmt::format("tensor '{}' has shape {}, the model needs {}", item.key(),
-                                       fmt::join(it->second.sizes(), "x"), fmt::join(item.value().sizes(), "x")));
-    item.value().copy_(it->second);
+Status check_weights(Decoder& decoder, const TensorMap& tensors) {
+  const auto& shapes = decoder->parameter_shapes();
+  for (const auto& [name, shape] : shapes) {
+    const auto it = tensors.find(name);
+    if (it == tensors.end()) return Status::error(fmt::format("checkpoint is missing tensor '{}'", name));
+    if (it->second.sizes() != at::IntArrayRef(shape))
+      return Status::error(fmt::format("tensor '{}' has shape {}, the model needs {}", name,
+                                       fmt::join(it->second.sizes(), "x"), fmt::join(shape, "x")));
   }
   for (const auto& [name, tensor] : tensors) {
-    if (params.contains(name)) continue;
+    if (shapes.count(name)) continue;
     // Tied checkpoints sometimes still carry the head; old ones carry rotary buffers.
     if (name == "lm_head.weight" && decoder->options().tie_word_embeddings) continue;
     if (name.size() > 9 && name.compare(name.size() - 9, 9, ".inv_freq") == 0) continue;
@@ -259,23 +309,53 @@ Status load_weights(Decoder& decoder, const TensorMap& tensors) {
   return Status::ok();
 }
 
+Status load_weights(Decoder& decoder, const TensorMap& tensors) {
+  if (Status s = check_weights(decoder, tensors); !s.is_ok()) return s;
+  torch::NoGradGuard no_grad;
+  for (const auto& item : decoder->named_parameters(/*recurse=*/true)) item.value().copy_(tensors.at(item.key()));
+  return Status::ok();
+}
+
+namespace {
+
+StatusOr<at::ScalarType> chosen_dtype(const std::string& dtype, const DecoderOptions& options) {
+  const std::string chosen = dtype.empty() ? options.torch_dtype : dtype;
+  if (chosen == "float32") return at::kFloat;
+  if (chosen == "bfloat16") return at::kBFloat16;
+  if (chosen == "float16") return at::kHalf;
+  return Status::error(fmt::format("dtype '{}' is not supported (float32, bfloat16, float16)", chosen));
+}
+
+}  // namespace
+
 StatusOr<Decoder> load_decoder(const std::string& dir, const std::string& dtype, const std::string& device) {
   StatusOr<DecoderOptions> options = load_decoder_config(dir);
   if (!options) return options.status();
   StatusOr<TensorMap> tensors = read_safetensors_dir(dir);
   if (!tensors) return tensors.status();
-  const std::string chosen = dtype.empty() ? options->torch_dtype : dtype;
-  at::ScalarType type;
-  if (chosen == "float32") type = at::kFloat;
-  else if (chosen == "bfloat16") type = at::kBFloat16;
-  else if (chosen == "float16") type = at::kHalf;
-  else return Status::error(fmt::format("dtype '{}' is not supported (float32, bfloat16, float16)", chosen));
+  StatusOr<at::ScalarType> type = chosen_dtype(dtype, *options);
+  if (!type) return type.status();
   Decoder decoder(*options);
-  decoder->to(torch::Device(device), type);
+  decoder->to(torch::Device(device), *type);
   Status status = load_weights(decoder, *tensors);
   if (!status.is_ok()) return Status::error(fmt::format("{}: {}", dir, status.message()));
   decoder->eval();
   return decoder;
+}
+
+StatusOr<MappedDecoder> map_decoder(const std::string& dir, const std::string& dtype, const std::string& device) {
+  StatusOr<DecoderOptions> options = load_decoder_config(dir);
+  if (!options) return options.status();
+  StatusOr<TensorMap> tensors = read_safetensors_dir(dir);
+  if (!tensors) return tensors.status();
+  StatusOr<at::ScalarType> type = chosen_dtype(dtype, *options);
+  if (!type) return type.status();
+  MappedDecoder mapped{Decoder(*options, ParameterStorage::kDeferred), std::move(tensors).value()};
+  mapped.model->to(torch::Device(device), *type);  // placeholders: nothing to copy
+  if (Status s = check_weights(mapped.model, mapped.weights); !s.is_ok())
+    return Status::error(fmt::format("{}: {}", dir, s.message()));
+  mapped.model->eval();
+  return mapped;
 }
 
 Status save_decoder(Decoder& decoder, const std::string& dir) {

@@ -4,6 +4,7 @@
 // Parameter names equal the Hugging Face checkpoint keys, so loading is a lookup.
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,7 +28,14 @@ struct DecoderUnit {
   std::string name;                      // "root", "model.layers.3"
   std::vector<std::string> param_names;  // the decoder's (Hugging Face) parameter names
   std::vector<at::Tensor> params;        // the registered parameters themselves
+  std::vector<std::vector<int64_t>> shapes;  // their full shapes (also while deferred or sharded)
 };
+
+// kAllocated: every parameter allocated and randomly initialized (as torch::nn's modules do).
+// kDeferred: every parameter is an empty placeholder [0]; only the full shapes are known
+// (DecoderUnit::shapes). Nothing of the model's size is allocated; a loader fills the parameters
+// (trainer/fsdp fills only its shards) before any forward.
+enum class ParameterStorage { kAllocated, kDeferred };
 
 // Runs `body` on `input` on behalf of unit `unit`. The decoder calls every unit through it: the
 // root three times per pass (embeddings, final norm, head), each layer once. A wrapper hooks it to
@@ -38,7 +46,7 @@ using UnitCall = std::function<at::Tensor(size_t unit, const at::Tensor& input, 
 
 class DecoderImpl : public torch::nn::Module {
  public:
-  explicit DecoderImpl(DecoderOptions options);
+  explicit DecoderImpl(DecoderOptions options, ParameterStorage storage = ParameterStorage::kAllocated);
 
   // Logits [B, T, V] in float32. `attention_mask` [B, T] marks real tokens (undefined: all real);
   // positions count real tokens only. With a cache, the tokens are appended to it.
@@ -58,6 +66,8 @@ class DecoderImpl : public torch::nn::Module {
   // The RoPE inverse frequencies [head_dim / 2] (float32), after any scaling.
   const at::Tensor& rope_inv_freq() const { return inv_freq_; }
   const DecoderOptions& options() const { return options_; }
+  // Every parameter's full shape by name, also while the parameters are deferred or sharded.
+  const std::map<std::string, std::vector<int64_t>>& parameter_shapes() const { return shapes_; }
 
   // The units, root first, then the layers in order; every parameter is in exactly one.
   std::vector<DecoderUnit> units();
@@ -78,17 +88,31 @@ class DecoderImpl : public torch::nn::Module {
   at::Tensor lm_head_weight_;                    // [V, hidden]: lm_head.weight, or the embeddings when tied
   at::Tensor inv_freq_;
   UnitCall unit_call_;
+  std::map<std::string, std::vector<int64_t>> shapes_;  // every parameter's full shape, by name
 };
 TORCH_MODULE(Decoder);
 
-// Copies a checkpoint's tensors into the decoder's parameters, converting dtype. Missing,
-// unexpected and mis-shaped tensors are errors that name the tensor.
+// Missing, unexpected and mis-shaped tensors (against the decoder's full parameter shapes) are
+// errors that name the tensor.
+Status check_weights(Decoder& decoder, const TensorMap& tensors);
+// Copies a checkpoint's tensors into the decoder's parameters, converting dtype (after check_weights).
 Status load_weights(Decoder& decoder, const TensorMap& tensors);
 
 // Builds a decoder from a Hugging Face directory (config.json + model.safetensors or shards).
 // `dtype` "float32"/"bfloat16" or "" for the checkpoint's torch_dtype; `device` "cpu"/"cuda".
 StatusOr<Decoder> load_decoder(const std::string& dir, const std::string& dtype = "float32",
                                const std::string& device = "cpu");
+
+// A Hugging Face directory read without materializing the model: a deferred decoder (empty
+// parameter placeholders in `dtype` on `device`) and its checked weights as zero-copy views of the
+// memory-mapped safetensors (single file or sharded index). A sharded loader (trainer/fsdp) copies
+// only its slices out of them, so only those pages are ever read.
+struct MappedDecoder {
+  Decoder model{nullptr};
+  TensorMap weights;
+};
+StatusOr<MappedDecoder> map_decoder(const std::string& dir, const std::string& dtype = "float32",
+                                    const std::string& device = "cpu");
 
 // Writes config.json and model.safetensors (no lm_head when tied), atomically per file.
 Status save_decoder(Decoder& decoder, const std::string& dir);

@@ -11,6 +11,7 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_file.h"
@@ -146,32 +147,74 @@ StatusOr<TensorMap> read_safetensors_dir(const std::string& dir) {
   return tensors;
 }
 
-Status write_safetensors(const std::string& path, const TensorMap& tensors,
-                         const std::map<std::string, std::string>& metadata) {
+namespace {
+
+// The 8-byte length and the JSON header (padded to 8 bytes) for tensors laid out in `entries` order.
+StatusOr<std::string> header_bytes(const std::string& path, const std::vector<SafetensorsStreamWriter::Entry>& entries,
+                                   const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
-  std::vector<at::Tensor> ordered;
   uint64_t offset = 0;
-  for (const auto& [name, tensor] : tensors) {
-    const char* dtype = dtype_name(tensor.scalar_type());
+  for (const auto& e : entries) {
+    const char* dtype = dtype_name(e.dtype);
     if (dtype == nullptr)
-      return Status::error(fmt::format("{}: tensor '{}' has unsupported dtype {}", path, name, c10::toString(tensor.scalar_type())));
-    at::Tensor cpu = tensor.detach().to(at::kCPU).contiguous();
-    const uint64_t size = static_cast<uint64_t>(cpu.numel()) * cpu.element_size();
-    header[name] = {{"dtype", dtype}, {"shape", cpu.sizes().vec()}, {"data_offsets", {offset, offset + size}}};
+      return Status::error(fmt::format("{}: tensor '{}' has unsupported dtype {}", path, e.name, c10::toString(e.dtype)));
+    uint64_t size = at::elementSize(e.dtype);
+    for (int64_t d : e.shape) size *= static_cast<uint64_t>(d);
+    header[e.name] = {{"dtype", dtype}, {"shape", e.shape}, {"data_offsets", {offset, offset + size}}};
     offset += size;
-    ordered.push_back(std::move(cpu));
   }
   std::string header_text = header.dump();
   header_text.append((8 - header_text.size() % 8) % 8, ' ');
-  uint8_t length[8];
-  for (int i = 0; i < 8; ++i) length[i] = static_cast<uint8_t>(static_cast<uint64_t>(header_text.size()) >> (8 * i));
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(static_cast<uint64_t>(header_text.size()) >> (8 * i));
+  return out + header_text;
+}
 
-  AtomicFileWriter writer(path);
-  writer.write(length, sizeof length);
-  writer.write(header_text.data(), header_text.size());
-  for (const at::Tensor& t : ordered) writer.write(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size());
+}  // namespace
+
+Status write_safetensors(const std::string& path, const TensorMap& tensors,
+                         const std::map<std::string, std::string>& metadata) {
+  std::vector<SafetensorsStreamWriter::Entry> entries;
+  for (const auto& [name, tensor] : tensors) entries.push_back({name, tensor.scalar_type(), tensor.sizes().vec()});
+  SafetensorsStreamWriter writer(path, entries, metadata);
+  for (const auto& [name, tensor] : tensors)
+    if (Status s = writer.write(name, tensor); !s.is_ok()) return s;
   return writer.commit();
+}
+
+SafetensorsStreamWriter::SafetensorsStreamWriter(std::string path, std::vector<Entry> entries,
+                                                 const std::map<std::string, std::string>& metadata)
+    : path_(std::move(path)), entries_(std::move(entries)), writer_(std::make_unique<AtomicFileWriter>(path_)) {
+  StatusOr<std::string> header = header_bytes(path_, entries_, metadata);
+  if (!header) {
+    status_ = header.status();
+    return;
+  }
+  writer_->write(header->data(), header->size());
+}
+
+SafetensorsStreamWriter::~SafetensorsStreamWriter() = default;
+
+Status SafetensorsStreamWriter::write(const std::string& name, const at::Tensor& tensor) {
+  if (!status_.is_ok()) return status_;
+  if (next_ >= entries_.size() || entries_[next_].name != name)
+    return status_ = Status::error(fmt::format("{}: tensor '{}' written out of the declared order (expected '{}')", path_,
+                                               name, next_ < entries_.size() ? entries_[next_].name : "none"));
+  const Entry& e = entries_[next_++];
+  if (tensor.sizes() != at::IntArrayRef(e.shape))
+    return status_ = Status::error(fmt::format("{}: tensor '{}' has shape {}, declared {}", path_, name,
+                                               fmt::join(tensor.sizes(), "x"), fmt::join(e.shape, "x")));
+  const at::Tensor cpu = tensor.detach().to(at::kCPU, e.dtype).contiguous();
+  writer_->write(cpu.data_ptr(), static_cast<size_t>(cpu.numel()) * cpu.element_size());
+  return Status::ok();
+}
+
+Status SafetensorsStreamWriter::commit() {
+  if (!status_.is_ok()) return status_;
+  if (next_ != entries_.size())
+    return Status::error(fmt::format("{}: {} of {} declared tensors written", path_, next_, entries_.size()));
+  return writer_->commit();
 }
 
 }  // namespace grpo

@@ -182,4 +182,28 @@ void DistributedAdamW::load_state(int64_t steps_taken, const std::vector<at::Ten
   adam_->load_state(steps_taken, {my_shard(exp_avg)}, {my_shard(exp_avg_sq)});
 }
 
+void DistributedAdamW::load_shard_state(int64_t steps_taken, const ShardSource& exp_avg, const ShardSource& exp_avg_sq) {
+  TORCH_CHECK(stage_ == 3, "load_shard_state is for stage 3, this optimizer is stage ", stage_);
+  at::NoGradGuard no_grad;
+  const std::vector<at::Tensor> avg = adam_->exp_avg(), avg_sq = adam_->exp_avg_sq();  // views of the state
+  const ShardLayout& layout = sharded_->layout();
+  for (size_t u = 0; u < layout.units.size(); ++u) {
+    const UnitLayout& unit = layout.units[u];
+    const int64_t begin = unit.shard * comm_.rank();
+    avg[u].copy_(exp_avg(unit, begin, unit.shard));
+    avg_sq[u].copy_(exp_avg_sq(unit, begin, unit.shard));
+  }
+  adam_->load_state(steps_taken, avg, avg_sq);  // the step count; the moments are already there
+}
+
+const std::vector<at::Tensor>& DistributedAdamW::exp_avg_shards() const {
+  TORCH_CHECK(stage_ == 3, "exp_avg_shards is for stage 3");
+  return adam_->exp_avg();
+}
+
+const std::vector<at::Tensor>& DistributedAdamW::exp_avg_sq_shards() const {
+  TORCH_CHECK(stage_ == 3, "exp_avg_sq_shards is for stage 3");
+  return adam_->exp_avg_sq();
+}
+
 }  // namespace grpo

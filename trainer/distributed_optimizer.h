@@ -16,7 +16,8 @@
 //      and updates the fp32 master shards (whatever trainer.param_dtype the passes compute in).
 // Elementwise the update is AdamW's (trainer/optimizer.h) in every stage, so all stages train the
 // same model to float tolerance (tests/mpi/distributed_test.cpp). Checkpoints hold whole moments
-// whatever the stage, so a run may resume with another stage or rank count.
+// at stages 0-2 and per-rank moment shards with their layout at stage 3; either kind resumes at any
+// stage and rank count (trainer/train_common.cpp reshards on load).
 
 #include <cstdint>
 #include <memory>
@@ -26,6 +27,7 @@
 
 #include "core/config.h"
 #include "dist/communicator.h"
+#include "trainer/fsdp.h"
 #include "trainer/optimizer.h"
 
 namespace grpo {
@@ -51,6 +53,13 @@ class DistributedAdamW {
   void gather_moments(std::vector<at::Tensor>* exp_avg, std::vector<at::Tensor>* exp_avg_sq, bool root_only = false);
   // Restores whole per-parameter moments (from a checkpoint of any stage and rank count).
   void load_state(int64_t steps_taken, const std::vector<at::Tensor>& exp_avg, const std::vector<at::Tensor>& exp_avg_sq);
+
+  // Stage 3: restores this rank's moment shards from sources of whole moments (trainer/fsdp.h, e.g.
+  // a checkpoint of any rank count), one unit at a time, into the moments in place: no second copy.
+  void load_shard_state(int64_t steps_taken, const ShardSource& exp_avg, const ShardSource& exp_avg_sq);
+  // Stage 3: this rank's moment shards, one per unit (the optimizer's own tensors, not copies).
+  const std::vector<at::Tensor>& exp_avg_shards() const;
+  const std::vector<at::Tensor>& exp_avg_sq_shards() const;
 
   int zero_stage() const { return stage_; }
   // Elements of optimizer state per moment this rank holds (the whole model's for stage 0).

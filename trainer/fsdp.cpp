@@ -1,6 +1,7 @@
 #include "trainer/fsdp.h"
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 
 #include <ATen/ATen.h>
@@ -19,6 +20,8 @@ struct ShardedDecoder::Unit {
   int64_t shard = 0;               // elements per rank: ceil(numel / ranks)
   at::Tensor master;               // this rank's [shard] slice in fp32 (sharded only)
   int gathers = 0;                 // scopes holding the whole unit now
+  double gather_seconds = 0;       // spent in this unit's collectives so far (host time: on CUDA,
+  double reduce_scatter_seconds = 0;  // NCCL's launch, not its completion)
 };
 
 namespace {
@@ -35,7 +38,9 @@ void gather_unit(Unit& unit, Communicator& comm, at::ScalarType dtype) {
   at::NoGradGuard no_grad;
   const at::Tensor local = unit.master.detach().to(dtype);
   at::Tensor full = at::empty({comm.size(), unit.shard}, local.options());
+  const auto start = std::chrono::steady_clock::now();
   comm.all_gather_into(full, local);
+  unit.gather_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const at::Tensor flat = full.view({-1});
   for (size_t i = 0; i < unit.params.size(); ++i)
     unit.params[i].set_data(flat.narrow(0, unit.offsets[i], c10::multiply_integers(unit.shapes[i])).view(unit.shapes[i]));
@@ -105,37 +110,72 @@ class UnitFunction : public torch::autograd::Function<UnitFunction> {
     if (input_grad) result[0] = grads.back();
     grads.clear();  // the whole unit's gradients and parameters go before the collective
     release_unit(unit, state->options.param_dtype);
+    const auto start = std::chrono::steady_clock::now();
     result[1] = state->comm->reduce_scatter_sum(flat).to(at::kFloat);
+    unit.reduce_scatter_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return result;
   }
 };
 
 }  // namespace
 
-ShardedDecoder::ShardedDecoder(Decoder model, Communicator& comm, ShardOptions options)
+ShardSource slices_of(const TensorMap& whole, at::ScalarType round_through) {
+  return [&whole, round_through](const UnitLayout& unit, int64_t begin, int64_t count) {
+    at::Tensor out = at::zeros({count}, at::kFloat);
+    const int64_t end = begin + count;
+    for (size_t i = 0; i < unit.param_names.size(); ++i) {
+      const at::Tensor& t = whole.at(unit.param_names[i]);
+      const int64_t offset = unit.offsets[i];
+      const int64_t from = std::max(begin, offset), to = std::min(end, offset + t.numel());
+      if (from < to)
+        out.narrow(0, from - begin, to - from).copy_(t.reshape({-1}).narrow(0, from - offset, to - from).to(round_through));
+    }
+    return out;
+  };
+}
+
+ShardSource slices_of(const ShardLayout& saved, const std::vector<TensorMap>& shards, const std::string& kind) {
+  return [&saved, &shards, kind](const UnitLayout& unit, int64_t begin, int64_t count) {
+    for (size_t u = 0; u < saved.units.size(); ++u)
+      if (saved.units[u].name == unit.name) return read_flat_range(saved, shards, kind, u, begin, count);
+    TORCH_CHECK(false, "the checkpoint has no unit ", unit.name);
+    return at::Tensor();
+  };
+}
+
+ShardedDecoder::ShardedDecoder(Decoder model, Communicator& comm, ShardOptions options, const ShardSource& source)
     : model_(std::move(model)), comm_(comm), options_(options) {
+  TORCH_CHECK(!source || options_.shard_parameters, "a shard source needs shard_parameters (zero_stage 3)");
   std::map<std::string, size_t> named;
   for (const auto& item : model_->named_parameters(/*recurse=*/true)) named.emplace(item.key(), named.size());
   at::NoGradGuard no_grad;
+  layout_.ranks = comm_.size();
   for (DecoderUnit& du : model_->units()) {
     auto unit = std::make_shared<Unit>();
-    for (size_t i = 0; i < du.params.size(); ++i) {
-      unit->params.push_back(du.params[i]);
-      unit->named_index.push_back(named.at(du.param_names[i]));
-      unit->offsets.push_back(unit->numel);
-      unit->numel += du.params[i].numel();
-      unit->shapes.push_back(du.params[i].sizes().vec());
-    }
-    unit->shard = (unit->numel + comm_.size() - 1) / comm_.size();
+    layout_.units.push_back(make_unit_layout(du.name, du.param_names, du.shapes, comm_.size()));
+    const UnitLayout& layout = layout_.units.back();
+    unit->params = du.params;
+    for (const std::string& name : du.param_names) unit->named_index.push_back(named.at(name));
+    unit->offsets = layout.offsets;
+    unit->shapes = layout.shapes;
+    unit->numel = layout.numel;
+    unit->shard = layout.shard;
     if (options_.shard_parameters) {
       const at::Tensor& first = unit->params.front();
-      unit->master = at::zeros({unit->shard}, first.options().dtype(at::kFloat).requires_grad(false));
-      const int64_t begin = unit->shard * comm_.rank(), end = begin + unit->shard;
-      for (size_t i = 0; i < unit->params.size(); ++i) {
-        const int64_t offset = unit->offsets[i], n = unit->params[i].numel();
-        const int64_t from = std::max(begin, offset), to = std::min(end, offset + n);
-        if (from < to)
-          unit->master.narrow(0, from - begin, to - from).copy_(unit->params[i].detach().reshape({-1}).narrow(0, from - offset, to - from));
+      const int64_t begin = unit->shard * comm_.rank();
+      if (source) {
+        unit->master = source(layout, begin, unit->shard).to(first.device(), at::kFloat).contiguous();
+        TORCH_CHECK(unit->master.numel() == unit->shard, "shard source gave ", unit->master.numel(), " elements for ",
+                    unit->shard, " of unit ", layout.name);
+      } else {
+        unit->master = at::zeros({unit->shard}, first.options().dtype(at::kFloat).requires_grad(false));
+        const int64_t end = begin + unit->shard;
+        for (size_t i = 0; i < unit->params.size(); ++i) {
+          const int64_t offset = unit->offsets[i], n = unit->params[i].numel();
+          const int64_t from = std::max(begin, offset), to = std::min(end, offset + n);
+          if (from < to)
+            unit->master.narrow(0, from - begin, to - from).copy_(unit->params[i].detach().reshape({-1}).narrow(0, from - offset, to - from));
+        }
       }
       bool trainable = false;
       for (const at::Tensor& p : unit->params) trainable = trainable || p.requires_grad();
@@ -183,6 +223,15 @@ int64_t ShardedDecoder::shard_numel() const {
   return total;
 }
 
+ShardedDecoder::CollectiveSeconds ShardedDecoder::collective_seconds() const {
+  CollectiveSeconds total;
+  for (const auto& unit : units_) {
+    total.gather += unit->gather_seconds;
+    total.reduce_scatter += unit->reduce_scatter_seconds;
+  }
+  return total;
+}
+
 void ShardedDecoder::gather_all() {
   if (!options_.shard_parameters) return;
   for (auto& unit : units_) gather_unit(*unit, comm_, options_.param_dtype);
@@ -211,6 +260,19 @@ std::vector<at::Tensor> ShardedDecoder::whole_from_shards(const std::vector<at::
   return whole;
 }
 
+void ShardedDecoder::visit_whole_units(at::ScalarType dtype, const UnitVisitor& visit) {
+  at::NoGradGuard no_grad;
+  for (size_t u = 0; u < units_.size(); ++u) {
+    const Unit& unit = *units_[u];
+    const at::Tensor flat = comm_.all_gather(unit.master.detach().to(dtype)).view({-1});
+    if (comm_.rank() != 0) continue;
+    std::vector<at::Tensor> params;
+    for (size_t i = 0; i < unit.params.size(); ++i)
+      params.push_back(flat.narrow(0, unit.offsets[i], c10::multiply_integers(unit.shapes[i])).view(unit.shapes[i]));
+    visit(layout_.units[u], params);
+  }
+}
+
 std::vector<at::Tensor> ShardedDecoder::shards_from_whole(const std::vector<at::Tensor>& whole) const {
   std::vector<at::Tensor> out;
   at::NoGradGuard no_grad;
@@ -229,8 +291,9 @@ std::vector<at::Tensor> ShardedDecoder::shards_from_whole(const std::vector<at::
   return out;
 }
 
-std::unique_ptr<ShardedDecoder> shard(Decoder model, Communicator& comm, const ShardOptions& options) {
-  return std::make_unique<ShardedDecoder>(std::move(model), comm, options);
+std::unique_ptr<ShardedDecoder> shard(Decoder model, Communicator& comm, const ShardOptions& options,
+                                      const ShardSource& source) {
+  return std::make_unique<ShardedDecoder>(std::move(model), comm, options, source);
 }
 
 }  // namespace grpo

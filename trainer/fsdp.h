@@ -11,13 +11,16 @@
 // again and its forward recomputed (so activations inside a unit are never kept: stage 3 implies
 // per-unit activation checkpointing), its gradient is flattened in reduce_dtype and
 // reduce-scattered, and each rank's slice accumulates into its master's .grad. No rank ever holds
-// more than one unit's whole parameters or gradient outside gather_all().
+// more than one unit's whole parameters or gradient outside gather_all(). The masters come from the
+// model's parameters or, when it was built deferred, from a ShardSource (the mapped model files, a
+// checkpoint's shards saved on any rank count), which is asked for this rank's slices only.
 //
 // Not sharded (zero_stage 0-2) with activation_checkpointing: every decoder layer keeps only its
 // input in forward and recomputes itself in backward; gradients accumulate in the parameters' .grad
 // as usual (the optimizer, trainer/distributed_optimizer.h, reduces them).
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,6 +29,7 @@
 
 #include "dist/communicator.h"
 #include "models/decoder.h"
+#include "trainer/shard_layout.h"
 
 namespace grpo {
 
@@ -36,9 +40,24 @@ struct ShardOptions {
   bool activation_checkpointing = false;    // recompute each layer in backward (implied when sharded)
 };
 
+// Where a rank's master shards come from: elements [begin, begin + count) of `unit` flattened
+// as a new tensor (float32 or any floating dtype; elements past the unit's end are 0). Only this
+// rank's range is ever asked for, so a source over memory-mapped files reads only those pages.
+using ShardSource = std::function<at::Tensor(const UnitLayout& unit, int64_t begin, int64_t count)>;
+
+// Slices of whole tensors by Hugging Face name (e.g. the zero-copy views of map_decoder), each
+// element rounded through `round_through` first (the model's dtype, as copying into its parameters
+// would) and then widened to float32.
+ShardSource slices_of(const TensorMap& whole, at::ScalarType round_through = at::kFloat);
+// Slices of a stage-3 checkpoint's shards of `kind` (master, exp_avg, exp_avg_sq), saved on any
+// rank count (shard_layout.h: read_flat_range).
+ShardSource slices_of(const ShardLayout& saved, const std::vector<TensorMap>& shards, const std::string& kind);
+
 class ShardedDecoder {
  public:
-  ShardedDecoder(Decoder model, Communicator& comm, ShardOptions options);
+  // With `source`, the masters are filled from it and the model's parameters are never read (they
+  // may be deferred placeholders: models/decoder.h ParameterStorage::kDeferred); without, from them.
+  ShardedDecoder(Decoder model, Communicator& comm, ShardOptions options, const ShardSource& source = {});
   ~ShardedDecoder();
   ShardedDecoder(const ShardedDecoder&) = delete;
   ShardedDecoder& operator=(const ShardedDecoder&) = delete;
@@ -49,11 +68,28 @@ class ShardedDecoder {
   std::vector<at::Tensor> master_shards() const;
   // Elements of all masters on this rank.
   int64_t shard_numel() const;
+  // The units and how they are cut over this communicator's ranks.
+  const ShardLayout& layout() const { return layout_; }
 
   // Gathers every unit and keeps it until release_all() (for generation, where ranks do not run
   // the same number of passes, and for export). Collective. Nesting counts.
   void gather_all();
   void release_all();
+
+  // Every unit's whole parameters cast to `dtype`, one unit at a time, all ranks together: `visit`
+  // runs on rank 0 only, with the unit's tensors in layout order, which are freed before the next
+  // unit is gathered. So no rank holds more than one whole unit (a streamed export).
+  using UnitVisitor = std::function<void(const UnitLayout& unit, const std::vector<at::Tensor>& params)>;
+  void visit_whole_units(at::ScalarType dtype, const UnitVisitor& visit);
+  const ShardOptions& options() const { return options_; }
+
+  // Seconds this rank spent in the parameter all-gathers and gradient reduce-scatters since it was
+  // built (host time; with NCCL the launches, not the transfers).
+  struct CollectiveSeconds {
+    double gather = 0;
+    double reduce_scatter = 0;
+  };
+  CollectiveSeconds collective_seconds() const;
 
   // Whole tensors, one per decoder parameter in named_parameters() order, from per-unit shards
   // shaped like master_shards() (the masters themselves, or optimizer moments). Collective. With
@@ -72,11 +108,14 @@ class ShardedDecoder {
   Communicator& comm_;
   ShardOptions options_;
   std::vector<std::shared_ptr<Unit>> units_;
+  ShardLayout layout_;
 };
 
 // Wraps `model` (every rank together): ZeRO-3 when options.shard_parameters, else activation
 // checkpointing only. The model's parameters are released into the shards when sharded.
-std::unique_ptr<ShardedDecoder> shard(Decoder model, Communicator& comm, const ShardOptions& options);
+// With `source`, the masters come from it (see ShardedDecoder's constructor).
+std::unique_ptr<ShardedDecoder> shard(Decoder model, Communicator& comm, const ShardOptions& options,
+                                      const ShardSource& source = {});
 
 // RAII: the whole model gathered for the guard's life (a no-op for an unsharded wrapper).
 class FullParameters {

@@ -31,11 +31,21 @@ namespace grpo {
 namespace {
 
 // The reference policy for the KL term: the starting model (model.path), loaded afresh so that a
-// resumed run compares with the same reference as an uninterrupted one, and frozen.
-Decoder load_reference(const Config& config) {
-  StatusOr<Policy> reference = load_policy(config.model, static_cast<uint64_t>(config.trainer.seed));
+// resumed run compares with the same reference as an uninterrupted one, and frozen. At stage 3 it
+// is sharded like the policy (no gradients, no optimizer), each rank reading only its slices of the
+// mapped files; `sharded` then holds it.
+Decoder load_reference(const Config& config, Communicator& comm, std::unique_ptr<ShardedDecoder>* sharded) {
+  const bool stage3 = config.trainer.zero_stage == 3;
+  StatusOr<Policy> reference = load_policy(config.model, static_cast<uint64_t>(config.trainer.seed), /*deferred=*/stage3);
   if (!reference) throw std::runtime_error("reference model: " + reference.status().message());
   for (auto& p : reference->model->parameters()) p.set_requires_grad(false);
+  if (stage3) {
+    const at::ScalarType model_dtype = reference->model->parameters().front().scalar_type();
+    *sharded = reference->mapped_weights.empty()
+                   ? shard(reference->model, comm, shard_options(config.trainer))
+                   : shard(reference->model, comm, shard_options(config.trainer),
+                           slices_of(reference->mapped_weights, model_dtype));
+  }
   return reference->model;
 }
 
@@ -177,10 +187,8 @@ RunSummary run_grpo(const Config& config) {
   TrainingGuards guards(config.trainer.guards, comm.rank() == 0);
   ThreadPool reward_pool(config.reward.threads > 0 ? static_cast<size_t>(config.reward.threads) : 1);
   const bool use_kl = config.grpo.kl.beta > 0;
-  Decoder reference = use_kl ? load_reference(config) : Decoder(nullptr);
-  // At stage 3 the frozen reference is sharded like the policy (no gradients, no optimizer).
   std::unique_ptr<ShardedDecoder> sharded_reference;
-  if (use_kl && config.trainer.zero_stage == 3) sharded_reference = shard(reference, comm, shard_options(config.trainer));
+  Decoder reference = use_kl ? load_reference(config, comm, &sharded_reference) : Decoder(nullptr);
 
   const int64_t prompts_per_step = config.trainer.prompts_per_step, g = config.grpo.group_size;
   const int64_t begin = prompts_per_step * comm.rank() / comm.size();

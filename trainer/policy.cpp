@@ -115,7 +115,7 @@ StatusOr<std::string> placement(DeviceKind kind) {
   return fmt::format("cuda:{}", local_rank() % count);
 }
 
-StatusOr<Policy> load_policy(const ModelConfig& config, uint64_t seed) {
+StatusOr<Policy> load_policy(const ModelConfig& config, uint64_t seed, bool deferred) {
   Policy policy;
   const std::string dtype = config.dtype == DType::kBFloat16 ? "bfloat16" : "float32";
   if (config.path.empty()) return Status::error("model.path is required");
@@ -134,9 +134,16 @@ StatusOr<Policy> load_policy(const ModelConfig& config, uint64_t seed) {
     return Status::error(fmt::format("model.path: unknown builtin model '{}' (builtin:demo-qwen2, builtin:demo-llama)",
                                      config.path));
   } else {
-    StatusOr<Decoder> model = load_decoder(config.path, dtype, device);
-    if (!model) return model.status();
-    policy.model = *model;
+    if (deferred) {
+      StatusOr<MappedDecoder> mapped = map_decoder(config.path, dtype, device);
+      if (!mapped) return mapped.status();
+      policy.model = mapped->model;
+      policy.mapped_weights = std::move(mapped->weights);
+    } else {
+      StatusOr<Decoder> model = load_decoder(config.path, dtype, device);
+      if (!model) return model.status();
+      policy.model = *model;
+    }
     StatusOr<std::string> tok = read_file(config.path + "/tokenizer.json");
     if (!tok) return Status::error(fmt::format("model.path: {} has no tokenizer.json", config.path));
     policy.tokenizer_json = *tok;
@@ -169,6 +176,10 @@ std::vector<int64_t> encode_prompt(const Policy& policy, const std::string& prom
 Status export_policy(Policy& policy, const std::string& dir) {
   ::mkdir(dir.c_str(), 0755);
   if (Status s = save_decoder(policy.model, dir); !s.is_ok()) return s;
+  return export_tokenizer(policy, dir);
+}
+
+Status export_tokenizer(const Policy& policy, const std::string& dir) {
   if (Status s = write_file_atomic(dir + "/tokenizer.json", policy.tokenizer_json); !s.is_ok()) return s;
   if (!policy.tokenizer_config_json.empty())
     return write_file_atomic(dir + "/tokenizer_config.json", policy.tokenizer_config_json);

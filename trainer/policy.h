@@ -25,9 +25,15 @@ struct Policy {
   std::string tokenizer_config_json;
   std::vector<int64_t> stop_token_ids;    // EOS ids of the tokenizer and config
   int64_t pad_id = 0;
+  // Loaded with deferred parameters (load_policy's `deferred`): the model's parameters are empty
+  // placeholders and these are its weights, zero-copy views of the memory-mapped safetensors, for
+  // a sharded loader to take its slices from (trainer/fsdp.h: slices_of). Empty otherwise.
+  TensorMap mapped_weights;
 };
 
-StatusOr<Policy> load_policy(const ModelConfig& config, uint64_t seed);
+// With `deferred`, a Hugging Face model is not materialized: see Policy::mapped_weights. (The
+// builtin demo model is tiny and always built whole.)
+StatusOr<Policy> load_policy(const ModelConfig& config, uint64_t seed, bool deferred = false);
 
 // Where model.device puts this rank's model: "cpu", or "cuda:K" with K its local rank modulo the
 // visible GPUs; an error naming model.device when LibTorch has no CUDA or no GPU is visible.
@@ -43,6 +49,8 @@ std::vector<int64_t> encode_prompt(const Policy& policy, const std::string& prom
 // Writes a Hugging Face directory (config.json, model.safetensors, tokenizer files) that
 // load_policy and `grpo generate` read back.
 Status export_policy(Policy& policy, const std::string& dir);
+// Only the tokenizer files of export_policy (for exporters that write the weights themselves).
+Status export_tokenizer(const Policy& policy, const std::string& dir);
 
 // log pi(completion token | everything before it) [N, C] for left-padded prompts followed by
 // right-padded completions, at `temperature`; optionally the policy's entropy at those tokens.

@@ -39,6 +39,91 @@ void warn_about_changed_essentials(const CheckpointContents& checkpoint, const s
     log_warn("resuming with a changed setting (checkpoint -> now) {}", change);
 }
 
+// The moments of a whole (stage 0-2) checkpoint as tensors by parameter name (no copies).
+TensorMap moments_by_name(const CheckpointContents& checkpoint, const std::vector<std::string>& names,
+                          const std::string& kind, const std::string& from) {
+  TensorMap out;
+  for (const std::string& name : names) {
+    const auto it = checkpoint.optimizer.find(kind + "." + name);
+    if (it == checkpoint.optimizer.end()) throw std::runtime_error(fmt::format("{}: tensor '{}.{}' missing", from, kind, name));
+    out[name] = it->second;
+  }
+  return out;
+}
+
+// Stages 0-2 resuming: the checkpoint's parameters into the (whole) model, its whole moments out.
+// A stage-3 checkpoint's shards are put together parameter by parameter.
+void read_whole_state(TrainingRun& run, const CheckpointContents& checkpoint, const std::string& from,
+                      std::vector<at::Tensor>* exp_avg, std::vector<at::Tensor>* exp_avg_sq) {
+  at::NoGradGuard no_grad;
+  std::map<std::string, std::pair<size_t, size_t>> where;  // name -> (unit, index in unit) of a sharded checkpoint
+  if (checkpoint.layout)
+    for (size_t u = 0; u < checkpoint.layout->units.size(); ++u)
+      for (size_t i = 0; i < checkpoint.layout->units[u].param_names.size(); ++i)
+        where[checkpoint.layout->units[u].param_names[i]] = {u, i};
+  auto whole = [&](const std::string& kind, const std::string& name) -> at::Tensor {
+    if (!checkpoint.layout) {
+      const TensorMap& map = kind == "master" ? checkpoint.model : checkpoint.optimizer;
+      const auto it = map.find(kind == "master" ? name : kind + "." + name);
+      if (it == map.end()) throw std::runtime_error(fmt::format("{}: tensor '{}' missing", from, name));
+      return it->second;
+    }
+    const auto it = where.find(name);
+    if (it == where.end()) throw std::runtime_error(fmt::format("{}: tensor '{}' missing", from, name));
+    const UnitLayout& unit = checkpoint.layout->units[it->second.first];
+    const size_t i = it->second.second;
+    return read_flat_range(*checkpoint.layout, checkpoint.shards, kind, it->second.first, unit.offsets[i],
+                           c10::multiply_integers(unit.shapes[i]))
+        .view(unit.shapes[i]);
+  };
+  for (size_t i = 0; i < run.params.size(); ++i) {
+    const std::string& name = run.param_names[i];
+    run.params[i].copy_(whole("master", name));
+    exp_avg->push_back(whole("exp_avg", name));
+    exp_avg_sq->push_back(whole("exp_avg_sq", name));
+  }
+}
+
+// Stage 3: the policy sharded straight from where its values are (a checkpoint's shards, saved on
+// any rank count; a whole checkpoint; the mapped model files; the builtin model's parameters). No
+// rank materializes more than its shards.
+std::unique_ptr<ShardedDecoder> shard_policy(TrainingRun& run, const CheckpointContents* checkpoint, const std::string& from) {
+  const ShardOptions options = shard_options(run.config.trainer);
+  std::unique_ptr<ShardedDecoder> sharded;
+  if (checkpoint == nullptr) {
+    const at::ScalarType model_dtype = run.params.front().scalar_type();
+    sharded = run.policy.mapped_weights.empty()
+                  ? shard(run.policy.model, *run.comm, options)
+                  : shard(run.policy.model, *run.comm, options, slices_of(run.policy.mapped_weights, model_dtype));
+  } else if (checkpoint->layout) {
+    ShardLayout expected;
+    for (DecoderUnit& unit : run.policy.model->units())
+      expected.units.push_back(make_unit_layout(unit.name, unit.param_names, unit.shapes, 1));
+    if (Status s = check_same_units(*checkpoint->layout, expected); !s.is_ok())
+      throw std::runtime_error(fmt::format("{}: {}", from, s.message()));
+    sharded = shard(run.policy.model, *run.comm, options, slices_of(*checkpoint->layout, checkpoint->shards, "master"));
+  } else {
+    if (Status s = check_weights(run.policy.model, checkpoint->model); !s.is_ok())
+      throw std::runtime_error(fmt::format("{}: {}", from, s.message()));
+    sharded = shard(run.policy.model, *run.comm, options, slices_of(checkpoint->model));
+  }
+  run.policy.mapped_weights.clear();  // unmaps the model files
+  return sharded;
+}
+
+// Stage 3: this rank's slices of the checkpoint's moments, straight into the optimizer.
+void load_sharded_moments(TrainingRun& run, const CheckpointContents& checkpoint, const std::string& from) {
+  const int64_t steps = checkpoint.state.value("optimizer_steps", checkpoint.step);
+  if (checkpoint.layout) {
+    run.optimizer->load_shard_state(steps, slices_of(*checkpoint.layout, checkpoint.shards, "exp_avg"),
+                                    slices_of(*checkpoint.layout, checkpoint.shards, "exp_avg_sq"));
+    return;
+  }
+  const TensorMap avg = moments_by_name(checkpoint, run.param_names, "exp_avg", from);
+  const TensorMap avg_sq = moments_by_name(checkpoint, run.param_names, "exp_avg_sq", from);
+  run.optimizer->load_shard_state(steps, slices_of(avg), slices_of(avg_sq));
+}
+
 }  // namespace
 
 std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std::string& kind) {
@@ -64,7 +149,9 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
   }
   comm.barrier();
 
-  StatusOr<Policy> policy = load_policy(config.model, static_cast<uint64_t>(config.trainer.seed));
+  const int zero_stage = static_cast<int>(config.trainer.zero_stage);
+  // Stage 3 never materializes the model: each rank copies only its shard out of the mapped files.
+  StatusOr<Policy> policy = load_policy(config.model, static_cast<uint64_t>(config.trainer.seed), /*deferred=*/zero_stage == 3);
   if (!policy) throw std::runtime_error(policy.status().message());
   run->policy = std::move(policy).value();
   for (auto& item : run->policy.model->named_parameters()) {
@@ -74,12 +161,9 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
   // Gradients live where the parameters do: NCCL for CUDA when built, else MPI.
   const at::Device device = run->params.front().device();
   run->comm = &communicator_for(device);
-  const int zero_stage = static_cast<int>(config.trainer.zero_stage);
   if (zero_stage < 3 && config.trainer.param_dtype != DType::kFloat32)
     throw std::runtime_error("trainer.param_dtype: bfloat16 needs trainer.zero_stage 3 (stages 0-2 compute in model.dtype)");
 
-  // Resume: the checkpoint's whole parameters go into the model before it is sharded; its moments
-  // go through the optimizer below.
   const std::string& resume = config.checkpoint.resume;
   std::optional<CheckpointContents> checkpoint;
   std::string from;
@@ -93,34 +177,31 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
     checkpoint = std::move(loaded).value();
     from = resume;
   }
-  std::vector<at::Tensor> exp_avg, exp_avg_sq;
-  if (checkpoint) {
-    if (checkpoint->state.value("kind", kind) != kind)
-      throw std::runtime_error(fmt::format("{} is a {} checkpoint, not {}", from, checkpoint->state.value("kind", ""), kind));
-    at::NoGradGuard no_grad;
-    for (size_t i = 0; i < run->params.size(); ++i) {
-      const std::string& name = run->param_names[i];
-      if (!checkpoint->model.count(name) || !checkpoint->optimizer.count("exp_avg." + name))
-        throw std::runtime_error(fmt::format("{}: tensor '{}' missing", from, name));
-      run->params[i].copy_(checkpoint->model.at(name));
-      exp_avg.push_back(checkpoint->optimizer.at("exp_avg." + name));
-      exp_avg_sq.push_back(checkpoint->optimizer.at("exp_avg_sq." + name));
-    }
-  }
+  if (checkpoint && checkpoint->state.value("kind", kind) != kind)
+    throw std::runtime_error(fmt::format("{} is a {} checkpoint, not {}", from, checkpoint->state.value("kind", ""), kind));
 
   int64_t parameters = 0;
-  for (const at::Tensor& p : run->params) parameters += p.numel();
-  if (zero_stage == 3 || config.trainer.activation_checkpointing)
-    run->sharded = shard(run->policy.model, *run->comm, shard_options(config.trainer));
-  run->optimizer = zero_stage == 3 ? std::make_unique<DistributedAdamW>(*run->sharded, config.optimizer, *run->comm)
-                                   : std::make_unique<DistributedAdamW>(run->params, config.optimizer, *run->comm, zero_stage);
+  for (const auto& [name, shape] : run->policy.model->parameter_shapes()) parameters += c10::multiply_integers(shape);
+  std::vector<at::Tensor> exp_avg, exp_avg_sq;
+  if (zero_stage == 3) {
+    run->sharded = shard_policy(*run, checkpoint ? &*checkpoint : nullptr, from);
+    run->optimizer = std::make_unique<DistributedAdamW>(*run->sharded, config.optimizer, *run->comm);
+  } else {
+    // The checkpoint's whole parameters go into the model before it is wrapped; its moments go
+    // through the optimizer below.
+    if (checkpoint) read_whole_state(*run, *checkpoint, from, &exp_avg, &exp_avg_sq);
+    if (config.trainer.activation_checkpointing)
+      run->sharded = shard(run->policy.model, *run->comm, shard_options(config.trainer));
+    run->optimizer = std::make_unique<DistributedAdamW>(run->params, config.optimizer, *run->comm, zero_stage);
+  }
   log_info("{} rank(s), model on {}, gradients over {}, ZeRO stage {} (optimizer state for {} of {} parameters here)",
            comm.size(), device.str(),
            device.is_cuda() && nccl_linked() ? "NCCL" : comm.size() > 1 ? "MPI" : "nothing (one rank)",
            config.trainer.zero_stage, run->optimizer->state_numel(), parameters);
 
   if (checkpoint) {
-    run->optimizer->load_state(checkpoint->state.value("optimizer_steps", checkpoint->step), exp_avg, exp_avg_sq);
+    if (zero_stage == 3) load_sharded_moments(*run, *checkpoint, from);
+    else run->optimizer->load_state(checkpoint->state.value("optimizer_steps", checkpoint->step), exp_avg, exp_avg_sq);
     run->step = checkpoint->step;
     run->resumed_state = checkpoint->state;
     log_info("resumed from {} at step {}", from, run->step);
@@ -187,31 +268,42 @@ ShardOptions shard_options(const TrainerConfig& trainer) {
 }
 
 void save_training_checkpoint(TrainingRun& run, const std::string& kind, const nlohmann::json& state) {
+  CheckpointContents c;
+  c.step = run.step;
+  c.state = state;
+  c.state["kind"] = kind;
+  c.state["optimizer_steps"] = run.optimizer->steps_taken();
+  DecoderOptions options = run.policy.model->options();
+  c.files["config.json"] = decoder_config_json(options);
+  c.files["tokenizer.json"] = run.policy.tokenizer_json;
+  if (!run.policy.tokenizer_config_json.empty()) c.files["tokenizer_config.json"] = run.policy.tokenizer_config_json;
+  c.files["config.yaml"] = config_to_yaml(run.config);
+  const std::string checkpoints_dir = run.config.trainer.run_dir + "/checkpoints";
+  if (run.sharded && run.sharded->sharded()) {
+    // Stage 3: each rank writes its own fp32 master and moment shards; nothing is gathered.
+    const ShardLayout& layout = run.sharded->layout();
+    const std::vector<at::Tensor> masters = run.sharded->master_shards();
+    TensorMap shard;
+    for (size_t u = 0; u < layout.units.size(); ++u) {
+      shard[shard_tensor_name("master", layout.units[u])] = masters[u].detach();
+      shard[shard_tensor_name("exp_avg", layout.units[u])] = run.optimizer->exp_avg_shards()[u];
+      shard[shard_tensor_name("exp_avg_sq", layout.units[u])] = run.optimizer->exp_avg_sq_shards()[u];
+    }
+    if (Status s = save_sharded_checkpoint(checkpoints_dir, c, layout, shard, *run.comm, run.config.checkpoint.keep_last);
+        !s.is_ok())
+      throw std::runtime_error(s.message());
+    log_info("checkpoint step-{} written ({} shards)", run.step, run.comm->size());
+    return;
+  }
   std::vector<at::Tensor> exp_avg, exp_avg_sq;
-  // Stage 3: the fp32 masters are the parameters' truth; every rank takes part in gathering them and
-  // the moments, and only rank 0, which writes the checkpoint, keeps them.
-  const bool sharded = run.sharded && run.sharded->sharded();
-  run.optimizer->gather_moments(&exp_avg, &exp_avg_sq, /*root_only=*/sharded);
-  const std::vector<at::Tensor> params =
-      sharded ? run.sharded->whole_from_shards(run.sharded->master_shards(), /*root_only=*/true) : run.params;
+  run.optimizer->gather_moments(&exp_avg, &exp_avg_sq);
   if (run.comm->rank() == 0) {
-    CheckpointContents c;
-    c.step = run.step;
-    c.state = state;
-    c.state["kind"] = kind;
-    c.state["optimizer_steps"] = run.optimizer->steps_taken();
     for (size_t i = 0; i < run.params.size(); ++i) {
-      c.model[run.param_names[i]] = params[i].detach();
+      c.model[run.param_names[i]] = run.params[i].detach();
       c.optimizer["exp_avg." + run.param_names[i]] = exp_avg[i];
       c.optimizer["exp_avg_sq." + run.param_names[i]] = exp_avg_sq[i];
     }
-    DecoderOptions options = run.policy.model->options();
-    c.files["config.json"] = decoder_config_json(options);
-    c.files["tokenizer.json"] = run.policy.tokenizer_json;
-    if (!run.policy.tokenizer_config_json.empty()) c.files["tokenizer_config.json"] = run.policy.tokenizer_config_json;
-    c.files["config.yaml"] = config_to_yaml(run.config);
-    if (Status s = save_checkpoint(run.config.trainer.run_dir + "/checkpoints", c, run.config.checkpoint.keep_last);
-        !s.is_ok())
+    if (Status s = save_checkpoint(checkpoints_dir, c, run.config.checkpoint.keep_last); !s.is_ok())
       throw std::runtime_error(s.message());
     log_info("checkpoint step-{} written", run.step);
   }
@@ -233,7 +325,15 @@ bool finish_step(TrainingRun& run, const std::string& kind, const nlohmann::json
                  const std::map<std::string, double>& metrics, const std::vector<std::string>& console_keys,
                  double step_seconds) {
   const Config& config = run.config;
-  if (run.metrics) run.metrics->log(run.step, metrics);
+  if (run.metrics) {
+    std::map<std::string, double> logged = metrics;
+    if (run.sharded && run.sharded->sharded()) {
+      // Stage 3's communication on rank 0, cumulative since the run (or its resume) started.
+      logged["zero3_gather_s"] = run.sharded->collective_seconds().gather;
+      logged["zero3_reduce_scatter_s"] = run.sharded->collective_seconds().reduce_scatter;
+    }
+    run.metrics->log(run.step, logged);
+  }
   const bool last = run.step == config.trainer.steps;
   if (run.step % config.logging.every_steps == 0 || last)
     log_info("{}", progress_line(run, metrics, console_keys, step_seconds));
@@ -257,9 +357,37 @@ std::string progress_line(const TrainingRun& run, const std::map<std::string, do
 }
 
 void export_final(TrainingRun& run) {
+  const std::string dir = run.config.trainer.run_dir + "/final";
+  if (run.sharded && run.sharded->sharded()) {
+    // Stage 3: streamed unit by unit into rank 0's file; no rank holds the whole model.
+    ShardedDecoder& model = *run.sharded;
+    const at::ScalarType dtype = model.options().param_dtype;
+    std::unique_ptr<SafetensorsStreamWriter> writer;
+    if (run.comm->rank() == 0) {
+      std::filesystem::create_directories(dir);
+      std::vector<SafetensorsStreamWriter::Entry> entries;
+      for (const UnitLayout& unit : model.layout().units)
+        for (size_t i = 0; i < unit.param_names.size(); ++i) entries.push_back({unit.param_names[i], dtype, unit.shapes[i]});
+      writer = std::make_unique<SafetensorsStreamWriter>(dir + "/model.safetensors", entries);
+    }
+    Status status = Status::ok();
+    model.visit_whole_units(dtype, [&](const UnitLayout& unit, const std::vector<at::Tensor>& params) {
+      for (size_t i = 0; i < params.size() && status.is_ok(); ++i) status = writer->write(unit.param_names[i], params[i]);
+    });
+    if (run.comm->rank() == 0) {
+      if (status.is_ok()) status = writer->commit();
+      DecoderOptions options = run.policy.model->options();
+      options.torch_dtype = dtype == at::kBFloat16 ? "bfloat16" : "float32";
+      if (status.is_ok()) status = write_file_atomic(dir + "/config.json", decoder_config_json(options));
+      if (status.is_ok()) status = export_tokenizer(run.policy, dir);
+      if (!status.is_ok()) throw std::runtime_error(status.message());
+      log_info("exported the policy to {}", dir);
+    }
+    run.comm->barrier();
+    return;
+  }
   const FullParameters whole(run.sharded.get());
   if (run.comm->rank() == 0) {
-    const std::string dir = run.config.trainer.run_dir + "/final";
     std::filesystem::create_directories(dir);
     if (Status s = export_policy(run.policy, dir); !s.is_ok()) throw std::runtime_error(s.message());
     log_info("exported the policy to {}", dir);

@@ -2,6 +2,9 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -78,6 +81,108 @@ TEST(Safetensors, ShardedIndexIsFollowed) {
   tensors = read_safetensors_dir(dir.string());
   ASSERT_FALSE(tensors.is_ok());
   EXPECT_NE(tensors.status().message().find("'c'"), std::string::npos) << tensors.status().message();
+  fs::remove_all(dir);
+}
+
+TEST(Safetensors, StreamWriterWritesTensorsAsTheyArriveInTheDeclaredOrder) {
+  const fs::path dir = temp_dir("stream");
+  const at::Tensor a = at::arange(6, at::kFloat).view({2, 3}), b = at::tensor({1.5, -2.0});
+  {
+    // Declared b before a: the file lays them out in that order, whatever their names.
+    SafetensorsStreamWriter writer((dir / "m.safetensors").string(), {{"b", at::kBFloat16, {2}}, {"a", at::kFloat, {2, 3}}});
+    ASSERT_TRUE(writer.write("b", b).is_ok());
+    ASSERT_TRUE(writer.write("a", a).is_ok());
+    ASSERT_TRUE(writer.commit().is_ok());
+  }
+  StatusOr<TensorMap> read = read_safetensors((dir / "m.safetensors").string());
+  ASSERT_TRUE(read.is_ok()) << read.status().message();
+  EXPECT_TRUE(at::equal(read->at("a"), a));
+  EXPECT_EQ(read->at("b").scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(at::equal(read->at("b").to(at::kFloat), b.to(at::kFloat)));
+
+  SafetensorsStreamWriter wrong((dir / "w.safetensors").string(), {{"a", at::kFloat, {2, 3}}, {"b", at::kFloat, {2}}});
+  const Status out_of_order = wrong.write("b", b);
+  ASSERT_FALSE(out_of_order.is_ok());
+  EXPECT_NE(out_of_order.message().find("expected 'a'"), std::string::npos) << out_of_order.message();
+  SafetensorsStreamWriter short_file((dir / "s.safetensors").string(), {{"a", at::kFloat, {2, 3}}, {"b", at::kFloat, {2}}});
+  ASSERT_TRUE(short_file.write("a", a).is_ok());
+  EXPECT_FALSE(short_file.commit().is_ok());
+  EXPECT_FALSE(fs::exists(dir / "s.safetensors")) << "an unfinished file must not appear";
+  const Status misshaped = SafetensorsStreamWriter((dir / "x.safetensors").string(), {{"a", at::kFloat, {3, 2}}}).write("a", a);
+  EXPECT_NE(misshaped.message().find("declared 3x2"), std::string::npos) << misshaped.message();
+  fs::remove_all(dir);
+}
+
+DecoderOptions tiny_untied() {
+  DecoderOptions o;
+  o.architecture = DecoderArchitecture::kQwen2;
+  o.vocab_size = 40;
+  o.hidden_size = 16;
+  o.intermediate_size = 24;
+  o.num_layers = 2;
+  o.num_heads = 4;
+  o.num_kv_heads = 2;
+  o.head_dim = 4;
+  o.qkv_bias = true;
+  o.tie_word_embeddings = false;
+  o.max_position_embeddings = 64;
+  return o;
+}
+
+// The decoder's own modules draw their initial values as torch::nn::Embedding and Linear do, in the
+// same order, so a seeded random model is the one it always was.
+TEST(DecoderInit, SameDrawsAsTorchModules) {
+  const DecoderOptions o = tiny_untied();
+  at::manual_seed(5);
+  Decoder d(o);
+  at::manual_seed(5);
+  torch::nn::Embedding embed(o.vocab_size, o.hidden_size);
+  torch::nn::Linear q(torch::nn::LinearOptions(o.hidden_size, o.num_heads * o.head_dim).bias(true));
+  auto params = d->named_parameters();
+  EXPECT_TRUE(at::equal(params["model.embed_tokens.weight"], embed->weight));
+  EXPECT_TRUE(at::equal(params["model.layers.0.self_attn.q_proj.weight"], q->weight));
+  EXPECT_TRUE(at::equal(params["model.layers.0.self_attn.q_proj.bias"], q->bias));
+  EXPECT_TRUE(at::equal(params["model.norm.weight"], at::ones({o.hidden_size})));
+}
+
+// A deferred decoder allocates nothing and knows every full shape; map_decoder checks the mapped
+// weights against those shapes (one file or a sharded index) and hands them over unread.
+TEST(MapDecoder, DeferredParametersAndMappedWeightsOfAShardedIndex) {
+  const DecoderOptions o = tiny_untied();
+  Decoder allocated(o), deferred(o, ParameterStorage::kDeferred);
+  for (const auto& item : deferred->named_parameters()) EXPECT_EQ(item.value().numel(), 0) << item.key();
+  ASSERT_EQ(deferred->parameter_shapes().size(), allocated->named_parameters().size());
+  for (const auto& item : allocated->named_parameters())
+    EXPECT_EQ(deferred->parameter_shapes().at(item.key()), item.value().sizes().vec()) << item.key();
+
+  const fs::path dir = temp_dir("mapped");
+  ASSERT_TRUE(save_decoder(allocated, dir.string()).is_ok());
+  StatusOr<TensorMap> whole = read_safetensors((dir / "model.safetensors").string());
+  ASSERT_TRUE(whole.is_ok());
+  TensorMap first, second;
+  nlohmann::json index = {{"weight_map", nlohmann::json::object()}};
+  for (const auto& [name, t] : *whole) {
+    const bool in_first = name.find("layers.1") == std::string::npos;
+    (in_first ? first : second)[name] = t.clone();
+    index["weight_map"][name] = in_first ? "part-1.safetensors" : "part-2.safetensors";
+  }
+  whole = Status::error("released");
+  fs::remove(dir / "model.safetensors");
+  ASSERT_TRUE(write_safetensors((dir / "part-1.safetensors").string(), first).is_ok());
+  ASSERT_TRUE(write_safetensors((dir / "part-2.safetensors").string(), second).is_ok());
+  ASSERT_TRUE(write_file_atomic((dir / "model.safetensors.index.json").string(), index.dump()).is_ok());
+  StatusOr<MappedDecoder> mapped = map_decoder(dir.string());
+  ASSERT_TRUE(mapped.is_ok()) << mapped.status().message();
+  for (const auto& item : allocated->named_parameters()) {
+    EXPECT_EQ(mapped->model->named_parameters()[item.key()].numel(), 0) << item.key();
+    EXPECT_TRUE(at::equal(mapped->weights.at(item.key()), item.value())) << item.key();
+  }
+  second["model.layers.1.mlp.up_proj.weight"] = at::zeros({3, 3});
+  ASSERT_TRUE(write_safetensors((dir / "part-2.safetensors").string(), second).is_ok());
+  mapped = map_decoder(dir.string());
+  ASSERT_FALSE(mapped.is_ok());
+  EXPECT_NE(mapped.status().message().find("'model.layers.1.mlp.up_proj.weight' has shape 3x3"), std::string::npos)
+      << mapped.status().message();
   fs::remove_all(dir);
 }
 

@@ -9,12 +9,17 @@
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <set>
+
+#include <unistd.h>
 
 #include "trainer/distributed_optimizer.h"
 
 namespace grpo {
 namespace {
+
+namespace fs = std::filesystem;
 
 DecoderOptions tiny(bool tied) {
   DecoderOptions o;
@@ -232,6 +237,57 @@ TEST(Fsdp, Bfloat16WithFp32MasterTracksAnFp32Run) {
   DistributedAdamW bf16_optimizer(no_master->parameters(), adam, world(), 0);
   train(no_master, bf16_optimizer);
   EXPECT_GT(share_off_by_more_than_an_ulp(no_master->parameters(), fp32->parameters()), 0.5);
+}
+
+// Filled from the mapped files of a Hugging Face directory (the decoder deferred, never
+// materialized), the masters equal those sharded from the loaded model, and so do the losses.
+TEST(Fsdp, ShardsFromMappedFilesEqualShardsOfTheLoadedModel) {
+  const fs::path dir = fs::temp_directory_path() / ("grpo_fsdp_mapped_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  Decoder original = make_decoder(/*tied=*/false);
+  ASSERT_TRUE(save_decoder(original, dir.string()).is_ok());
+  StatusOr<Decoder> loaded = load_decoder(dir.string());
+  ASSERT_TRUE(loaded.is_ok());
+  Decoder whole = *loaded;
+  auto from_model = shard(whole, world(), ShardOptions{});
+  StatusOr<MappedDecoder> mapped = map_decoder(dir.string());
+  ASSERT_TRUE(mapped.is_ok()) << mapped.status().message();
+  Decoder deferred = mapped->model;
+  auto from_files = shard(deferred, world(), ShardOptions{}, slices_of(mapped->weights));
+  mapped->weights.clear();
+  const std::vector<at::Tensor> a = from_model->master_shards(), b = from_files->master_shards();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t u = 0; u < a.size(); ++u) EXPECT_TRUE(at::equal(a[u], b[u])) << "unit " << u;
+  EXPECT_TRUE(at::equal(loss_of(whole), loss_of(deferred)));
+  fs::remove_all(dir);
+}
+
+// A unit saved as 3 shards (padded to 12 elements) reads back, range by range, as the flat unit
+// with zeros past its end: what a run on another rank count asks for.
+TEST(ShardLayout, ReadFlatRangeReassemblesShardsSavedOnAnotherRankCount) {
+  ShardLayout saved;
+  saved.ranks = 3;
+  saved.units.push_back(make_unit_layout("root", {"a", "b"}, {{2, 3}, {4}}, 3));
+  ASSERT_EQ(saved.units[0].numel, 10);
+  ASSERT_EQ(saved.units[0].shard, 4);
+  const at::Tensor flat = at::arange(1, 11, at::kFloat);
+  const at::Tensor padded = at::cat({flat, at::zeros({2})});
+  std::vector<TensorMap> shards(3);
+  for (int r = 0; r < 3; ++r) shards[r][shard_tensor_name("master", saved.units[0])] = padded.narrow(0, 4 * r, 4);
+  for (int64_t begin = 0; begin < 12; ++begin)
+    for (int64_t count = 1; begin + count <= 12; ++count)
+      EXPECT_TRUE(at::equal(read_flat_range(saved, shards, "master", 0, begin, count), padded.narrow(0, begin, count)))
+          << begin << " +" << count;
+  // Two ranks' shards of 5: exactly the flat unit.
+  EXPECT_TRUE(at::equal(at::cat({read_flat_range(saved, shards, "master", 0, 0, 5), read_flat_range(saved, shards, "master", 0, 5, 5)}), flat));
+  nlohmann::json json = layout_to_json(saved);
+  StatusOr<ShardLayout> back = layout_from_json(json, "manifest.json");
+  ASSERT_TRUE(back.is_ok()) << back.status().message();
+  EXPECT_TRUE(check_same_units(*back, saved).is_ok());
+  json["units"][0]["numel"] = 11;
+  back = layout_from_json(json, "manifest.json");
+  ASSERT_FALSE(back.is_ok());
+  EXPECT_NE(back.status().message().find("manifest.json: unit 'root'"), std::string::npos) << back.status().message();
 }
 
 }  // namespace
