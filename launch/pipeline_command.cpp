@@ -127,7 +127,8 @@ Status write_summary(const Pipeline& pipeline, const std::vector<StageResult>& r
     stages.push_back({{"name", r.name},
                       {"verb", r.verb},
                       {"status", r.status},
-                      {"seconds", r.seconds},
+                      {"seconds", r.seconds},                // this invocation's wall-clock time
+                      {"verb_seconds", r.record.seconds},    // the verb's own time, also of a skipped stage
                       {"exit_code", r.exit_code},
                       {"finished", r.record.finished},
                       {"outputs", r.record.outputs},
