@@ -37,7 +37,7 @@ for seed in seeds:
     m = {s["name"]: s["metrics"] for s in summary["stages"]}
     before, after = m["eval_sft"]["eval/pass@1"], m["eval_grpo"]["eval/pass@1"]
     gains.append(100 * (after - before))
-    minutes = sum(s["seconds"] for s in summary["stages"]) / 60
+    minutes = sum(s.get("verb_seconds") or s["seconds"] for s in summary["stages"]) / 60  # the verbs' own time
     print(f"{seed:>6}{100*before:11.1f}%{100*after:12.1f}%{gains[-1]:+8.1f}{minutes:9.1f}")
 print(f"gain over {len(gains)} seeds: mean {sum(gains)/len(gains):+.1f} points, min {min(gains):+.1f}")
 PY

@@ -29,5 +29,5 @@ before, after = stages["eval_sft"]["metrics"]["eval/pass@1"], stages["eval_grpo"
 student = stages["eval_student"]["metrics"]["eval/pass@1"]
 print(f"pass@1 {100*before:.1f}% -> {100*after:.1f}% ({100*(after-before):+.1f} points) after "
       f"{stages['grpo']['metrics']['last_step']} GRPO steps; the student distilled from the GRPO model: "
-      f"{100*student:.1f}%; {summary['seconds']:.0f} s in all")
+      f"{100*student:.1f}%; {summary['seconds']:.0f} s for the stages run this time")
 PY
