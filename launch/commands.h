@@ -38,11 +38,13 @@ extern const char* const kEvalUsage;
 extern const char* const kConvertUsage;
 extern const char* const kTokenizeUsage;
 extern const char* const kSampleUsage;
+extern const char* const kPipelineUsage;
 int run_generate(const Arguments& args);
 int run_tokenize(const Arguments& args);
 int run_reward(const Arguments& args, const Config& config);
 int run_training_verb(const std::string& verb, const Arguments& args, const Config& config);
 int run_convert(const Arguments& args);
 int run_sample(const Arguments& args, const Config& config);
+int run_pipeline(const Arguments& args);
 
 }  // namespace grpo

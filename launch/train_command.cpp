@@ -1,6 +1,7 @@
 // `grpo sft`, `grpo train`, `grpo eval`, `grpo convert`: the training verbs. They run on every
 // rank of an mpirun/srun job; a failure on any rank ends the whole job with that rank's error.
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -12,6 +13,7 @@
 #include "core/run_lock.h"
 #include "launch/cli.h"
 #include "launch/commands.h"
+#include "launch/completion_marker.h"
 #include "trainer/checkpoint.h"
 #include "trainer/policy.h"
 #include "dist/communicator.h"
@@ -117,6 +119,59 @@ int claim_run_directory(const std::string& verb, const Config& config, bool over
   return static_cast<int>(agreed[0]);
 }
 
+std::string eval_output_path(const Config& config) {
+  return config.eval.output.empty() ? config.trainer.run_dir + "/eval.json" : config.eval.output;
+}
+
+// A run that starts may stop early: the run directory must not keep saying an earlier run finished.
+// An eval that shares a training run's directory leaves that run's record alone.
+void remove_stale_completion_marker(const std::string& verb, const std::string& run_dir) {
+  StatusOr<std::optional<CompletionRecord>> earlier = read_completion_marker(run_dir);
+  if (earlier && earlier->has_value() && verb == "eval" && (*earlier)->verb != "eval") return;
+  if (Status s = remove_completion_marker(run_dir); !s.is_ok()) throw std::runtime_error(s.message());
+}
+
+CompletionRecord training_record(const std::string& verb, const Config& config, const RunSummary& s) {
+  CompletionRecord record;
+  record.verb = verb;
+  record.seconds = s.seconds;
+  record.outputs = {{"run_dir", config.trainer.run_dir}, {"final", config.trainer.run_dir + "/final"}};
+  record.metrics = nlohmann::json(s.last_metrics);
+  record.metrics["first_step"] = s.first_step;
+  record.metrics["last_step"] = s.last_step;
+  return record;
+}
+
+CompletionRecord eval_record(const Config& config, const std::vector<EvalSummary>& results) {
+  CompletionRecord record;
+  record.verb = "eval";
+  record.outputs = {{"run_dir", config.trainer.run_dir}, {"output", eval_output_path(config)}};
+  const int64_t k = config.eval.samples;
+  for (const EvalSummary& r : results) {
+    record.seconds += r.seconds;
+    record.metrics[r.name + "/pass@1"] = r.pass_at_1;
+    record.metrics[fmt::format("{}/pass@{}", r.name, k)] = r.pass_at_k;
+    record.metrics[fmt::format("{}/cons@{}", r.name, k)] = r.cons_at_k;
+    record.metrics[r.name + "/format"] = r.format_ok;
+    record.metrics[r.name + "/problems"] = r.problems;
+  }
+  return record;
+}
+
+// Written by rank 0 once every rank has finished (a rank that failed aborts the job before this).
+void mark_complete(const std::string& run_dir, const CompletionRecord& record) {
+  world().barrier();
+  if (world().rank() != 0) return;
+  if (record.verb == "eval") {
+    StatusOr<std::optional<CompletionRecord>> earlier = read_completion_marker(run_dir);
+    if (earlier && earlier->has_value() && (*earlier)->verb != "eval") {
+      log_info("{} holds the completion record of a {} run; eval leaves it as it is", run_dir, (*earlier)->verb);
+      return;
+    }
+  }
+  if (Status s = write_completion_marker(run_dir, record); !s.is_ok()) throw std::runtime_error(s.message());
+}
+
 }  // namespace
 
 int run_training_verb(const std::string& verb, const Arguments& args, const Config& loaded) {
@@ -130,13 +185,16 @@ int run_training_verb(const std::string& verb, const Arguments& args, const Conf
     }
   }
   try {
+    if (world().rank() == 0) remove_stale_completion_marker(verb, config.trainer.run_dir);
     if (verb == "sft" || verb == "train") {
       const RunSummary s = verb == "sft" ? run_sft(config) : run_grpo(config);
+      mark_complete(config.trainer.run_dir, training_record(verb, config, s));
       if (world().rank() == 0)
         fmt::print("{} finished: steps {} -> {} in {:.1f} s; run directory {}\n", verb, s.first_step, s.last_step,
                    s.seconds, config.trainer.run_dir);
     } else {
       const std::vector<EvalSummary> results = run_eval(config);
+      mark_complete(config.trainer.run_dir, eval_record(config, results));
       if (world().rank() == 0) {
         const int64_t k = config.eval.samples;
         fmt::print("model {}\n", config.model.path);
@@ -148,8 +206,7 @@ int run_training_verb(const std::string& verb, const Arguments& args, const Conf
                      s.pass_at_k, s.cons_at_k, s.format_ok, s.mean_response_tokens);
           seconds += s.seconds;
         }
-        fmt::print("{} samples per problem in {:.1f} s; results in {}\n", k, seconds,
-                   config.eval.output.empty() ? config.trainer.run_dir + "/eval.json" : config.eval.output);
+        fmt::print("{} samples per problem in {:.1f} s; results in {}\n", k, seconds, eval_output_path(config));
       }
     }
   } catch (const std::exception& e) {
@@ -164,10 +221,12 @@ int run_training_verb(const std::string& verb, const Arguments& args, const Conf
 }
 
 int run_convert(const Arguments& args) {
+  const auto start = std::chrono::steady_clock::now();
   const std::string checkpoint = args.required("--checkpoint");
   const std::string output = args.required("--output");
   StatusOr<CheckpointContents> c = load_checkpoint(checkpoint);
   if (!c) throw UsageError(c.status().message());
+  if (Status s = remove_completion_marker(output); !s.is_ok()) throw std::runtime_error(s.message());
   std::filesystem::create_directories(output);
   if (c->layout) {
     // A stage-3 checkpoint: each parameter put together from the saved ranks' shards and written
@@ -194,6 +253,12 @@ int run_convert(const Arguments& args) {
     if (it == c->files.end()) continue;
     std::ofstream(output + "/" + name) << it->second;
   }
+  CompletionRecord record;
+  record.verb = "convert";
+  record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  record.outputs = {{"output", output}};
+  record.metrics = {{"step", c->step}};
+  if (Status s = write_completion_marker(output, record); !s.is_ok()) throw std::runtime_error(s.message());
   fmt::print("exported {} (step {}) to {}\n", checkpoint, c->step, output);
   return 0;
 }

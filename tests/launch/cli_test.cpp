@@ -29,7 +29,8 @@ std::string write_temp(const std::string& name, const std::string& contents) {
 TEST(Cli, HelpListsOnlyWorkingCommands) {
   const CliRun run = run_grpo("--help");
   EXPECT_EQ(run.exit_code, 0);
-  for (const char* verb : {"config", "convert", "eval", "generate", "reward", "sample", "sft", "tokenize", "toy", "train", "version"})
+  for (const char* verb : {"config", "convert", "eval", "generate", "pipeline", "reward", "sample", "sft", "tokenize",
+                           "toy", "train", "version"})
     EXPECT_NE(run.output.find("  " + std::string(verb) + " "), std::string::npos) << verb;
 }
 
@@ -264,6 +265,15 @@ TEST(Cli, ConvertExportsAVerifiedCheckpoint) {
   ASSERT_EQ(converted.exit_code, 0) << converted.output;
   for (const char* file : {"config.json", "model.safetensors", "tokenizer.json"})
     EXPECT_TRUE(std::filesystem::exists(dir + "/hf/" + file)) << file;
+  // Both verbs record their success for `grpo pipeline`: verb, outputs, the step they ended at.
+  const auto trained_record = nlohmann::json::parse(std::ifstream(dir + "/COMPLETE"));
+  EXPECT_EQ(trained_record["verb"], "sft");
+  EXPECT_EQ(trained_record["outputs"]["final"], dir + "/final");
+  EXPECT_EQ(trained_record["metrics"]["last_step"], 2);
+  const auto converted_record = nlohmann::json::parse(std::ifstream(dir + "/hf/COMPLETE"));
+  EXPECT_EQ(converted_record["verb"], "convert");
+  EXPECT_EQ(converted_record["outputs"]["output"], dir + "/hf");
+  EXPECT_EQ(converted_record["metrics"]["step"], 2);
   const CliRun generated = run_grpo("generate --model " + dir + "/hf --prompt 12+34= --max-new-tokens 4 --temperature 0");
   EXPECT_EQ(generated.exit_code, 0) << generated.output;
   EXPECT_NE(generated.output.find("\"completion\""), std::string::npos) << generated.output;

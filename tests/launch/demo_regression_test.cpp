@@ -1,10 +1,14 @@
-// A shortened R1 demo under mpirun (2 ranks): SFT of the tiny Qwen2 on easy worked additions,
-// then GRPO on 3-digit problems rewarded by accuracy and format. The reward must rise.
+// A shortened R1 demo pipeline under mpirun (2 ranks), as `make demo` runs it: SFT of the tiny Qwen2
+// on easy worked additions, eval, GRPO on 3-digit problems rewarded by accuracy and format, eval.
+// The reward must rise; a second run skips every complete stage; an interrupted GRPO stage resumes
+// from its checkpoint and ends where the uninterrupted run ended; a failing stage stops the pipeline.
 
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -15,33 +19,85 @@ namespace {
 namespace fs = std::filesystem;
 
 int run(const std::string& command, std::string* output) {
-  const grpo::testing::CommandResult result = grpo::testing::run_command("timeout 600 " + command);
+  const grpo::testing::CommandResult result = grpo::testing::run_command("timeout 1200 " + command);
   *output += result.output;
   return result.exit_code;
 }
 
-TEST(Demo, ShortenedRecipeRaisesReward) {
+nlohmann::json read_json(const fs::path& path) { return nlohmann::json::parse(std::ifstream(path)); }
+
+std::map<std::string, nlohmann::json> stages_by_name(const nlohmann::json& summary) {
+  std::map<std::string, nlohmann::json> stages;
+  for (const auto& stage : summary["stages"]) stages[stage["name"]] = stage;
+  return stages;
+}
+
+std::vector<std::string> lines_of(const fs::path& path) {
+  std::vector<std::string> lines;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// A metrics line without its wall-clock fields (step_s, rollout_s, tokens_per_s, ...).
+nlohmann::json without_timings(const std::string& line) {
+  nlohmann::json metrics = nlohmann::json::parse(line);
+  for (auto it = metrics.begin(); it != metrics.end();) {
+    const std::string& key = it.key();
+    it = key.size() > 2 && key.compare(key.size() - 2, 2, "_s") == 0 ? metrics.erase(it) : std::next(it);
+  }
+  return metrics;
+}
+
+// The stages of configs/demo/pipeline.yaml up to the second eval, shortened to about a minute.
+std::string shortened_pipeline(const fs::path& dir) {
+  const std::string demo = std::string(GRPO_SOURCE_DIR) + "/configs/demo/";
+  const std::string eval_set = "\"builtin:addition?n=48&digits=2-3&seed=7\"";
+  return "run_dir: " + dir.string() + "\n" +
+         "ranks: 2\n"
+         "launcher: [" + std::string(GRPO_MPIEXEC) + ", --oversubscribe, -x, OMP_WAIT_POLICY=PASSIVE]\n"
+         "stages:\n"
+         "  - name: sft\n    verb: sft\n    config: " + demo + "sft.yaml\n    set:\n"
+         "      data.train_path: \"builtin:addition?n=2000&digits=1-2&hard_digits=3-3&hard_fraction=0.2&seed=1\"\n"
+         "      trainer.steps: 300\n      checkpoint.every_steps: 0\n"
+         "  - name: eval_sft\n    verb: eval\n    config: " + demo + "sft.yaml\n    set:\n"
+         "      model.path: ${sft.final}\n      data.eval_path: " + eval_set + "\n"
+         "  - name: grpo\n    verb: train\n    config: " + demo + "grpo.yaml\n    set:\n"
+         "      model.path: ${sft.final}\n      data.train_path: \"builtin:addition?n=5000&digits=3-3&seed=3\"\n"
+         "      trainer.steps: 100\n      rollout.temperature: 0.8\n      checkpoint.every_steps: 40\n"
+         "  - name: eval_grpo\n    verb: eval\n    config: " + demo + "grpo.yaml\n    set:\n"
+         "      model.path: ${grpo.final}\n      data.eval_path: " + eval_set + "\n";
+}
+
+TEST(Demo, ShortenedPipelineRaisesRewardSkipsAndResumes) {
   const fs::path dir = fs::temp_directory_path() / ("grpo_demo_" + std::to_string(::getpid()));
   fs::remove_all(dir);
-  const std::string mpi = std::string(GRPO_MPIEXEC) + " --allow-run-as-root --oversubscribe -np 2 -x OMP_WAIT_POLICY=PASSIVE ";
-  const std::string source = GRPO_SOURCE_DIR;
+  fs::create_directories(dir);
+  std::ofstream(dir / "pipeline.yaml") << shortened_pipeline(dir);
+  const std::string pipeline = std::string(GRPO_BINARY) + " pipeline --config " + (dir / "pipeline.yaml").string();
   std::string out;
-  ASSERT_EQ(run(mpi + GRPO_BINARY + " sft --config " + source + "/configs/demo/sft.yaml" +
-                    " 'data.train_path=builtin:addition?n=2000&digits=1-2&hard_digits=3-3&hard_fraction=0.2&seed=1'" +
-                    " trainer.steps=300 checkpoint.every_steps=0 trainer.run_dir=" + (dir / "sft").string(),
-                &out),
-            0)
-      << out;
-  ASSERT_EQ(run(mpi + GRPO_BINARY + " train --config " + source + "/configs/demo/grpo.yaml model.path=" +
-                    (dir / "sft" / "final").string() + " 'data.train_path=builtin:addition?n=5000&digits=3-3&seed=3'" +
-                    " trainer.steps=100 rollout.temperature=0.8 checkpoint.every_steps=0 trainer.run_dir=" +
-                    (dir / "grpo").string(),
-                &out),
-            0)
-      << out;
+  ASSERT_EQ(run(pipeline, &out), 0) << out;
+
+  const nlohmann::json first = read_json(dir / "summary.json");
+  auto stages = stages_by_name(first);
+  ASSERT_EQ(stages.size(), 4u);
+  for (const auto& [name, stage] : stages) {
+    EXPECT_EQ(stage["status"], "ran") << name;
+    EXPECT_EQ(read_json(dir / name / "COMPLETE")["verb"], stage["verb"]) << name;
+  }
+  // The table's numbers are the stages' own results.
+  for (const char* name : {"eval_sft", "eval_grpo"}) {
+    const auto results = read_json(dir / name / "eval.json");
+    EXPECT_DOUBLE_EQ(stages[name]["metrics"]["eval/pass@1"].get<double>(), results["datasets"][0]["pass@1"].get<double>());
+    EXPECT_EQ(stages[name]["outputs"]["output"], (dir / name / "eval.json").string());
+  }
+  EXPECT_NE(out.find("eval/pass@1"), std::string::npos) << out;
+  const std::vector<std::string> grpo_metrics = lines_of(dir / "grpo" / "metrics.jsonl");
+  EXPECT_EQ(stages["grpo"]["metrics"]["last_step"], 100);
+  EXPECT_EQ(nlohmann::json::parse(grpo_metrics.back())["reward"], stages["grpo"]["metrics"]["reward"]);
+
   std::vector<double> accuracy, reward;
-  std::ifstream in(dir / "grpo" / "metrics.jsonl");
-  for (std::string line; std::getline(in, line);) {
+  for (const std::string& line : grpo_metrics) {
     const auto m = nlohmann::json::parse(line);
     accuracy.push_back(m["accuracy"]);
     reward.push_back(m["reward"]);
@@ -59,6 +115,33 @@ TEST(Demo, ShortenedRecipeRaisesReward) {
   EXPECT_TRUE(fs::exists(dir / "grpo" / "samples.jsonl"));
   EXPECT_TRUE(fs::exists(dir / "grpo" / "tensorboard"));
   EXPECT_TRUE(fs::exists(dir / "grpo" / "config.yaml"));
+
+  // Run again: every stage is complete, so nothing runs and the table is the same.
+  const auto metrics_time = fs::last_write_time(dir / "grpo" / "metrics.jsonl");
+  std::string again;
+  ASSERT_EQ(run(pipeline, &again), 0) << again;
+  for (const auto& [name, stage] : stages_by_name(read_json(dir / "summary.json"))) {
+    EXPECT_EQ(stage["status"], "skipped") << name;
+    EXPECT_EQ(stage["metrics"], stages[name]["metrics"]) << name;
+  }
+  EXPECT_EQ(fs::last_write_time(dir / "grpo" / "metrics.jsonl"), metrics_time);
+
+  // GRPO interrupted after its step-80 checkpoint: no COMPLETE, no final model, no step-100.
+  fs::remove(dir / "grpo" / "COMPLETE");
+  fs::remove_all(dir / "grpo" / "final");
+  fs::remove_all(dir / "grpo" / "checkpoints" / "step-100");
+  ASSERT_TRUE(fs::exists(dir / "grpo" / "checkpoints" / "step-80"));
+  std::string resumed;
+  ASSERT_EQ(run(pipeline, &resumed), 0) << resumed;
+  auto after = stages_by_name(read_json(dir / "summary.json"));
+  EXPECT_EQ(after["sft"]["status"], "skipped");
+  EXPECT_EQ(after["eval_sft"]["status"], "skipped");
+  EXPECT_EQ(after["grpo"]["status"], "resumed");
+  EXPECT_EQ(after["grpo"]["metrics"]["first_step"], 80);
+  EXPECT_EQ(after["eval_grpo"]["status"], "ran");  // its input was rebuilt, so it ran again
+  // Resume is exact: the same last step and the same held-out result as the uninterrupted run.
+  EXPECT_EQ(without_timings(lines_of(dir / "grpo" / "metrics.jsonl").back()), without_timings(grpo_metrics.back()));
+  EXPECT_EQ(after["eval_grpo"]["metrics"], stages["eval_grpo"]["metrics"]);
 
   // `grpo eval` over two sets in one call, one of them a JSONL file with its own field names whose
   // gold answers the test computes itself; one process, so the JSON lists every problem.
@@ -109,6 +192,28 @@ TEST(Demo, ShortenedRecipeRaisesReward) {
       (dir / "bad.json").string() + " 'eval.datasets=[{name: a, path: \"builtin:addition?n=2\"}, {name: b, path: /missing.jsonl}]'");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.output.find("eval.datasets[1].path"), std::string::npos) << bad.output;
+  fs::remove_all(dir);
+}
+
+TEST(Pipeline, AFailingStageStopsThePipelineWithItsNameAndExitCode) {
+  const fs::path dir = fs::temp_directory_path() / ("grpo_pipeline_fail_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string sft = std::string(GRPO_SOURCE_DIR) + "/configs/demo/sft.yaml";
+  std::ofstream(dir / "pipeline.yaml") << "run_dir: " << dir.string() << "\nstages:\n"
+                                       << "  - {name: broken, verb: eval, config: " << sft
+                                       << ", set: {data.eval_path: " << (dir / "missing.jsonl").string() << "}}\n"
+                                       << "  - {name: after, verb: eval, config: " << sft
+                                       << ", set: {model.path: \"${broken.run_dir}\"}}\n";
+  const grpo::testing::CommandResult result = grpo::testing::run_command(
+      "timeout 120 " + std::string(GRPO_BINARY) + " pipeline --config " + (dir / "pipeline.yaml").string());
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("stage 'broken' (eval) failed with exit code 1"), std::string::npos) << result.output;
+  const auto stages = stages_by_name(read_json(dir / "summary.json"));
+  EXPECT_EQ(stages.at("broken")["status"], "failed");
+  EXPECT_EQ(stages.at("broken")["exit_code"], 1);
+  EXPECT_EQ(stages.at("after")["status"], "pending");
+  EXPECT_FALSE(fs::exists(dir / "after"));
   fs::remove_all(dir);
 }
 
