@@ -74,6 +74,13 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
   // Gradients live where the parameters do: NCCL for CUDA when built, else MPI.
   const at::Device device = run->params.front().device();
   run->comm = &communicator_for(device);
+  if (config.trainer.rollout_ranks > 0) {
+    if (kind != "grpo")
+      throw std::runtime_error(fmt::format("trainer.rollout_ranks: {} training has no rollout; set it to 0", kind));
+    run->layout = std::make_unique<RolloutLayout>(split_layout(*run->comm, config.trainer.rollout_ranks));
+    run->comm = run->layout->role.get();
+  }
+  const bool rollout_role = run->layout && run->layout->rollout;
   const int zero_stage = static_cast<int>(config.trainer.zero_stage);
   if (zero_stage < 3 && config.trainer.param_dtype != DType::kFloat32)
     throw std::runtime_error("trainer.param_dtype: bfloat16 needs trainer.zero_stage 3 (stages 0-2 compute in model.dtype)");
@@ -110,17 +117,24 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
 
   int64_t parameters = 0;
   for (const at::Tensor& p : run->params) parameters += p.numel();
-  if (zero_stage == 3 || config.trainer.activation_checkpointing)
-    run->sharded = shard(run->policy.model, *run->comm, shard_options(config.trainer));
-  run->optimizer = zero_stage == 3 ? std::make_unique<DistributedAdamW>(*run->sharded, config.optimizer, *run->comm)
-                                   : std::make_unique<DistributedAdamW>(run->params, config.optimizer, *run->comm, zero_stage);
-  log_info("{} rank(s), model on {}, gradients over {}, ZeRO stage {} (optimizer state for {} of {} parameters here)",
-           comm.size(), device.str(),
-           device.is_cuda() && nccl_linked() ? "NCCL" : comm.size() > 1 ? "MPI" : "nothing (one rank)",
-           config.trainer.zero_stage, run->optimizer->state_numel(), parameters);
+  if (run->layout)
+    log_info("{} trainer rank(s) (0-{}) and {} rollout rank(s) ({}-{}), rollout.max_staleness {}",
+             run->layout->trainer_ranks, run->layout->trainer_ranks - 1, run->layout->rollout_ranks,
+             run->layout->trainer_ranks, comm.size() - 1, config.rollout.max_staleness);
+  if (!rollout_role) {
+    if (zero_stage == 3 || config.trainer.activation_checkpointing)
+      run->sharded = shard(run->policy.model, *run->comm, shard_options(config.trainer));
+    run->optimizer = zero_stage == 3 ? std::make_unique<DistributedAdamW>(*run->sharded, config.optimizer, *run->comm)
+                                     : std::make_unique<DistributedAdamW>(run->params, config.optimizer, *run->comm, zero_stage);
+    log_info("{} rank(s), model on {}, gradients over {}, ZeRO stage {} (optimizer state for {} of {} parameters here)",
+             run->comm->size(), device.str(),
+             device.is_cuda() && nccl_linked() ? "NCCL" : run->comm->size() > 1 ? "MPI" : "nothing (one rank)",
+             config.trainer.zero_stage, run->optimizer->state_numel(), parameters);
+  }
 
   if (checkpoint) {
-    run->optimizer->load_state(checkpoint->state.value("optimizer_steps", checkpoint->step), exp_avg, exp_avg_sq);
+    if (!rollout_role)
+      run->optimizer->load_state(checkpoint->state.value("optimizer_steps", checkpoint->step), exp_avg, exp_avg_sq);
     run->step = checkpoint->step;
     run->resumed_state = checkpoint->state;
     log_info("resumed from {} at step {}", from, run->step);
