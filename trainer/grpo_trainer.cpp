@@ -197,6 +197,13 @@ RunSummary run_grpo(const Config& config) {
   if (correction_options.batch_normalize && comm.size() > 1)
     log_warn("grpo.rollout_correction.batch_normalize: weights are normalized over each rank's batch");
   const at::Device device = run->params.front().device();
+  if (world().rank() == 0 && config.rollout.max_staleness > 0 && config.trainer.rollout_ranks == 0)
+    log_warn("rollout.max_staleness applies to the disaggregated layout only (trainer.rollout_ranks > 0); colocated "
+             "runs are on-policy");
+  if (world().rank() == 0 && config.rollout.max_staleness > 0 && config.trainer.rollout_ranks > 0 &&
+      !correction_options.enabled())
+    log_warn("rollout.max_staleness {}: batches sampled by older weights train without an importance correction "
+             "(grpo.rollout_correction, docs/algorithms.md)", config.rollout.max_staleness);
 
   const bool refill = config.grpo.filter_zero_std_groups && config.grpo.max_generation_rounds > 1;
   if (config.grpo.max_generation_rounds > 1 && !config.grpo.filter_zero_std_groups)

@@ -90,7 +90,8 @@ std::map<int64_t, std::vector<std::string>> prompts_by_step(const fs::path& run_
 // Staleness 0 with 1 rollout rank + 2 trainer ranks samples the same completions (per-row seeds) and
 // trains the same parameters as the colocated 2-rank run. The trainers' own log-probs of what the
 // rollout rank sampled equal the sampler's, so the rollout rank held the trainers' weights after
-// every sync. At staleness 1 the batches lag one version (and the log-probs differ accordingly).
+// every sync (also with ZeRO-3 trainers). At staleness 1 the batches lag one version (and the
+// log-probs differ accordingly).
 TEST(AsyncRollout, OnPolicyMatchesColocatedAndOneStepOffLags) {
   const std::string config = write_config("grpo.yaml", kGrpo);
   const fs::path colocated = kWork / "colocated", on_policy = kWork / "on_policy", off_policy = kWork / "off_policy";
@@ -114,10 +115,21 @@ TEST(AsyncRollout, OnPolicyMatchesColocatedAndOneStepOffLags) {
     EXPECT_EQ(async.at("staleness").get<double>(), 0.0);
     EXPECT_LE(async.at("mismatch/logp_abs_max").get<double>(), 1e-5) << "step " << step;
     // The demo model's fp32 parameters, every step but the last (no sync after it).
-    if (step < 3) EXPECT_GT(async.at("weight_sync_mb").get<double>(), 0.1) << "step " << step;
+    if (step < 3) {
+      EXPECT_GT(async.at("weight_sync_mb").get<double>(), 0.1) << "step " << step;
+    }
     EXPECT_GE(async.at("weight_sync_s").get<double>(), 0.0);
   }
   EXPECT_EQ(prompts_by_step(colocated), prompts_by_step(on_policy));
+
+  // ZeRO-3 trainers gather the weights from their shards for each sync.
+  const fs::path sharded = kWork / "on_policy_zero3";
+  r = run(launcher(3) + GRPO_BINARY + " train --config " + config + " trainer.rollout_ranks=1 trainer.zero_stage=3" +
+          " trainer.run_dir=" + sharded.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_LE(max_difference(final_weights(colocated), final_weights(sharded)), 1e-5);
+  for (const auto& [step, m] : metrics_by_step(sharded))
+    EXPECT_LE(m.at("mismatch/logp_abs_max").get<double>(), 1e-5) << "stage 3, step " << step;
 
   r = run(launcher(3) + GRPO_BINARY + " train --config " + config +
           " trainer.rollout_ranks=1 rollout.max_staleness=1 trainer.run_dir=" + off_policy.string());
@@ -130,7 +142,9 @@ TEST(AsyncRollout, OnPolicyMatchesColocatedAndOneStepOffLags) {
     EXPECT_EQ(m.at("policy_version").get<double>(), static_cast<double>(step - 1) - lag) << "step " << step;
     EXPECT_EQ(m.at("data/position"), a.at(step).at("data/position")) << "step " << step;
     // Sampled by the weights one update older than the trainers': the log-probs differ.
-    if (step > 1) EXPECT_GT(m.at("mismatch/logp_abs_max").get<double>(), 1e-4) << "step " << step;
+    if (step > 1) {
+      EXPECT_GT(m.at("mismatch/logp_abs_max").get<double>(), 1e-4) << "step " << step;
+    }
   }
   EXPECT_EQ(prompts_by_step(colocated), prompts_by_step(off_policy));
   EXPECT_GT(max_difference(final_weights(colocated), final_weights(off_policy)), 1e-6);
@@ -158,18 +172,25 @@ pid_t find_process_with_env(const std::vector<std::string>& entries) {
   return -1;
 }
 
-// SIGKILL of the rollout rank (world rank 2) in the middle of a run: every rank exits, non-zero,
-// within the collective timeout, and the output names rank 2.
-TEST(AsyncRollout, AKilledRolloutRankEndsTheJob) {
-  const fs::path dir = kWork / "killed_rollout";
+// Sends `signal` to the rollout rank (world rank 2) of a one-step-off run once its first step is
+// logged; returns how long the job took to end after that (-1: still running after 60 s, then
+// killed), its exit status, and its output.
+struct Ending {
+  double seconds = -1;
+  int status = 0;
+  std::string log;
+};
+Ending signal_rollout_rank(int signal, const std::string& name) {
+  const fs::path dir = kWork / name;
   fs::create_directories(dir);
   std::string yaml = kGrpo;
   yaml.replace(yaml.find("steps: 3,"), 9, "steps: 100000, collective_timeout_s: 10, rollout_ranks: 1,");
   yaml.replace(yaml.find("temperature: 1.0}"), 17, "temperature: 1.0, max_staleness: 1}");
-  const std::string config = write_config("grpo_kill_rollout.yaml", yaml);
-  const std::string tag = "GRPO_ASYNC_TEST=" + std::to_string(::getpid());
+  const std::string config = write_config(name + ".yaml", yaml);
+  const std::string tag = "GRPO_ASYNC_TEST=" + std::to_string(::getpid()) + name;
   const std::string command = tag + " exec timeout 120 " + launcher(3) + GRPO_BINARY + " train --config " + config +
                               " trainer.run_dir=" + (dir / "run").string() + " > " + (dir / "log").string() + " 2>&1";
+  Ending ending;
   const pid_t job = ::fork();
   if (job == 0) {
     ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
@@ -178,33 +199,66 @@ TEST(AsyncRollout, AKilledRolloutRankEndsTheJob) {
   const fs::path metrics = dir / "run" / "metrics.jsonl";
   const auto started = Clock::now();
   while (!(fs::exists(metrics) && fs::file_size(metrics) > 0) && Clock::now() - started < std::chrono::seconds(90)) {
-    ASSERT_NE(::waitpid(job, nullptr, WNOHANG), job) << "the job ended before its first step:\n" << read_file(dir / "log");
+    if (::waitpid(job, &ending.status, WNOHANG) == job) {
+      ending.log = "the job ended before its first step:\n" + read_file(dir / "log");
+      return ending;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   const pid_t rollout = find_process_with_env({tag, "OMPI_COMM_WORLD_RANK=2"});
-  ASSERT_GT(rollout, 0) << read_file(dir / "log");
-  ASSERT_EQ(::kill(rollout, SIGKILL), 0);
-  const auto killed = Clock::now();
-  int status = 0;
+  EXPECT_GT(rollout, 0) << read_file(dir / "log");
+  if (rollout > 0) {
+    EXPECT_EQ(::kill(rollout, signal), 0);
+  }
+  const auto signalled = Clock::now();
   bool ended = false;
-  while (Clock::now() - killed < std::chrono::seconds(60)) {
-    if (::waitpid(job, &status, WNOHANG) == job) {
+  while (Clock::now() - signalled < std::chrono::seconds(60)) {
+    if (::waitpid(job, &ending.status, WNOHANG) == job) {
       ended = true;
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+  if (ended) ending.seconds = std::chrono::duration<double>(Clock::now() - signalled).count();
+  for (int rank = 0; rank < 3; ++rank) {  // leave nothing behind, and say whether anything was left
+    const pid_t left = find_process_with_env({tag, "OMPI_COMM_WORLD_RANK=" + std::to_string(rank)});
+    EXPECT_EQ(left, -1) << "rank " << rank << " outlived the job";
+    if (left > 0) {
+      ::kill(left, SIGCONT);
+      ::kill(left, SIGKILL);
+    }
+  }
   if (!ended) {
     ::kill(job, SIGKILL);
-    ::waitpid(job, &status, 0);
+    ::waitpid(job, &ending.status, 0);
   }
-  const std::string log = read_file(dir / "log");
-  ASSERT_TRUE(ended) << "still running 60 s after the rollout rank was killed:\n" << log;
-  EXPECT_LT(std::chrono::duration<double>(Clock::now() - killed).count(), 30.0) << log;
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << log;
-  EXPECT_NE(log.find("rank 2"), std::string::npos) << log;
-  EXPECT_EQ(find_process_with_env({tag, "OMPI_COMM_WORLD_RANK=0"}), -1) << "a trainer rank outlived the job";
-  EXPECT_EQ(find_process_with_env({tag, "OMPI_COMM_WORLD_RANK=1"}), -1) << "a trainer rank outlived the job";
+  ending.log = read_file(dir / "log");
+  return ending;
+}
+
+// A rollout rank that dies (SIGKILL): the launcher ends every rank at once and names rank 2.
+// One that hangs (SIGSTOP): the trainers wait for its batch only until trainer.collective_timeout_s,
+// then the watchdog names the rank and what they waited for, and ends the job.
+TEST(AsyncRollout, AKilledOrHungRolloutRankEndsTheJob) {
+  const Ending killed = signal_rollout_rank(SIGKILL, "killed_rollout");
+  ASSERT_GE(killed.seconds, 0) << "still running 60 s after the rollout rank was killed:\n" << killed.log;
+  EXPECT_LT(killed.seconds, 30.0) << killed.log;
+  EXPECT_TRUE(WIFEXITED(killed.status) && WEXITSTATUS(killed.status) != 0) << killed.log;
+  EXPECT_NE(killed.log.find("process rank 2"), std::string::npos) << killed.log;
+
+  const Ending hung = signal_rollout_rank(SIGSTOP, "hung_rollout");
+  ASSERT_GE(hung.seconds, 0) << "still running 60 s after the rollout rank was stopped:\n" << hung.log;
+  EXPECT_LT(hung.seconds, 30.0) << hung.log;
+  EXPECT_GE(hung.seconds, 9.0) << "ended before the timeout:\n" << hung.log;
+  EXPECT_TRUE(WIFEXITED(hung.status) && WEXITSTATUS(hung.status) != 0) << hung.log;
+  EXPECT_NE(hung.log.find("trainer.collective_timeout_s = 10 s"), std::string::npos) << hung.log;
+  // Whichever trainer's watch expires first ends the job: trainer 0 in the weights' broadcast to
+  // rank 2, or trainer 1 in a gather of every rank.
+  const size_t among = hung.log.find("the missing ones are among ranks ");
+  ASSERT_NE(among, std::string::npos) << hung.log;
+  const std::string missing = hung.log.substr(among, hung.log.find(" (MPI", among) - among);
+  EXPECT_NE(missing.find("2"), std::string::npos) << hung.log;
+  EXPECT_NE(hung.log.find("the rollout ranks 2-2"), std::string::npos) << hung.log;
 }
 
 // Runs `command` in its own process group and SIGKILLs the group once `marker` exists.

@@ -85,8 +85,11 @@ TEST(RolloutEngine, UnitChecksumsMatchEqualWeightsAndFlagTheChangedUnit) {
   flat[1].copy_(first);
   const std::vector<double> b = unit_checksums(model, changed);
   for (size_t u = 0; u < a.size(); ++u) {
-    if (u == 2) EXPECT_NE(a[u], b[u]);
-    else EXPECT_EQ(a[u], b[u]) << "unit " << u;
+    if (u == 2) {
+      EXPECT_NE(a[u], b[u]);
+    } else {
+      EXPECT_EQ(a[u], b[u]) << "unit " << u;
+    }
   }
 }
 
