@@ -150,6 +150,42 @@ TEST(AsyncRollout, OnPolicyMatchesColocatedAndOneStepOffLags) {
   EXPECT_GT(max_difference(final_weights(colocated), final_weights(off_policy)), 1e-6);
 }
 
+// Completions of varied lengths and a length reward (tests/mpi/distributed_test.cpp): some groups
+// score all alike, so dynamic sampling refills.
+const char* kGrpoRefill =
+    "model: {path: \"builtin:demo-qwen2\"}\n"
+    "data: {train_path: \"builtin:addition?n=64&digits=1-3&seed=5\"}\n"
+    "rollout: {max_new_tokens: 40, temperature: 1.0, stop: [\"0\", \"1\", \"2\", \"3\", \"4\", \"5\", \"6\", \"7\", "
+    "\"8\", \"9\", \"a\", \"e\", \"i\", \"o\", \"u\", \"s\", \"t\", \"n\", \"r\", \"l\", \"A\", \"E\", \"I\", \"O\", \"S\", "
+    "\"T\", \"N\", \"R\", \"L\", \"x\", \"y\", \"z\"]}\n"
+    "reward: {functions: [{name: length, options: {max_tokens: 6, buffer: 1}}]}\n"
+    "grpo: {filter_zero_std_groups: true, max_generation_rounds: 4, group_size: 4, kl: {beta: 0.01}}\n"
+    "optimizer: {lr: 0.1, eps: 1.0}\n"
+    "trainer: {steps: 4, prompts_per_step: 4, seed: 3, threads: 1}\n"
+    "checkpoint: {every_steps: 0, resume: none}\n";
+
+// Dynamic sampling on the rollout ranks (their votes over their own communicator): one trainer and
+// one rollout rank train what one colocated rank trains, refill rounds and data cursor included.
+TEST(AsyncRollout, DynamicSamplingOnTheRolloutRanksMatchesColocated) {
+  const std::string config = write_config("grpo_refill.yaml", kGrpoRefill);
+  const fs::path colocated = kWork / "refill_colocated", async = kWork / "refill_async";
+  auto r = run(launcher(1) + GRPO_BINARY + " train --config " + config + " trainer.run_dir=" + colocated.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run(launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.rollout_ranks=1 trainer.run_dir=" +
+          async.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_LE(max_difference(final_weights(colocated), final_weights(async)), 1e-6);
+  const auto a = metrics_by_step(colocated), b = metrics_by_step(async);
+  ASSERT_EQ(b.size(), 4u);
+  int refilled = 0;
+  for (const auto& [step, m] : a) {
+    for (const char* key : {"groups_generated", "groups_kept", "reward", "data/position", "reward_errors"})
+      EXPECT_EQ(m.at(key), b.at(step).at(key)) << key << " at step " << step;
+    if (m.at("groups_generated").get<double>() > 4) ++refilled;
+  }
+  EXPECT_GT(refilled, 0) << "no step refilled; the test does not exercise refill";
+}
+
 TEST(AsyncRollout, LayoutErrorsNameTheKey) {
   const std::string config = write_config("grpo_layout.yaml", kGrpo);
   auto r = run(launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.rollout_ranks=2 trainer.run_dir=" +
