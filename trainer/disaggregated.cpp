@@ -250,12 +250,16 @@ WeightSyncStats send_weights(Communicator& host, const RolloutLayout& layout, De
       flat.push_back(sent.back().reshape({-1}));
     }
     at::Tensor buffer = at::cat(flat);
+    // Apart from the transfer, the time until every rollout rank is ready to receive (one step off,
+    // they may still be sampling).
+    layout.weights->barrier();
+    stats.wait_seconds = seconds_since(start);
     layout.weights->broadcast(buffer, 0);
     stats.bytes = static_cast<int64_t>(buffer.nbytes());
     checksums = unit_checksums(model, sent);
   }
   compare_checksums(host, layout, model, checksums);
-  stats.seconds = seconds_since(start);
+  stats.seconds = seconds_since(start) - stats.wait_seconds;
   return stats;
 }
 
@@ -265,6 +269,7 @@ WeightSyncStats receive_weights(Communicator& host, const RolloutLayout& layout,
   int64_t numel = 0;
   for (const at::Tensor& p : params) numel += p.numel();
   at::Tensor buffer = at::empty({numel}, params.front().options().requires_grad(false));
+  layout.weights->barrier();
   layout.weights->broadcast(buffer, 0);
   std::vector<at::Tensor> tensors;
   int64_t offset = 0;
@@ -283,13 +288,17 @@ WeightSyncStats receive_weights(Communicator& host, const RolloutLayout& layout,
 WeightSyncStats send_policy(TrainingRun& run, Communicator& host) {
   set_collective_context(fmt::format("after step {}: sending the weights to the rollout ranks {}-{}", run.step,
                                      run.layout->trainer_ranks, host.size() - 1));
+  const auto start = std::chrono::steady_clock::now();
   std::vector<at::Tensor> whole;
   if (run.sharded && run.sharded->sharded())
     whole = run.sharded->whole_from_shards(run.sharded->master_shards(), /*root_only=*/true);  // from the shard owners
   else if (run.comm->rank() == 0)
     whole = run.params;
+  const double gather_seconds = seconds_since(start);
   const at::ScalarType dtype = run.config.model.dtype == DType::kBFloat16 ? at::kBFloat16 : at::kFloat;
-  return send_weights(host, *run.layout, run.policy.model, whole, dtype);
+  WeightSyncStats stats = send_weights(host, *run.layout, run.policy.model, whole, dtype);
+  stats.seconds += gather_seconds;
+  return stats;
 }
 
 ScoredBatch receive_batch(TrainingRun& run, Communicator& host) {

@@ -74,8 +74,9 @@ RolloutControl broadcast_control(Communicator& host, const RolloutControl& contr
 
 // One weight sync, as logged per step.
 struct WeightSyncStats {
-  double seconds = 0;  // on this rank, gather + broadcast + checksum comparison
-  int64_t bytes = 0;   // payload sent to each rollout rank
+  double seconds = 0;       // on this rank: stage-3 gather, broadcast, checksum comparison
+  double wait_seconds = 0;  // trainer rank 0: waiting for the rollout ranks to be ready (not in `seconds`)
+  int64_t bytes = 0;        // payload sent to each rollout rank
 };
 
 // Trainers: every trainer rank calls it (a stage-3 model is gathered from its shards to trainer 0,

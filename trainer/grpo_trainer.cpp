@@ -510,6 +510,7 @@ RunSummary run_grpo(const Config& config) {
     if (run->layout) {
       metrics["batch_wait_s"] = batch_wait_seconds;
       metrics["weight_sync_s"] = sync.seconds;
+      metrics["weight_sync_wait_s"] = sync.wait_seconds;
       metrics["weight_sync_mb"] = static_cast<double>(sync.bytes) / 1e6;
     }
     summary.last_metrics = metrics;
