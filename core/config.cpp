@@ -112,6 +112,13 @@ void describe(ConfigVisitor& v, RolloutConfig& c) {
                                      "many steps per finished row.")
               .at_least(1),
           c.readback_interval);
+  v.visit(field("max_staleness", "With trainer.rollout_ranks > 0: how many policy versions the weights that "
+                                 "sampled a batch may lag behind the weights that train on it. 0 = on-policy (the "
+                                 "rollout ranks wait for each update; same results as colocated); 1 = one-step-off "
+                                 "(the rollout ranks sample the next batch while the trainers train on this one). "
+                                 "See docs/training.md.")
+              .at_least(0),
+          c.max_staleness);
 }
 
 void describe(ConfigVisitor& v, RewardFunctionConfig& c) {
@@ -328,6 +335,12 @@ void describe(ConfigVisitor& v, TrainerConfig& c) {
                                         "job; generous, since peers may be in a long rollout. 0 = wait forever.")
               .at_least(0),
           c.collective_timeout_s);
+  v.visit(field("rollout_ranks", "GRPO: the last K ranks only generate and score rollouts, the others only train "
+                                 "and send their weights to them after each update (disaggregated layout; "
+                                 "rollout.max_staleness bounds the lag). 0 = colocated: every rank generates, "
+                                 "then trains. Must leave at least one trainer rank. See docs/training.md.")
+              .at_least(0),
+          c.rollout_ranks);
   v.section("guards", "Stop a run that cannot learn (exit 1, naming the guard); each warns the first time its "
                       "condition is seen. 0 turns a guard off.",
             [&](ConfigVisitor& s) { describe(s, c.guards); });

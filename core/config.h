@@ -50,6 +50,7 @@ struct RolloutConfig {
   std::vector<std::string> stop;  // Stop strings, in addition to the tokenizer's EOS.
   int64_t max_concurrent_prompts = 0;  // prompts decoded at once (continuous batching); 0: training all, eval 32
   int64_t readback_interval = 8;       // decode steps between reads of the device state
+  int64_t max_staleness = 0;  // with trainer.rollout_ranks: policy versions a trained batch may lag (0 = on-policy)
 };
 
 enum class RewardErrorPolicy { kFail, kScore };
@@ -122,6 +123,7 @@ struct TrainerConfig {
   DType reduce_dtype = DType::kFloat32;  // stage 3: dtype gradients are reduce-scattered in
   bool activation_checkpointing = false; // recompute each decoder layer in backward (implied at stage 3)
   double collective_timeout_s = 600;  // a rank waiting longer in one collective aborts the job (0 = no limit)
+  int64_t rollout_ranks = 0;  // GRPO: the last K ranks only generate and score (0 = every rank does both)
   GuardConfig guards;
 };
 

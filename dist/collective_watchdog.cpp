@@ -28,6 +28,7 @@ struct OpenWatch {
   std::string context;  // set_collective_context at the time of the call
   Clock::time_point started;
   CollectiveExpiry expire;
+  std::vector<int> world_ranks;  // empty: rank numbers are the job's
 };
 
 // The process's watchdog: its thread starts with the first watch after a timeout is set and
@@ -48,7 +49,7 @@ class Watchdog {
     context_ = std::move(context);
   }
 
-  int64_t open(const char* collective, int rank, int size, CollectiveExpiry expire) {
+  int64_t open(const char* collective, int rank, int size, CollectiveExpiry expire, std::vector<int> world_ranks) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (timeout_s_ <= 0) return -1;
     if (!thread_started_) {
@@ -56,7 +57,7 @@ class Watchdog {
       thread_started_ = true;
     }
     const int64_t id = next_id_++;
-    open_[id] = OpenWatch{collective, rank, size, id + 1, context_, Clock::now(), std::move(expire)};
+    open_[id] = OpenWatch{collective, rank, size, id + 1, context_, Clock::now(), std::move(expire), std::move(world_ranks)};
     return id;
   }
   void close(int64_t id) {
@@ -86,14 +87,19 @@ class Watchdog {
       for (auto& [id, w] : open_) {
         const double waited = std::chrono::duration<double>(now - w.started).count();
         if (waited <= timeout_s_) continue;
+        auto job_rank = [&w](int r) { return w.world_ranks.empty() ? r : w.world_ranks[static_cast<size_t>(r)]; };
         std::string others;
         for (int r = 0; r < w.size; ++r)
-          if (r != w.rank) others += fmt::format("{}{}", others.empty() ? "" : ", ", r);
+          if (r != w.rank) others += fmt::format("{}{}", others.empty() ? "" : ", ", job_rank(r));
+        const std::string who = w.world_ranks.empty()
+                                    ? fmt::format("rank {} of {}", w.rank, w.size)
+                                    : fmt::format("rank {} (rank {} of {} in a sub-communicator)", job_rank(w.rank),
+                                                  w.rank, w.size);
         const std::string message = fmt::format(
-            "collective watchdog: rank {} of {} waited {:.1f} s in {} (collective #{}{}{}), longer than "
+            "collective watchdog: {} waited {:.1f} s in {} (collective #{}{}{}), longer than "
             "trainer.collective_timeout_s = {} s. Not every rank arrived: the missing ones are among ranks {} (MPI "
             "does not say which; a rank that is stopped, hung, or still computing never reports). Aborting the job.",
-            w.rank, w.size, waited, w.collective, w.sequence, w.context.empty() ? "" : ", ", w.context, timeout_s_,
+            who, waited, w.collective, w.sequence, w.context.empty() ? "" : ", ", w.context, timeout_s_,
             others.empty() ? "none" : others);
         CollectiveExpiry expire = w.expire;
         lock.unlock();
@@ -116,8 +122,9 @@ class Watchdog {
 
 }  // namespace
 
-CollectiveWatch::CollectiveWatch(const char* collective, int rank, int size, CollectiveExpiry expire)
-    : id_(size > 1 ? Watchdog::instance().open(collective, rank, size, std::move(expire)) : -1) {}
+CollectiveWatch::CollectiveWatch(const char* collective, int rank, int size, CollectiveExpiry expire,
+                                 std::vector<int> world_ranks)
+    : id_(size > 1 ? Watchdog::instance().open(collective, rank, size, std::move(expire), std::move(world_ranks)) : -1) {}
 
 CollectiveWatch::~CollectiveWatch() {
   if (id_ >= 0) Watchdog::instance().close(id_);

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace grpo {
 
@@ -17,7 +18,9 @@ using CollectiveExpiry = std::function<void(const std::string& message)>;
 class CollectiveWatch {
  public:
   // `collective` names the call ("all_reduce_sum"); `rank`/`size` describe the communicator.
-  CollectiveWatch(const char* collective, int rank, int size, CollectiveExpiry expire);
+  // `world_ranks` (a sub-communicator's members' ranks in the job, by their rank here; empty: the
+  // communicator is the job's) makes the message name ranks as the launcher numbers them.
+  CollectiveWatch(const char* collective, int rank, int size, CollectiveExpiry expire, std::vector<int> world_ranks = {});
   ~CollectiveWatch();
   CollectiveWatch(const CollectiveWatch&) = delete;
   CollectiveWatch& operator=(const CollectiveWatch&) = delete;

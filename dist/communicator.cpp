@@ -114,6 +114,16 @@ class MpiCommunicator final : public Communicator {
   explicit MpiCommunicator(MPI_Comm comm) : comm_(comm) {
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
+    // The members' ranks in the job, so that a watchdog message names them as the launcher does.
+    MPI_Group group, world_group;
+    MPI_Comm_group(comm_, &group);
+    MPI_Comm_group(MPI_COMM_WORLD, &world_group);
+    std::vector<int> local(static_cast<size_t>(size_));
+    for (int r = 0; r < size_; ++r) local[static_cast<size_t>(r)] = r;
+    world_ranks_.resize(local.size());
+    MPI_Group_translate_ranks(group, size_, local.data(), world_group, world_ranks_.data());
+    MPI_Group_free(&group);
+    MPI_Group_free(&world_group);
   }
   ~MpiCommunicator() override {
     int finalized = 0;
@@ -215,11 +225,13 @@ class MpiCommunicator final : public Communicator {
   // watchdog's thread while this one is still blocked in MPI: MPI_Abort asks the launcher to end
   // every rank, a stopped one included (SIGKILL needs no cooperation).
   CollectiveWatch watched(const char* collective) const {
-    return CollectiveWatch(collective, rank_, size_, [](const std::string&) { MPI_Abort(MPI_COMM_WORLD, 1); });
+    return CollectiveWatch(collective, rank_, size_, [](const std::string&) { MPI_Abort(MPI_COMM_WORLD, 1); },
+                           world_ranks_);
   }
 
   MPI_Comm comm_ = MPI_COMM_WORLD;
   int rank_ = 0, size_ = 1;
+  std::vector<int> world_ranks_;  // a sub-communicator's members' ranks in the job (empty for the world)
 };
 
 std::unique_ptr<Communicator>& instance() {

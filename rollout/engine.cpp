@@ -1,6 +1,7 @@
 #include "rollout/engine.h"
 
 #include <algorithm>
+#include <map>
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -356,6 +357,50 @@ RolloutBatch generate(Decoder& model, const std::vector<std::vector<int64_t>>& p
   GenerationRun run(model, prompts, options, seeds, tokenizer);
   run.run();
   return run.result();
+}
+
+RolloutEngine::RolloutEngine(Decoder model, int64_t version) : model_(std::move(model)), version_(version) {
+  TORCH_CHECK(model_, "RolloutEngine: no model");
+}
+
+void RolloutEngine::load_weights(int64_t version, const std::vector<at::Tensor>& tensors) {
+  std::vector<at::Tensor> params = model_->parameters();
+  TORCH_CHECK(tensors.size() == params.size(), "RolloutEngine::load_weights: ", tensors.size(), " tensors for ",
+              params.size(), " parameters");
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < params.size(); ++i) {
+    TORCH_CHECK(tensors[i].sizes() == params[i].sizes(), "RolloutEngine::load_weights: tensor ", i, " has shape ",
+                tensors[i].sizes(), ", the parameter ", params[i].sizes());
+    params[i].copy_(tensors[i]);
+  }
+  version_ = version;
+}
+
+RolloutBatch RolloutEngine::generate(const std::vector<std::vector<int64_t>>& prompts,
+                                     const GenerationOptions& options, const std::vector<uint64_t>& seeds,
+                                     const Tokenizer* tokenizer) {
+  RolloutBatch batch = grpo::generate(model_, prompts, options, seeds, tokenizer);
+  batch.policy_version = version_;
+  return batch;
+}
+
+std::vector<double> unit_checksums(Decoder& model, const std::vector<at::Tensor>& params) {
+  std::map<std::string, size_t> index;
+  for (const auto& item : model->named_parameters()) index.emplace(item.key(), index.size());
+  TORCH_CHECK(params.size() == index.size(), "unit_checksums: ", params.size(), " tensors for ", index.size(),
+              " parameters");
+  at::NoGradGuard no_grad;
+  std::vector<double> sums;
+  for (const DecoderUnit& unit : model->units()) {
+    double sum = 0;
+    for (const std::string& name : unit.param_names) {
+      const at::Tensor flat = params[index.at(name)].detach().to(at::kCPU, at::kDouble).reshape({-1});
+      const at::Tensor weights = at::arange(flat.numel(), flat.options()).fmod(7).add(1);
+      sum += (flat * weights).sum().item<double>();
+    }
+    sums.push_back(sum);
+  }
+  return sums;
 }
 
 }  // namespace grpo

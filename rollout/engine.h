@@ -29,6 +29,9 @@ struct RolloutBatch {
   std::vector<FinishReason> finish_reasons;  // [N]
   std::vector<int64_t> prompt_index;         // [N]: which prompt each row answers
   int64_t group_size = 1;
+  // The version of the weights that sampled the batch (optimizer steps they had taken), set by
+  // RolloutEngine and the trainer; -1 when unknown (the plain generate()).
+  int64_t policy_version = -1;
 };
 
 struct GenerationOptions {
@@ -51,6 +54,36 @@ struct GenerationOptions {
 RolloutBatch generate(Decoder& model, const std::vector<std::vector<int64_t>>& prompts,
                       const GenerationOptions& options, const std::vector<uint64_t>& seeds,
                       const Tokenizer* tokenizer = nullptr);
+
+// Generation with weights of its own and the version they hold (DESIGN.md, "Disaggregated and
+// async"): a rollout rank loads each new policy into it, and every batch it samples names the
+// version that sampled it, so that the trainer can bound and measure the lag.
+class RolloutEngine {
+ public:
+  // Generates with `model` (inference only: no parameter is trained through the engine), whose
+  // weights are version `version`.
+  RolloutEngine(Decoder model, int64_t version);
+
+  // Copies `tensors` (one per parameter of the model, in named_parameters() order, same shapes;
+  // any dtype and device) into the weights, which become version `version`.
+  void load_weights(int64_t version, const std::vector<at::Tensor>& tensors);
+  int64_t version() const { return version_; }
+  Decoder& model() { return model_; }
+
+  // generate() with the engine's weights; the batch carries version().
+  RolloutBatch generate(const std::vector<std::vector<int64_t>>& prompts, const GenerationOptions& options,
+                        const std::vector<uint64_t>& seeds, const Tokenizer* tokenizer = nullptr);
+
+ private:
+  Decoder model_;
+  int64_t version_;
+};
+
+// One checksum per decoder unit (models/decoder.h: root, then each layer) of `params`, the
+// model's parameters in named_parameters() order (the model's own, or whole copies such as a
+// stage-3 gather): sum over the unit's elements of value * (1 + index mod 7), in float64, so that
+// equal weights give equal sums and a moved or changed element almost surely does not.
+std::vector<double> unit_checksums(Decoder& model, const std::vector<at::Tensor>& params);
 
 // Row `row`'s generated tokens (a stop token included), without the padding.
 std::vector<int64_t> completion_tokens(const RolloutBatch& batch, int64_t row);

@@ -187,8 +187,11 @@ RunSummary run_grpo(const Config& config) {
   TrainingGuards guards(config.trainer.guards, comm.rank() == 0);
   ThreadPool reward_pool(config.reward.threads > 0 ? static_cast<size_t>(config.reward.threads) : 1);
   const bool use_kl = config.grpo.kl.beta > 0;
+  // trainer.rollout_ranks > 0: this rank only generates and scores (run_rollout_role below).
+  const bool rollout_role = run->layout && run->layout->rollout;
+  // At stage 3 the frozen reference is sharded like the policy (no gradients, no optimizer).
   std::unique_ptr<ShardedDecoder> sharded_reference;
-  Decoder reference = use_kl ? load_reference(config, comm, &sharded_reference) : Decoder(nullptr);
+  Decoder reference = use_kl && !rollout_role ? load_reference(config, comm, &sharded_reference) : Decoder(nullptr);
 
   const int64_t prompts_per_step = config.trainer.prompts_per_step, g = config.grpo.group_size;
   const int64_t begin = prompts_per_step * comm.rank() / comm.size();
@@ -203,6 +206,13 @@ RunSummary run_grpo(const Config& config) {
   if (correction_options.batch_normalize && comm.size() > 1)
     log_warn("grpo.rollout_correction.batch_normalize: weights are normalized over each rank's batch");
   const at::Device device = run->params.front().device();
+  if (world().rank() == 0 && config.rollout.max_staleness > 0 && config.trainer.rollout_ranks == 0)
+    log_warn("rollout.max_staleness applies to the disaggregated layout only (trainer.rollout_ranks > 0); colocated "
+             "runs are on-policy");
+  if (world().rank() == 0 && config.rollout.max_staleness > 0 && config.trainer.rollout_ranks > 0 &&
+      !correction_options.enabled())
+    log_warn("rollout.max_staleness {}: batches sampled by older weights train without an importance correction "
+             "(grpo.rollout_correction, docs/algorithms.md)", config.rollout.max_staleness);
 
   const bool refill = config.grpo.filter_zero_std_groups && config.grpo.max_generation_rounds > 1;
   if (config.grpo.max_generation_rounds > 1 && !config.grpo.filter_zero_std_groups)
@@ -210,9 +220,12 @@ RunSummary run_grpo(const Config& config) {
                              "grpo.filter_zero_std_groups: true");
 
   // Steps 1-3 for one round: the next prompts_per_step prompts of the data order; this rank's share
-  // (a prompt's G samples stay on one rank) sampled and scored.
+  // (a prompt's G samples stay on one rank) sampled and scored. `comm` is the sampling ranks: every
+  // rank when colocated, the rollout ranks when disaggregated.
   int64_t step_reward_errors = 0;  // over every round of the current step
-  auto sample_round = [&](int64_t round) {
+  std::unique_ptr<RolloutEngine> engine;  // a rollout rank's versioned weights
+  if (rollout_role) engine = std::make_unique<RolloutEngine>(run->policy.model, run->step);
+  auto sample_round = [&](int64_t step, int64_t round) {
     SampledRound r;
     const std::vector<int64_t> indices = order.next(prompts_per_step);
     std::vector<std::vector<int64_t>> prompts;
@@ -220,7 +233,7 @@ RunSummary run_grpo(const Config& config) {
     for (int64_t i = begin; i < end; ++i) {
       r.examples.push_back(&data.examples[static_cast<size_t>(indices[static_cast<size_t>(i)])]);
       prompts.push_back(encode_prompt(run->policy, r.examples.back()->prompt));
-      keys.push_back(prompt_key(run->step, round, prompts_per_step, i));  // independent of the rank count
+      keys.push_back(prompt_key(step, round, prompts_per_step, i));  // independent of the rank count
     }
 
     const auto rollout_start = std::chrono::steady_clock::now();
@@ -228,9 +241,11 @@ RunSummary run_grpo(const Config& config) {
       // Ranks decode different numbers of tokens, so a sharded policy is gathered whole first: a
       // collective, so every rank takes part, with prompts or without.
       const FullParameters whole(run->sharded.get());
-      if (!prompts.empty())
-        r.batch = generate(run->policy.model, prompts, generation,
-                           rollout_seeds(static_cast<uint64_t>(config.trainer.seed), keys, g), &*run->policy.tokenizer);
+      const std::vector<uint64_t> seeds = rollout_seeds(static_cast<uint64_t>(config.trainer.seed), keys, g);
+      if (!prompts.empty()) {
+        r.batch = engine ? engine->generate(prompts, generation, seeds, &*run->policy.tokenizer)
+                         : generate(run->policy.model, prompts, generation, seeds, &*run->policy.tokenizer);
+      }
     }
     r.rollout_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - rollout_start).count();
 
@@ -253,18 +268,18 @@ RunSummary run_grpo(const Config& config) {
     return r;
   };
 
-  RunSummary summary;
-  summary.first_step = run->step;
-  std::optional<std::vector<std::string>> component_names;
-  const auto started = std::chrono::steady_clock::now();
-  while (run->step < config.trainer.steps) {
-    const auto step_start = std::chrono::steady_clock::now();
-    set_collective_context(fmt::format("step {}", run->step + 1));
+  // Steps 1-3 for step `step` on the sampling ranks: its rounds of prompts, sampled and scored,
+  // the groups it keeps (dynamic sampling) as this rank's part.
+  auto sample_step = [&](int64_t step) {
     step_reward_errors = 0;
-    // 1-3. This rank's prompts, their G samples each, and rewards. With dynamic sampling, more
-    // rounds of prompts until prompts_per_step groups carry signal (or max_generation_rounds).
-    std::vector<SampledRound> rounds{sample_round(0)};
-    int64_t generated_groups = prompts_per_step, kept_groups = prompts_per_step;
+    std::vector<SampledRound> rounds{sample_round(step, 0)};
+    ScoredBatch out;
+    auto add_timings = [&](const SampledRound& round) {
+      out.rollout_seconds += round.rollout_seconds;
+      out.reward_seconds += round.reward_seconds;
+    };
+    add_timings(rounds.back());
+    out.generated_groups = out.kept_groups = prompts_per_step;
     if (refill) {
       std::vector<std::vector<bool>> signal;  // every rank's groups, round by round
       std::vector<GroupRef> kept;
@@ -274,15 +289,50 @@ RunSummary run_grpo(const Config& config) {
         if (static_cast<int64_t>(kept.size()) == prompts_per_step ||
             static_cast<int64_t>(rounds.size()) == config.grpo.max_generation_rounds)
           break;
-        rounds.push_back(sample_round(static_cast<int64_t>(rounds.size())));
+        rounds.push_back(sample_round(step, static_cast<int64_t>(rounds.size())));
+        add_timings(rounds.back());
       }
-      generated_groups = prompts_per_step * static_cast<int64_t>(rounds.size());
-      kept_groups = static_cast<int64_t>(kept.size());
+      out.generated_groups = prompts_per_step * static_cast<int64_t>(rounds.size());
+      out.kept_groups = static_cast<int64_t>(kept.size());
       rounds = {keep_groups(rounds, kept, begin, end, g, run->policy.pad_id)};
     }
-    const RolloutBatch& batch = rounds.front().batch;
-    const std::vector<RewardSample>& samples = rounds.front().samples;
-    const std::vector<SampleScores>& scores = rounds.front().scores;
+    out.batch = std::move(rounds.front().batch);
+    out.samples = std::move(rounds.front().samples);
+    out.scores = std::move(rounds.front().scores);
+    out.batch.policy_version = engine ? engine->version() : step;  // colocated: the weights after `step` updates
+    out.reward_errors = step_reward_errors;
+    out.data_cursor = order.cursor();
+    return out;
+  };
+
+  if (rollout_role) {
+    run_rollout_role(*run, *engine, sample_step);
+    RunSummary summary;
+    summary.first_step = summary.last_step = run->step;
+    return summary;
+  }
+  // Disaggregated trainers: the rollout ranks get the starting weights, then each step's batch
+  // comes from them.
+  Communicator& host = world();
+  if (run->layout) send_policy(*run, host);
+
+  RunSummary summary;
+  summary.first_step = run->step;
+  std::optional<std::vector<std::string>> component_names;
+  const auto started = std::chrono::steady_clock::now();
+  while (run->step < config.trainer.steps) {
+    const auto step_start = std::chrono::steady_clock::now();
+    set_collective_context(fmt::format("step {}", run->step + 1));
+    // 1-3. This rank's prompts, their G samples each, and rewards. With dynamic sampling, more
+    // rounds of prompts until prompts_per_step groups carry signal (or max_generation_rounds).
+    // Disaggregated: the rollout ranks' batch for this step, and this trainer's share of it.
+    const ScoredBatch scored = run->layout ? receive_batch(*run, host) : sample_step(run->step);
+    const double batch_wait_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
+    const int64_t generated_groups = scored.generated_groups, kept_groups = scored.kept_groups;
+    step_reward_errors = scored.reward_errors;
+    const RolloutBatch& batch = scored.batch;
+    const std::vector<RewardSample>& samples = scored.samples;
+    const std::vector<SampleScores>& scores = scored.scores;
     const int64_t n = batch.completion_ids.size(0);
     at::Tensor mask = batch.completion_mask.clone();
     int64_t truncated = 0;
@@ -294,11 +344,8 @@ RunSummary run_grpo(const Config& config) {
     }
     std::vector<float> totals;
     for (const SampleScores& s : scores) totals.push_back(static_cast<float>(s.total));
-    double rollout_seconds = 0, reward_seconds = 0;
-    for (const SampledRound& round : rounds) {
-      rollout_seconds += round.rollout_seconds;
-      reward_seconds += round.reward_seconds;
-    }
+    const double rollout_seconds = scored.rollout_seconds, reward_seconds = scored.reward_seconds;
+    const int64_t policy_version = batch.policy_version;
     const auto train_start = std::chrono::steady_clock::now();
 
     // 4. Advantages within each group.
@@ -404,6 +451,10 @@ RunSummary run_grpo(const Config& config) {
       mismatch = logp_mismatch(updates > 0 ? sampling_logp : frozen_logprobs(run->policy.model), sampling_logp, attention_mask);
     ++run->step;
     const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - train_start).count();
+    // Disaggregated: the new weights go to the rollout ranks now (unless the run ends here), so
+    // that they may sample with them while this step's metrics are reduced and written.
+    WeightSyncStats sync;
+    if (run->layout && run->step < config.trainer.steps) sync = send_policy(*run, host);
 
     // 7. Metrics, reduced over ranks. Every rank must reduce the same names in the same order, so
     // reward components are those rank 0 saw at the first step, agreed once by broadcast.
@@ -461,6 +512,16 @@ RunSummary run_grpo(const Config& config) {
     metrics["train_s"] = train_seconds;
     metrics["step_s"] = step_seconds;
     metrics["tokens_per_s"] = metrics["response_tokens"] * rows / std::max(step_seconds, 1e-9);
+    metrics["policy_version"] = static_cast<double>(policy_version);
+    metrics["staleness"] = static_cast<double>(run->step - 1 - policy_version);
+    metrics["data/epoch"] = scored.data_cursor.at("epoch").get<double>();
+    metrics["data/position"] = scored.data_cursor.at("position").get<double>();
+    if (run->layout) {
+      metrics["batch_wait_s"] = batch_wait_seconds;
+      metrics["weight_sync_s"] = sync.seconds;
+      metrics["weight_sync_wait_s"] = sync.wait_seconds;
+      metrics["weight_sync_mb"] = static_cast<double>(sync.bytes) / 1e6;
+    }
     summary.last_metrics = metrics;
     if (run->metrics) {
       // A few decoded samples per step, for reading what the policy does.
@@ -474,7 +535,9 @@ RunSummary run_grpo(const Config& config) {
     for (const std::string& label : rewards->labels()) console.push_back("reward/" + label);
     for (const char* key : {"accuracy", "kl", "clip_frac", "entropy", "response_tokens", "truncated", "tokens_per_s"})
       console.push_back(key);
-    const bool stop = finish_step(*run, "grpo", {{"data", order.cursor()}}, metrics, console, step_seconds);
+    const bool stop = finish_step(*run, "grpo", {{"data", scored.data_cursor}}, metrics, console, step_seconds);
+    // The rollout ranks learn that the run ends before they would send another batch.
+    if (run->layout && (stop || run->step == config.trainer.steps)) broadcast_control(host, {false, run->step});
     // After the step is logged, so its metrics row shows what tripped a guard.
     check_guards(guards, run->step, metrics, evaluations, updates);
     if (stop) break;

@@ -150,8 +150,12 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
   comm.barrier();
 
   const int zero_stage = static_cast<int>(config.trainer.zero_stage);
-  // Stage 3 never materializes the model: each rank copies only its shard out of the mapped files.
-  StatusOr<Policy> policy = load_policy(config.model, static_cast<uint64_t>(config.trainer.seed), /*deferred=*/zero_stage == 3);
+  // With trainer.rollout_ranks K, the job's last K ranks only generate (trainer/disaggregated.h).
+  const bool rollout_role = config.trainer.rollout_ranks > 0 && comm.rank() >= comm.size() - config.trainer.rollout_ranks;
+  // Stage 3 never materializes the model on a trainer: each copies only its shard out of the
+  // mapped files. A rollout rank samples with the whole model.
+  StatusOr<Policy> policy =
+      load_policy(config.model, static_cast<uint64_t>(config.trainer.seed), /*deferred=*/zero_stage == 3 && !rollout_role);
   if (!policy) throw std::runtime_error(policy.status().message());
   run->policy = std::move(policy).value();
   for (auto& item : run->policy.model->named_parameters()) {
@@ -161,6 +165,12 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
   // Gradients live where the parameters do: NCCL for CUDA when built, else MPI.
   const at::Device device = run->params.front().device();
   run->comm = &communicator_for(device);
+  if (config.trainer.rollout_ranks > 0) {
+    if (kind != "grpo")
+      throw std::runtime_error(fmt::format("trainer.rollout_ranks: {} training has no rollout; set it to 0", kind));
+    run->layout = std::make_unique<RolloutLayout>(split_layout(*run->comm, config.trainer.rollout_ranks));
+    run->comm = run->layout->role.get();
+  }
   if (zero_stage < 3 && config.trainer.param_dtype != DType::kFloat32)
     throw std::runtime_error("trainer.param_dtype: bfloat16 needs trainer.zero_stage 3 (stages 0-2 compute in model.dtype)");
 
@@ -182,8 +192,16 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
 
   int64_t parameters = 0;
   for (const auto& [name, shape] : run->policy.model->parameter_shapes()) parameters += c10::multiply_integers(shape);
+  if (run->layout)
+    log_info("{} trainer rank(s) (0-{}) and {} rollout rank(s) ({}-{}), rollout.max_staleness {}",
+             run->layout->trainer_ranks, run->layout->trainer_ranks - 1, run->layout->rollout_ranks,
+             run->layout->trainer_ranks, comm.size() - 1, config.rollout.max_staleness);
   std::vector<at::Tensor> exp_avg, exp_avg_sq;
-  if (zero_stage == 3) {
+  if (rollout_role) {
+    // A rollout rank holds the whole policy to sample with and no optimizer; the trainers send it
+    // their weights after every update.
+    if (checkpoint) read_whole_state(*run, *checkpoint, from, &exp_avg, &exp_avg_sq);
+  } else if (zero_stage == 3) {
     run->sharded = shard_policy(*run, checkpoint ? &*checkpoint : nullptr, from);
     run->optimizer = std::make_unique<DistributedAdamW>(*run->sharded, config.optimizer, *run->comm);
   } else {
@@ -194,14 +212,16 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
       run->sharded = shard(run->policy.model, *run->comm, shard_options(config.trainer));
     run->optimizer = std::make_unique<DistributedAdamW>(run->params, config.optimizer, *run->comm, zero_stage);
   }
-  log_info("{} rank(s), model on {}, gradients over {}, ZeRO stage {} (optimizer state for {} of {} parameters here)",
-           comm.size(), device.str(),
-           device.is_cuda() && nccl_linked() ? "NCCL" : comm.size() > 1 ? "MPI" : "nothing (one rank)",
-           config.trainer.zero_stage, run->optimizer->state_numel(), parameters);
+  if (!rollout_role)
+    log_info("{} rank(s), model on {}, gradients over {}, ZeRO stage {} (optimizer state for {} of {} parameters here)",
+             run->comm->size(), device.str(),
+             device.is_cuda() && nccl_linked() ? "NCCL" : run->comm->size() > 1 ? "MPI" : "nothing (one rank)",
+             config.trainer.zero_stage, run->optimizer->state_numel(), parameters);
 
   if (checkpoint) {
-    if (zero_stage == 3) load_sharded_moments(*run, *checkpoint, from);
-    else run->optimizer->load_state(checkpoint->state.value("optimizer_steps", checkpoint->step), exp_avg, exp_avg_sq);
+    if (zero_stage == 3 && !rollout_role) load_sharded_moments(*run, *checkpoint, from);
+    else if (!rollout_role)
+      run->optimizer->load_state(checkpoint->state.value("optimizer_steps", checkpoint->step), exp_avg, exp_avg_sq);
     run->step = checkpoint->step;
     run->resumed_state = checkpoint->state;
     log_info("resumed from {} at step {}", from, run->step);

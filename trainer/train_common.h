@@ -13,6 +13,7 @@
 #include "core/config.h"
 #include "dist/communicator.h"
 #include "trainer/data.h"
+#include "trainer/disaggregated.h"
 #include "trainer/distributed_optimizer.h"
 #include "trainer/fsdp.h"
 #include "trainer/metrics.h"
@@ -24,7 +25,11 @@ class RewardSet;
 
 struct TrainingRun {
   Config config;
+  // The ranks this rank trains with (its role's ranks when trainer.rollout_ranks > 0).
   Communicator* comm = nullptr;
+  // trainer.rollout_ranks > 0: this rank's role and the communicators between the roles (else null).
+  // A rollout rank has no sharded model and no optimizer: its policy only generates.
+  std::unique_ptr<RolloutLayout> layout;
   Policy policy;
   std::vector<std::string> param_names;
   std::vector<at::Tensor> params;
