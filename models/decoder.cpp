@@ -168,7 +168,8 @@ class DecoderLayerImpl : public torch::nn::Module {
   // forward for inference through the fused projections; `sin_signed` as apply_rope.
   at::Tensor forward_fused(const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin_signed,
                            const at::Tensor& key_valid, const at::Tensor& bias, KvCache* cache, size_t layer) {
-    const at::Tensor mid = self_attn->forward_fused(input_layernorm(h), cos, sin_signed, key_valid, bias, cache, layer).add_(h);
+    const at::Tensor mid =
+        self_attn->forward_fused(input_layernorm(h), cos, sin_signed, key_valid, bias, cache, layer).add_(h);
     return mlp->forward_fused(post_attention_layernorm(mid)).add_(mid);
   }
   Attention self_attn{nullptr};
