@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <torch/torch.h>
+#include <ATen/core/grad_mode.h>
 #include <fmt/format.h>
 
 #include "core/atomic_file.h"
@@ -42,6 +43,10 @@ class RmsNormImpl : public torch::nn::Module {
     weight = register_parameter("weight", make({size}, [](at::Tensor& w) { w.fill_(1.0); }));
   }
   at::Tensor forward(const at::Tensor& x) {
+    if (!at::GradMode::is_enabled() && x.scalar_type() == at::kFloat) {
+      // The same arithmetic with two temporaries fewer (decode runs it twice per layer per token).
+      return (x * x.pow(2).mean(-1, /*keepdim=*/true).add_(eps_).rsqrt_()).mul_(weight);
+    }
     const at::Tensor x32 = x.to(at::kFloat);
     const at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps_);
     return weight * normed.to(x.scalar_type());
@@ -87,6 +92,47 @@ at::Tensor rotate_half(const at::Tensor& x) {
   return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
 
+// For inference only: the concatenation of linear layers' weights and biases along the output, so
+// that one GEMM reads the input once for all of them. Rebuilt when any part is another tensor or
+// was updated in place (optimizer step, loading) since it was built; drop() frees it.
+class FusedLinear {
+ public:
+  at::Tensor operator()(const at::Tensor& x, const std::vector<Linear>& parts) {
+    std::vector<std::pair<const void*, int64_t>> stamp;
+    for (const auto& part : parts) {
+      stamp.emplace_back(part->weight.data_ptr(), part->weight._version());
+      if (part->bias.defined()) stamp.emplace_back(part->bias.data_ptr(), part->bias._version());
+    }
+    if (!weight_.defined() || stamp != stamp_) {
+      std::vector<at::Tensor> weights, biases;
+      for (const auto& part : parts) {
+        weights.push_back(part->weight);
+        if (part->bias.defined()) biases.push_back(part->bias);
+      }
+      weight_ = at::cat(weights, 0);
+      bias_ = biases.size() == parts.size() ? at::cat(biases, 0) : at::Tensor();
+      stamp_ = std::move(stamp);
+    }
+    return at::linear(x, weight_, bias_);
+  }
+  void drop() {
+    weight_ = bias_ = at::Tensor();
+    stamp_.clear();
+  }
+
+ private:
+  at::Tensor weight_, bias_;
+  std::vector<std::pair<const void*, int64_t>> stamp_;
+};
+
+// RoPE of the fused path: `sin_signed` is (-sin, sin) by halves, so rotate_half(x) * sin is the
+// halves of x swapped (one flip) times sin_signed, with the same bits as the training path.
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed) {
+  const int64_t half = x.size(-1) / 2;
+  at::Tensor swapped = x.unflatten(-1, {2, half}).flip(-2).flatten(-2);
+  return (x * cos).add_(swapped.mul_(sin_signed));
+}
+
 class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(const DecoderOptions& o, ParameterMaker& make) : o_(o) {
@@ -112,10 +158,24 @@ class AttentionImpl : public torch::nn::Module {
     return o_proj(out.transpose(1, 2).reshape({b, t, o_.num_heads * hd}));
   }
 
+  // forward for inference with q|k|v as one GEMM and RoPE applied to q and k at once.
+  at::Tensor forward_fused(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed,
+                           const at::Tensor& key_valid, const at::Tensor& bias, KvCache* cache, size_t layer) {
+    const int64_t b = x.size(0), t = x.size(1), hd = o_.head_dim, heads = o_.num_heads, kv = o_.num_kv_heads;
+    const at::Tensor qkv = qkv_(x, {q_proj, k_proj, v_proj}).view({b, t, heads + 2 * kv, hd});
+    const at::Tensor qk = apply_rope(qkv.narrow(2, 0, heads + kv), cos.unsqueeze(2), sin_signed.unsqueeze(2));
+    const at::Tensor q = qk.narrow(2, 0, heads).transpose(1, 2), k = qk.narrow(2, heads, kv).transpose(1, 2);
+    const at::Tensor v = qkv.narrow(2, heads + kv, kv).transpose(1, 2);
+    const at::Tensor out = cache != nullptr ? cache->attend(layer, q, k, v, key_valid, bias) : attention(q, k, v, key_valid, 0);
+    return o_proj(out.transpose(1, 2).reshape({b, t, heads * hd}));
+  }
+  void drop_fused() { qkv_.drop(); }
+
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
   DecoderOptions o_;
+  FusedLinear qkv_;
 };
 TORCH_MODULE(Attention);
 
@@ -127,7 +187,17 @@ class MlpImpl : public torch::nn::Module {
     down_proj = register_module("down_proj", make_linear(o.intermediate_size, o.hidden_size, o.mlp_bias, make));
   }
   at::Tensor forward(const at::Tensor& x) { return down_proj(at::silu(gate_proj(x)) * up_proj(x)); }
+  // forward for inference with gate|up as one GEMM.
+  at::Tensor forward_fused(const at::Tensor& x) {
+    const at::Tensor gate_up = gate_up_(x, {gate_proj, up_proj});
+    const int64_t size = gate_up.size(-1) / 2;
+    return down_proj(at::silu(gate_up.narrow(-1, 0, size)).mul_(gate_up.narrow(-1, size, size)));
+  }
+  void drop_fused() { gate_up_.drop(); }
   Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+
+ private:
+  FusedLinear gate_up_;
 };
 TORCH_MODULE(Mlp);
 
@@ -143,6 +213,13 @@ class DecoderLayerImpl : public torch::nn::Module {
                      const at::Tensor& bias, KvCache* cache, size_t layer) {
     h = h + self_attn->forward(input_layernorm(h), cos, sin, key_valid, bias, cache, layer);
     return h + mlp(post_attention_layernorm(h));
+  }
+  // forward for inference through the fused projections; `sin_signed` as apply_rope.
+  at::Tensor forward_fused(const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin_signed,
+                           const at::Tensor& key_valid, const at::Tensor& bias, KvCache* cache, size_t layer) {
+    const at::Tensor mid =
+        self_attn->forward_fused(input_layernorm(h), cos, sin_signed, key_valid, bias, cache, layer).add_(h);
+    return mlp->forward_fused(post_attention_layernorm(mid)).add_(mid);
   }
   Attention self_attn{nullptr};
   Mlp mlp{nullptr};
@@ -235,13 +312,24 @@ at::Tensor DecoderImpl::run(const at::Tensor& input_ids, const at::Tensor& atten
   }
 
   const at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_.to(device).view({1, 1, -1});
-  const at::Tensor emb = at::cat({freqs, freqs}, -1);
-  const at::Tensor cos = emb.cos().to(act_dtype), sin = emb.sin().to(act_dtype);
+  // Fused projections only where no wrapper (trainer/fsdp.h) owns the parameters' storage.
+  const bool fused = fused_inference_ && !unit_call_ && !at::GradMode::is_enabled();
+  at::Tensor cos, sin;
+  if (fused) {
+    const at::Tensor half_sin = freqs.sin();
+    cos = at::cat({freqs, freqs}, -1).cos().to(act_dtype);
+    sin = at::cat({-half_sin, half_sin}, -1).to(act_dtype);  // sin_signed of apply_rope
+  } else {
+    const at::Tensor emb = at::cat({freqs, freqs}, -1);
+    cos = emb.cos().to(act_dtype);
+    sin = emb.sin().to(act_dtype);
+  }
 
   at::Tensor h = call_unit(0, input_ids, [this](const at::Tensor& ids) { return model_->embed_tokens(ids); });
   if (collect != nullptr) collect->push_back(h);
   for (size_t i = 0; i < model_->decoder_layers.size(); ++i) {
-    h = call_unit(i + 1, h, [this, cos, sin, key_valid, bias, cache, i](const at::Tensor& x) {
+    h = call_unit(i + 1, h, [this, cos, sin, key_valid, bias, cache, i, fused](const at::Tensor& x) {
+      if (fused) return model_->decoder_layers[i]->forward_fused(x, cos, sin, key_valid, bias, cache, i);
       return model_->decoder_layers[i]->forward(x, cos, sin, key_valid, bias, cache, i);
     });
     if (collect != nullptr && i + 1 < model_->decoder_layers.size()) collect->push_back(h);
@@ -258,6 +346,15 @@ at::Tensor DecoderImpl::hidden(const at::Tensor& input_ids, const at::Tensor& at
 
 at::Tensor DecoderImpl::logits_from_hidden(const at::Tensor& hidden) {
   return call_unit(0, hidden, [this](const at::Tensor& x) { return at::linear(x, lm_head_weight_).to(at::kFloat); });
+}
+
+void DecoderImpl::set_fused_inference(bool on) {
+  fused_inference_ = on;
+  if (on) return;
+  for (auto& layer : model_->decoder_layers) {
+    layer->self_attn->drop_fused();
+    layer->mlp->drop_fused();
+  }
 }
 
 at::Tensor DecoderImpl::call_unit(size_t unit, const at::Tensor& input, const UnitBody& body) {

@@ -71,6 +71,12 @@ class DecoderImpl : public torch::nn::Module {
 
   // The units, root first, then the layers in order; every parameter is in exactly one.
   std::vector<DecoderUnit> units();
+  // Inference (no grad, no unit call-out) through fused projections: q|k|v and gate|up as one GEMM
+  // each, over concatenated copies of their weights built on first use and rebuilt when the
+  // parameters change. Costs those copies' memory (about 2/3 of the layers' parameters) while on;
+  // off frees them. The rollout engine turns it on for the duration of a generate() call.
+  void set_fused_inference(bool on);
+  bool fused_inference() const { return fused_inference_; }
   // Routes every unit's computation through `call` (an empty function restores the default).
   void set_unit_call(UnitCall call) { unit_call_ = std::move(call); }
   // Runs `body` as unit `unit` through the call-out. Code outside the decoder that reads a unit's
@@ -89,6 +95,7 @@ class DecoderImpl : public torch::nn::Module {
   at::Tensor inv_freq_;
   UnitCall unit_call_;
   std::map<std::string, std::vector<int64_t>> shapes_;  // every parameter's full shape, by name
+  bool fused_inference_ = false;
 };
 TORCH_MODULE(Decoder);
 

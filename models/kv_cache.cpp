@@ -63,6 +63,17 @@ void KvCache::end_append(const at::Tensor& mask) {
 
 at::Tensor KvCache::attention_bias(const at::Tensor& key_valid, int64_t t, at::ScalarType dtype) const {
   const auto device = key_valid.device();
+  // A large finite negative (not -inf): a padding query row that sees no key stays finite.
+  const double lowest = dtype == at::kBFloat16 ? -3.3895313892515355e38
+                        : dtype == at::kHalf   ? -65504.0
+                                               : static_cast<double>(std::numeric_limits<float>::lowest());
+  if (t == 1) {
+    // One query (a decode step) sits at the newest slot: every other slot is its past, only
+    // padding is masked.
+    return at::zeros(key_valid.sizes(), key_valid.options().dtype(dtype))
+        .masked_fill_(key_valid.logical_not(), lowest)
+        .view({key_valid.size(0), 1, 1, key_valid.size(1)});
+  }
   const int64_t query_offset = prefix_width() + length, s = key_valid.size(1);
   const at::Tensor query_slot = at::arange(query_offset, query_offset + t, at::TensorOptions().dtype(at::kLong).device(device));
   const at::Tensor key_slot = at::arange(s, at::TensorOptions().dtype(at::kLong).device(device));
@@ -70,10 +81,6 @@ at::Tensor KvCache::attention_bias(const at::Tensor& key_valid, int64_t t, at::S
   // older tokens.
   const at::Tensor future = (key_slot.unsqueeze(0) > query_slot.unsqueeze(1)) & (key_slot < query_offset + t).unsqueeze(0);
   const at::Tensor allowed = (~future).unsqueeze(0) & key_valid.unsqueeze(1);  // [B, T, S]
-  // A large finite negative (not -inf): a padding query row that sees no key stays finite.
-  const double lowest = dtype == at::kBFloat16 ? -3.3895313892515355e38
-                        : dtype == at::kHalf   ? -65504.0
-                                               : static_cast<double>(std::numeric_limits<float>::lowest());
   const auto options = at::TensorOptions().dtype(dtype).device(device);
   return at::where(allowed, at::zeros({}, options), at::full({}, lowest, options)).unsqueeze(1);
 }

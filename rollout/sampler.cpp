@@ -40,26 +40,28 @@ at::Tensor top_p_threshold(const at::Tensor& probs, double top_p) {
   const at::Tensor values = probs.contiguous();
   // Non-negative floats order like their bit patterns: search the 31 bits from the top, a few at a
   // time, keeping the bin where the mass at or above first reaches the target.
-  const at::Tensor bits = values.view(at::kInt).to(at::kLong);
+  // Keys are computed on the int32 bit patterns (bits < 2^31) and widened only for scatter_add:
+  // half the memory traffic of int64 arithmetic over the vocabulary.
+  const at::Tensor bits = values.view(at::kInt);
   const int64_t rows = values.size(0), vocab = values.size(1);
   // Masses accumulate in float64: float32 sums depend on the reduction order (which differs between
   // LibTorch versions and devices) enough to move a token across the cut.
   const at::Tensor masses = values.to(at::kDouble);
   const at::Tensor target = top_p * masses.sum(-1, true);
   at::Tensor mass_above = at::zeros({rows, 1}, masses.options());  // mass of the tokens above the bin
-  at::Tensor prefix = at::zeros({rows, 1}, bits.options());         // the threshold's bits found so far
+  at::Tensor prefix = at::zeros({rows, 1}, bits.options().dtype(at::kLong));  // the threshold's bits found so far
   // Two levels of 2^16 and 2^15 bins for large vocabularies, three of ~2^10 for small ones.
   const std::vector<int64_t> widths = vocab >= 16384 ? std::vector<int64_t>{16, 15} : std::vector<int64_t>{11, 10, 10};
   int64_t remaining = 31;
   for (int64_t width : widths) {
     const int64_t shift = remaining - width, bins = int64_t{1} << width;
-    at::Tensor key = bits.__rshift__(shift);
+    at::Tensor key = shift > 0 ? bits.__rshift__(shift) : bits;
     if (remaining < 31) {
       // Tokens outside the current bin land in two extra bins (below: 0, above: bins + 1) that
       // the search ignores: the mass above is already counted.
-      key = (key - (prefix.__lshift__(width) - 1)).clamp_(0, bins + 1);
+      key = (key - (prefix.__lshift__(width) - 1).to(at::kInt)).clamp_(0, bins + 1).to(at::kLong);
     } else {
-      key = key + 1;
+      key = (key + 1).to(at::kLong);
     }
     const at::Tensor mass =
         at::zeros({rows, bins + 2}, masses.options()).scatter_add_(1, key, masses).narrow(1, 1, bins);

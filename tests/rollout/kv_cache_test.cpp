@@ -100,6 +100,43 @@ TEST_F(SharedPrefixCache, RingSlotsAreReusedByRowsThatStartOver) {
   for (int64_t r = 3; r < 6; ++r) EXPECT_LE((logits[r] - recomputed(r)).abs().max().item<double>(), 1e-4) << r;
 }
 
+// The fused projections (q|k|v, gate|up as one GEMM over weight copies) against the plain
+// modules, through a shared-prefix decode, and after the parameters change in place: a stale copy
+// would keep the old weights' logits.
+TEST_F(SharedPrefixCache, FusedInferenceEqualsPlainForwardAndFollowsParameterUpdates) {
+  at::NoGradGuard no_grad;
+  const auto decode_logits = [&](bool fused) {
+    model_->set_fused_inference(fused);
+    KvCache prefix = model_->make_cache(2, 5);
+    const at::Tensor prefill = model_->forward(prompts_, prompt_mask_, &prefix);
+    KvCache cache = model_->make_cache(6, 4);
+    cache.share_prefix(prefix, 3);
+    cache.reset_rows(0, 3, at::full({3}, 5, at::kLong));
+    cache.reset_rows(3, 3, at::full({3}, 3, at::kLong));
+    at::manual_seed(11);
+    std::vector<at::Tensor> out{prefill};
+    for (int step = 0; step < 3; ++step) out.push_back(feed(cache, {0, 1, 2, 3, 4, 5}));
+    model_->set_fused_inference(false);
+    return out;
+  };
+  const auto expect_equal = [](const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_LE((a[i] - b[i]).abs().max().item<double>(), 1e-5) << i;
+  };
+  model_->set_fused_inference(true);
+  model_->forward(prompts_, prompt_mask_);  // builds the fused copies of the current weights
+  const std::vector<at::Tensor> fused_before = decode_logits(true);
+  expect_equal(fused_before, decode_logits(false));
+  // An optimizer-like in-place update of every projection while fused inference stays on.
+  model_->set_fused_inference(true);
+  model_->forward(prompts_, prompt_mask_);
+  for (auto& item : model_->named_parameters())
+    if (item.key().find("_proj.") != std::string::npos) item.value().mul_(0.5).add_(0.01);
+  const std::vector<at::Tensor> fused_after = decode_logits(true);
+  expect_equal(fused_after, decode_logits(false));
+  EXPECT_GT((fused_after[0] - fused_before[0]).abs().max().item<double>(), 1e-2);
+}
+
 TEST(KvCache, WithoutRingExceedingCapacityIsAnError) {
   at::NoGradGuard no_grad;
   Decoder model = random_decoder();
