@@ -2,7 +2,6 @@
 // Runs on every rank of an mpirun job; a failure on any rank ends the whole job.
 
 #include <chrono>
-#include <ctime>
 #include <filesystem>
 #include <memory>
 #include <sstream>
@@ -16,6 +15,7 @@
 #include "dist/communicator.h"
 #include "launch/cli.h"
 #include "launch/commands.h"
+#include "launch/completion_marker.h"
 #include "trainer/policy.h"
 #include "trainer/rejection_sampling.h"
 
@@ -35,17 +35,6 @@ const char* const kSampleUsage =
     "unless --overwrite, which deletes the earlier parts and outputs first.";
 
 namespace {
-
-const char* const kCompleteMarker = "COMPLETE";
-
-std::string utc_now() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return text;
-}
 
 // The first line where two settings texts differ, for the refusal message.
 std::string first_difference(const std::string& before, const std::string& now) {
@@ -87,7 +76,7 @@ int claim_sample_directory(const Config& config, bool overwrite, std::unique_ptr
   const std::string settings = sample_settings(config);
   if (overwrite) {
     for (const std::string& path : {parts, sample_output_path(config), sample_stats_path(config),
-                                    dir + "/" + kCompleteMarker}) {
+                                    dir + "/" + kCompletionMarkerName}) {
       std::error_code ec;
       std::filesystem::remove_all(path, ec);
       if (ec) {
@@ -109,8 +98,10 @@ int claim_sample_directory(const Config& config, bool overwrite, std::unique_ptr
       return kExitUsage;
     }
   }
-  std::error_code ec;
-  std::filesystem::remove(dir + "/" + kCompleteMarker, ec);
+  if (Status s = remove_completion_marker(dir); !s.is_ok()) {
+    fmt::print(stderr, "grpo sample: {}\n", s.message());
+    return kExitFailure;
+  }
   std::filesystem::create_directories(parts);
   if (Status s = write_file_atomic(settings_path, settings); !s.is_ok()) {
     fmt::print(stderr, "grpo sample: {}\n", s.message());
@@ -125,12 +116,12 @@ int claim_sample_directory(const Config& config, bool overwrite, std::unique_ptr
 
 // The pipeline's contract: a stage is complete when its run directory holds COMPLETE, written last.
 void write_complete_marker(const Config& config, const SampleSummary& summary) {
-  const nlohmann::json marker = {
-      {"verb", "sample"},
-      {"finished", utc_now()},
-      {"outputs", {{"samples", sample_output_path(config)}, {"stats", sample_stats_path(config)}}},
-      {"metrics", {{"generated", summary.stats.generated}, {"kept", summary.stats.kept}}}};
-  if (Status s = write_file_atomic(config.trainer.run_dir + "/" + kCompleteMarker, marker.dump(2) + "\n"); !s.is_ok())
+  CompletionRecord record;
+  record.verb = "sample";
+  record.seconds = summary.seconds;
+  record.outputs = {{"samples", sample_output_path(config)}, {"stats", sample_stats_path(config)}};
+  record.metrics = {{"generated", summary.stats.generated}, {"kept", summary.stats.kept}};
+  if (Status s = write_completion_marker(config.trainer.run_dir, record); !s.is_ok())
     throw std::runtime_error(s.message());
 }
 
