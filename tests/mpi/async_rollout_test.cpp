@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/support/processes.h"
 #include "tests/support/run_command.h"
 #include "tests/support/run_weights.h"
 
@@ -26,6 +27,8 @@ namespace grpo {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::find_process_with_env;
+using testing::run_and_kill_when;
 using Clock = std::chrono::steady_clock;
 using testing::final_weights;
 using testing::max_difference;
@@ -194,20 +197,6 @@ TEST(AsyncRollout, LayoutErrorsNameTheKey) {
   EXPECT_NE(r.output.find("trainer.rollout_ranks = 2 needs at least one trainer rank"), std::string::npos) << r.output;
 }
 
-// The process whose environment holds every one of `entries` (NUL-separated in /proc), or -1.
-pid_t find_process_with_env(const std::vector<std::string>& entries) {
-  for (const auto& proc : fs::directory_iterator("/proc")) {
-    const std::string name = proc.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::string env = read_file(proc.path() / "environ");
-    env.insert(env.begin(), '\0');
-    bool all = true;
-    for (const std::string& e : entries) all = all && env.find(std::string(1, '\0') + e + '\0') != std::string::npos;
-    if (all) return static_cast<pid_t>(std::stol(name));
-  }
-  return -1;
-}
-
 // Sends `signal` to the rollout rank (world rank 2) of a one-step-off run once its first step is
 // logged; returns how long the job took to end after that (-1: still running after 60 s, then
 // killed), its exit status, and its output.
@@ -295,25 +284,6 @@ TEST(AsyncRollout, AKilledOrHungRolloutRankEndsTheJob) {
   const std::string missing = hung.log.substr(among, hung.log.find(" (MPI", among) - among);
   EXPECT_NE(missing.find("2"), std::string::npos) << hung.log;
   EXPECT_NE(hung.log.find("the rollout ranks 2-2"), std::string::npos) << hung.log;
-}
-
-// Runs `command` in its own process group and SIGKILLs the group once `marker` exists.
-void run_and_kill_when(const std::string& command, const fs::path& marker) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::setpgid(0, 0);
-    ::execl("/bin/sh", "sh", "-c", (command + " > /dev/null 2>&1").c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  ::setpgid(pid, pid);
-  const auto deadline = Clock::now() + std::chrono::seconds(120);
-  while (!fs::exists(marker) && Clock::now() < deadline) {
-    if (::waitpid(pid, nullptr, WNOHANG) == pid) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ::kill(-pid, SIGKILL);
-  ::waitpid(pid, nullptr, 0);
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
 }
 
 // A one-step-off run killed with SIGKILL after its step-3 checkpoint (the rollout rank had already

@@ -16,10 +16,13 @@
 #include <string>
 #include <thread>
 
+#include "tests/support/processes.h"
+
 namespace grpo {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::find_process_with_env;
 using Clock = std::chrono::steady_clock;
 
 std::string read_file(const fs::path& path) {
@@ -27,20 +30,6 @@ std::string read_file(const fs::path& path) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
-}
-
-// The process whose environment holds every one of `entries` (NUL-separated in /proc), or -1.
-pid_t find_process_with_env(const std::vector<std::string>& entries) {
-  for (const auto& proc : fs::directory_iterator("/proc")) {
-    const std::string name = proc.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::string env = read_file(proc.path() / "environ");
-    env.insert(env.begin(), '\0');
-    bool all = true;
-    for (const std::string& e : entries) all = all && env.find(std::string(1, '\0') + e + '\0') != std::string::npos;
-    if (all) return static_cast<pid_t>(std::stol(name));
-  }
-  return -1;
 }
 
 TEST(CollectiveWatchdog, AStoppedRankEndsTheJobWithinTheTimeout) {

@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/support/processes.h"
 #include "tests/support/run_command.h"
 #include "tests/support/run_weights.h"
 
@@ -24,6 +25,7 @@ namespace grpo {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::run_and_kill_when;
 
 const fs::path kWork = fs::temp_directory_path() / ("grpo_mpi_" + std::to_string(::getpid()));
 
@@ -115,27 +117,6 @@ TEST(Distributed, DataParallelGrpoMatchesOneRank) {
                        " trainer.run_dir=" + dir.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_GT(max_difference(weights[1], final_weights(dir)), 1e-5);
-}
-
-// Runs `command` in its own process group and SIGKILLs the whole group once `marker` exists.
-void run_and_kill_when(const std::string& command, const fs::path& marker) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::setpgid(0, 0);
-    ::execl("/bin/sh", "sh", "-c", (command + " > /dev/null 2>&1").c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  ::setpgid(pid, pid);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (!fs::exists(marker) && std::chrono::steady_clock::now() < deadline) {
-    if (::waitpid(pid, nullptr, WNOHANG) == pid) return;  // finished before the marker: nothing to kill
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ::kill(-pid, SIGKILL);
-  ::waitpid(pid, nullptr, 0);
-  // Ranks that a launcher put in process groups of their own die too.
-  (void)std::system(("pkill -9 -f '" + marker.parent_path().parent_path().parent_path().string() + "' 2>/dev/null").c_str());
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
 }
 
 void expect_kill_and_resume_is_exact(const std::string& verb, const std::string& config, int ranks, int steps,
