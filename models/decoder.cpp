@@ -423,32 +423,41 @@ StatusOr<at::ScalarType> chosen_dtype(const std::string& dtype, const DecoderOpt
   return Status::error(fmt::format("dtype '{}' is not supported (float32, bfloat16, float16)", chosen));
 }
 
-}  // namespace
+// A model directory's configuration, its mapped weights and the dtype to compute in.
+struct DecoderFiles {
+  DecoderOptions options;
+  TensorMap tensors;
+  at::ScalarType type;
+};
 
-StatusOr<Decoder> load_decoder(const std::string& dir, const std::string& dtype, const std::string& device) {
+StatusOr<DecoderFiles> read_decoder_files(const std::string& dir, const std::string& dtype) {
   StatusOr<DecoderOptions> options = load_decoder_config(dir);
   if (!options) return options.status();
   StatusOr<TensorMap> tensors = read_safetensors_dir(dir);
   if (!tensors) return tensors.status();
   StatusOr<at::ScalarType> type = chosen_dtype(dtype, *options);
   if (!type) return type.status();
-  Decoder decoder(*options);
-  decoder->to(torch::Device(device), *type);
-  Status status = load_weights(decoder, *tensors);
+  return DecoderFiles{*options, std::move(tensors).value(), *type};
+}
+
+}  // namespace
+
+StatusOr<Decoder> load_decoder(const std::string& dir, const std::string& dtype, const std::string& device) {
+  StatusOr<DecoderFiles> files = read_decoder_files(dir, dtype);
+  if (!files) return files.status();
+  Decoder decoder(files->options);
+  decoder->to(torch::Device(device), files->type);
+  Status status = load_weights(decoder, files->tensors);
   if (!status.is_ok()) return Status::error(fmt::format("{}: {}", dir, status.message()));
   decoder->eval();
   return decoder;
 }
 
 StatusOr<MappedDecoder> map_decoder(const std::string& dir, const std::string& dtype, const std::string& device) {
-  StatusOr<DecoderOptions> options = load_decoder_config(dir);
-  if (!options) return options.status();
-  StatusOr<TensorMap> tensors = read_safetensors_dir(dir);
-  if (!tensors) return tensors.status();
-  StatusOr<at::ScalarType> type = chosen_dtype(dtype, *options);
-  if (!type) return type.status();
-  MappedDecoder mapped{Decoder(*options, ParameterStorage::kDeferred), std::move(tensors).value()};
-  mapped.model->to(torch::Device(device), *type);  // placeholders: nothing to copy
+  StatusOr<DecoderFiles> files = read_decoder_files(dir, dtype);
+  if (!files) return files.status();
+  MappedDecoder mapped{Decoder(files->options, ParameterStorage::kDeferred), std::move(files->tensors)};
+  mapped.model->to(torch::Device(device), files->type);  // placeholders: nothing to copy
   if (Status s = check_weights(mapped.model, mapped.weights); !s.is_ok())
     return Status::error(fmt::format("{}: {}", dir, s.message()));
   mapped.model->eval();
