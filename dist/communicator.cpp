@@ -90,6 +90,10 @@ class LocalCommunicator final : public Communicator {
     check_gather_shape(out, local, 1);
     out.copy_(local.unsqueeze(0));
   }
+  void gather_into(at::Tensor& out, const at::Tensor& local, int) override {
+    check_gather_shape(out, local, 1);
+    out.copy_(local.unsqueeze(0));
+  }
   at::Tensor reduce_scatter_sum(const at::Tensor& tensor) override { return tensor.clone(); }
   std::unique_ptr<Communicator> split(int) override { return std::make_unique<LocalCommunicator>(); }
   void barrier() override {}
@@ -176,6 +180,22 @@ class MpiCommunicator final : public Communicator {
     const CollectiveWatch watch = watched("all_gather");
     MPI_Allgather(send.data_ptr(), count, type, out.data_ptr(), count, type, comm_);
   }
+  void gather_into(at::Tensor& out, const at::Tensor& local, int root) override {
+    TORCH_CHECK(root >= 0 && root < size_, "gather: root ", root, " of ", size_, " ranks");
+    if (rank_ == root) check_gather_shape(out, local, size_);
+    if (!local.device().is_cpu()) {
+      at::Tensor host;
+      if (rank_ == root) host = at::empty(out.sizes(), out.options().device(at::kCPU));  // written whole
+      gather_into(host, local.to(at::kCPU), root);
+      if (rank_ == root) out.copy_(host);
+      return;
+    }
+    const at::Tensor send = local.contiguous();
+    const int count = mpi_count(send.numel(), "gather");
+    const MPI_Datatype type = mpi_transfer_type(send.scalar_type());
+    const CollectiveWatch watch = watched("gather");
+    MPI_Gather(send.data_ptr(), count, type, rank_ == root ? out.data_ptr() : nullptr, count, type, root, comm_);
+  }
   at::Tensor reduce_scatter_sum(const at::Tensor& tensor) override {
     if (!tensor.device().is_cpu()) return reduce_scatter_sum(tensor.to(at::kCPU)).to(tensor.device());
     const at::Tensor send = tensor.contiguous();
@@ -256,7 +276,7 @@ void check_gather_shape(const at::Tensor& out, const at::Tensor& local, int size
   std::vector<int64_t> shape{size};
   for (int64_t d : local.sizes()) shape.push_back(d);
   TORCH_CHECK(out.is_contiguous() && out.sizes() == at::IntArrayRef(shape) && out.scalar_type() == local.scalar_type(),
-              "all_gather_into: needs a contiguous ", at::IntArrayRef(shape), " ", local.scalar_type(), " tensor, not ",
+              "all_gather_into / gather_into: needs a contiguous ", at::IntArrayRef(shape), " ", local.scalar_type(), " tensor, not ",
               out.sizes(), " ", out.scalar_type());
 }
 

@@ -28,6 +28,11 @@ class Communicator {
   // The same into `out`, contiguous [size, local's shape...] on local's device: a buffer kept
   // between steps spares a model-sized allocation each time.
   virtual void all_gather_into(at::Tensor& out, const at::Tensor& local) = 0;
+  // Every rank's `local` (same shape on every rank) to `root` only: on `root`, `out` (contiguous
+  // [size, local's shape...] on local's device) receives them in rank order; elsewhere `out` is not
+  // touched and may be undefined. The ZeRO-3 shards' way to a rollout rank: each rank sends its
+  // part once, and no rank but `root` receives anything.
+  virtual void gather_into(at::Tensor& out, const at::Tensor& local, int root) = 0;
   // Each rank keeps its 1/size slice of the sum (the FSDP gradient step); numel divisible by size.
   virtual at::Tensor reduce_scatter_sum(const at::Tensor& tensor) = 0;
   virtual void barrier() = 0;

@@ -87,6 +87,34 @@ class NcclCommunicator final : public Communicator {
                              nccl_type(send.scalar_type()), comm_, stream()),
                "ncclAllGather", comm_);
   }
+  // NCCL has no gather: the root receives each rank's part point to point, in one group (its own
+  // part is a device copy). Compiled in CI, not yet run on a GPU.
+  void gather_into(at::Tensor& out, const at::Tensor& local, int root) override {
+    if (!local.is_cuda()) return bootstrap_.gather_into(out, local, root);
+    TORCH_CHECK(root >= 0 && root < size(), "gather: root ", root, " of ", size(), " ranks");
+    const at::Tensor send = local.contiguous();
+    on_device(send, "gather");
+    const size_t count = static_cast<size_t>(send.numel());
+    const ncclDataType_t type = nccl_type(send.scalar_type());
+    if (rank() != root) {
+      check_nccl(ncclSend(send.data_ptr(), count, type, root, comm_, stream()), "ncclSend", comm_);
+      return;
+    }
+    check_gather_shape(out, local, size());
+    on_device(out, "gather");
+    const size_t bytes = count * static_cast<size_t>(send.element_size());
+    check_cuda(cudaMemcpyAsync(static_cast<char*>(out.data_ptr()) + static_cast<size_t>(root) * bytes, send.data_ptr(),
+                               bytes, cudaMemcpyDeviceToDevice, stream()),
+               "cudaMemcpyAsync");
+    check_nccl(ncclGroupStart(), "ncclGroupStart", comm_);
+    for (int r = 0; r < size(); ++r) {
+      if (r == root) continue;
+      check_nccl(ncclRecv(static_cast<char*>(out.data_ptr()) + static_cast<size_t>(r) * bytes, count, type, r, comm_,
+                          stream()),
+                 "ncclRecv", comm_);
+    }
+    check_nccl(ncclGroupEnd(), "ncclGroupEnd", comm_);
+  }
   at::Tensor reduce_scatter_sum(const at::Tensor& tensor) override {
     if (!tensor.is_cuda()) return bootstrap_.reduce_scatter_sum(tensor);
     const at::Tensor send = tensor.contiguous();

@@ -1,6 +1,7 @@
 // The MPI communicator's bf16 path and sub-communicators, run by ctest under mpirun on 3 ranks
 // (every rank runs every case; collectives meet): bf16 moves as 16 bits without changing a bit,
-// is summed as numbers (not as 16-bit integers) in fp32, and split(color) groups ranks.
+// is summed as numbers (not as 16-bit integers) in fp32, split(color) groups ranks, and gather_into
+// delivers every rank's part to the root alone.
 
 #include "dist/communicator.h"
 
@@ -59,6 +60,29 @@ TEST(MpiCommunicator, SplitGroupsRanksByColor) {
   at::Tensor gathered = part->all_gather(at::full({2}, comm.rank(), at::kFloat));
   EXPECT_EQ(gathered.size(0), part->size());
   comm.barrier();  // the world still works beside it
+}
+
+TEST(MpiCommunicator, GatherDeliversEveryPartToTheRootOnly) {
+  Communicator& comm = world();
+  const int size = comm.size();
+  // Each root in turn (the last is how ZeRO-3 shards reach a rollout rank); rank r sends
+  // r * 10 + [0, 5) as bf16 (exact), so a part in the wrong row or a shifted one shows.
+  for (int root = 0; root < size; ++root) {
+    const at::Tensor local = (at::arange(5, at::kFloat) + 10.0 * comm.rank()).to(at::kBFloat16);
+    at::Tensor out = comm.rank() == root ? at::full({size, 5}, -1.0, at::kBFloat16) : at::Tensor();
+    comm.gather_into(out, local, root);
+    if (comm.rank() != root) {
+      EXPECT_FALSE(out.defined()) << "a rank other than the root got something";
+      continue;
+    }
+    for (int r = 0; r < size; ++r)
+      EXPECT_TRUE(at::equal(out[r].to(at::kFloat), at::arange(5, at::kFloat) + 10.0 * r)) << "root " << root << ", row " << r;
+  }
+  // The root's `out` must hold every part.
+  if (comm.rank() == 0) {
+    at::Tensor wrong = at::empty({size - 1, 5}, at::kBFloat16);
+    EXPECT_THROW(comm.gather_into(wrong, at::zeros({5}, at::kBFloat16), 0), c10::Error);
+  }
 }
 
 }  // namespace

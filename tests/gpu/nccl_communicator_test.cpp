@@ -55,6 +55,15 @@ TEST(NcclCollectives, MatchHandComputedValues) {
   const at::Tensor gathered = nccl->all_gather(at::full({2, 3}, static_cast<double>(rank), on_gpu.dtype(at::kFloat)));
   ASSERT_EQ(gathered.sizes(), (std::vector<int64_t>{size, 2, 3}));
   for (int r = 0; r < size; ++r) EXPECT_TRUE(at::equal(gathered[r].cpu(), at::full({2, 3}, double(r), at::kFloat)));
+  // gather to the last rank: row r is rank r's tensor there; the others receive nothing.
+  at::Tensor to_root = rank == size - 1 ? at::full({size, 4}, -1.0, on_gpu.dtype(at::kBFloat16)) : at::Tensor();
+  nccl->gather_into(to_root, at::full({4}, static_cast<double>(rank), on_gpu.dtype(at::kBFloat16)), size - 1);
+  if (rank == size - 1) {
+    for (int r = 0; r < size; ++r)
+      EXPECT_TRUE(at::equal(to_root[r].cpu(), at::full({4}, double(r), at::kBFloat16))) << "gathered row " << r;
+  } else {
+    EXPECT_FALSE(to_root.defined());
+  }
   // reduce_scatter: every rank sends [0, 1, ..., 4*size-1]; rank r keeps size * its slice.
   const at::Tensor all = at::arange(4 * size, on_gpu.dtype(at::kFloat));
   const at::Tensor mine = nccl->reduce_scatter_sum(all);
