@@ -4,12 +4,15 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <map>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
 #include "core/logging.h"
 #include "trainer/dynamic_sampling.h"
+#include "trainer/fsdp.h"
+#include "trainer/shard_layout.h"
 #include "trainer/train_common.h"
 
 namespace grpo {
@@ -65,6 +68,119 @@ void compare_checksums(Communicator& host, const RolloutLayout& layout, Decoder&
   }
 }
 
+// How ZeRO-3 cuts `model` over `ranks` trainer ranks (trainer/fsdp.h): a rollout rank's view of
+// the shards it receives.
+ShardLayout shard_layout_of(Decoder& model, int64_t ranks) {
+  ShardLayout layout;
+  layout.ranks = ranks;
+  for (const DecoderUnit& unit : model->units())
+    layout.units.push_back(make_unit_layout(unit.name, unit.param_names, unit.shapes, ranks));
+  return layout;
+}
+
+// Elements of shard `shard` that belong to the unit (the last shards end in padding, or hold none).
+int64_t shard_elements(const UnitLayout& unit, int64_t shard) {
+  return std::clamp<int64_t>(unit.numel - shard * unit.shard, 0, unit.shard);
+}
+
+// unit_checksums' sum for elements [begin, begin + values.numel()) of `unit` flattened (`values`:
+// those elements, any floating dtype): value * (1 + its index in its parameter mod 7), in float64,
+// added one element after the other. So a trainer rank's sum over its shard and a rollout rank's
+// over the same elements of its assembled unit have the same bits whenever the values do, whatever
+// either side's thread count; and no element is copied to float64 (a shard-sized allocation).
+double range_checksum(const UnitLayout& unit, int64_t begin, const at::Tensor& values) {
+  const at::Tensor cpu = values.detach().to(at::kCPU).contiguous();
+  const int64_t n = cpu.numel();
+  TORCH_CHECK(begin >= 0 && begin + n <= unit.numel, "range_checksum: elements ", begin, "-", begin + n, " of unit ",
+              unit.name, " with ", unit.numel);
+  double sum = 0;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, cpu.scalar_type(), "range_checksum", [&] {
+    const scalar_t* data = cpu.data_ptr<scalar_t>();
+    size_t param = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t index = begin + i;
+      while (param + 1 < unit.offsets.size() && unit.offsets[param + 1] <= index) ++param;
+      sum += static_cast<double>(data[i]) * static_cast<double>(1 + (index - unit.offsets[param]) % 7);
+    }
+  });
+  return sum;
+}
+
+// `local` [units, trainer ranks] float64: a trainer rank's checksums of its own shards in its
+// column (zeros elsewhere), a rollout rank's of every shard. Every rank of `host` together; throws
+// the same error on every rank.
+void compare_shard_checksums(Communicator& host, const RolloutLayout& layout, const ShardLayout& shards,
+                             const at::Tensor& local) {
+  const at::Tensor all = host.all_gather(local);  // [world, units, trainer ranks]
+  const auto sums = all.accessor<double, 3>();
+  for (int r = layout.trainer_ranks; r < layout.trainer_ranks + layout.rollout_ranks; ++r) {
+    for (size_t u = 0; u < shards.units.size(); ++u) {
+      const UnitLayout& unit = shards.units[u];
+      for (int t = 0; t < layout.trainer_ranks; ++t) {
+        const double want = sums[t][static_cast<int64_t>(u)][t], got = sums[r][static_cast<int64_t>(u)][t];
+        if (want != got)
+          throw std::runtime_error(fmt::format(
+              "weight sync: rollout rank {} holds different weights than the trainers in unit {} ({}), in trainer rank "
+              "{}'s shard (elements {}-{} of the unit): checksum {:.17g}, trainer rank {} has {:.17g}",
+              r, u, unit.name, t, t * unit.shard, t * unit.shard + shard_elements(unit, t), got, t, want));
+      }
+    }
+  }
+}
+
+WeightSyncStats receive_weight_shards(Communicator& host, const RolloutLayout& layout, RolloutEngine& engine,
+                                      int64_t version) {
+  const auto start = std::chrono::steady_clock::now();
+  WeightSyncStats stats;
+  Decoder& model = engine.model();
+  const ShardLayout shards = shard_layout_of(model, layout.trainer_ranks);
+  std::map<std::string, size_t> index;
+  std::vector<at::Tensor> params;
+  for (const auto& item : model->named_parameters()) {
+    index.emplace(item.key(), index.size());
+    params.push_back(item.value());
+  }
+  const at::TensorOptions options = params.front().options().requires_grad(false);
+  const int64_t trainers = layout.trainer_ranks;
+  // The first rollout rank receives the shards (it is the last rank of shard_owners) and passes
+  // each assembled unit on to the other rollout ranks (rank 0 of their role communicator).
+  if (layout.shard_owners) layout.shard_owners->barrier();
+  std::vector<at::Tensor> tensors(params.size());
+  for (const UnitLayout& unit : shards.units) {
+    at::Tensor received;  // [trainer ranks, shard]: the unit flattened, then padding
+    if (layout.shard_owners) {
+      at::Tensor all = at::empty({trainers + 1, unit.shard}, options);
+      const at::Tensor own = at::zeros({unit.shard}, options);  // the root's part of the gather: unused
+      layout.shard_owners->gather_into(all, own, static_cast<int>(trainers));
+      received = all.narrow(0, 0, trainers);
+    } else {
+      received = at::empty({trainers, unit.shard}, options);
+    }
+    if (layout.rollout_ranks > 1) layout.role->broadcast(received, 0);
+    stats.bytes += static_cast<int64_t>(received.nbytes());
+    const at::Tensor flat = received.view({-1});
+    for (size_t i = 0; i < unit.param_names.size(); ++i)
+      tensors[index.at(unit.param_names[i])] =
+          flat.narrow(0, unit.offsets[i], c10::multiply_integers(unit.shapes[i])).view(unit.shapes[i]);
+  }
+  engine.load_weights(version, tensors);
+  tensors.clear();
+  // The checksums of what the engine now holds, cut as the trainers' shards.
+  at::Tensor checksums = at::zeros({static_cast<int64_t>(shards.units.size()), trainers}, at::kDouble);
+  for (size_t u = 0; u < shards.units.size(); ++u) {
+    const UnitLayout& unit = shards.units[u];
+    std::vector<at::Tensor> pieces;
+    for (const std::string& name : unit.param_names) pieces.push_back(params[index.at(name)].detach().reshape({-1}));
+    const at::Tensor flat = at::cat(pieces);
+    for (int64_t t = 0; t < trainers; ++t)
+      checksums[static_cast<int64_t>(u)][t] =
+          range_checksum(unit, t * unit.shard, flat.narrow(0, t * unit.shard, shard_elements(unit, t)));
+  }
+  compare_shard_checksums(host, layout, shards, checksums);
+  stats.seconds = seconds_since(start);
+  return stats;
+}
+
 }  // namespace
 
 RolloutLayout split_layout(Communicator& device_comm, int64_t rollout_ranks) {
@@ -82,6 +198,9 @@ RolloutLayout split_layout(Communicator& device_comm, int64_t rollout_ranks) {
   const bool in_weights = layout.rollout || device_comm.rank() == 0;
   std::unique_ptr<Communicator> weights = device_comm.split(in_weights ? 0 : 1);
   if (in_weights) layout.weights = std::move(weights);
+  const bool in_shard_owners = !layout.rollout || device_comm.rank() == layout.trainer_ranks;
+  std::unique_ptr<Communicator> shard_owners = device_comm.split(in_shard_owners ? 0 : 1);
+  if (in_shard_owners) layout.shard_owners = std::move(shard_owners);
   return layout;
 }
 
@@ -255,7 +374,7 @@ WeightSyncStats send_weights(Communicator& host, const RolloutLayout& layout, De
     layout.weights->barrier();
     stats.wait_seconds = seconds_since(start);
     layout.weights->broadcast(buffer, 0);
-    stats.bytes = static_cast<int64_t>(buffer.nbytes());
+    stats.bytes = stats.sent_bytes = static_cast<int64_t>(buffer.nbytes());
     checksums = unit_checksums(model, sent);
   }
   compare_checksums(host, layout, model, checksums);
@@ -263,7 +382,43 @@ WeightSyncStats send_weights(Communicator& host, const RolloutLayout& layout, De
   return stats;
 }
 
-WeightSyncStats receive_weights(Communicator& host, const RolloutLayout& layout, RolloutEngine& engine, int64_t version) {
+WeightSyncStats send_weight_shards(Communicator& host, const RolloutLayout& layout, ShardedDecoder& model,
+                                   at::ScalarType dtype) {
+  TORCH_CHECK(model.sharded() && layout.shard_owners && !layout.rollout,
+              "send_weight_shards: every trainer rank of a ZeRO-3 model");
+  const auto start = std::chrono::steady_clock::now();
+  WeightSyncStats stats;
+  const ShardLayout& shards = model.layout();
+  Communicator& owners = *layout.shard_owners;
+  const int rank = owners.rank(), root = owners.size() - 1;  // trainers first, then the first rollout rank
+  TORCH_CHECK(shards.ranks == layout.trainer_ranks && root == layout.trainer_ranks,
+              "send_weight_shards: the model is cut over ", shards.ranks, " ranks, the layout has ", layout.trainer_ranks,
+              " trainer ranks");
+  // Apart from the transfer, the time until the first rollout rank is ready to receive (one step
+  // off, it may still be sampling).
+  owners.barrier();
+  stats.wait_seconds = seconds_since(start);
+  at::NoGradGuard no_grad;
+  const std::vector<at::Tensor> masters = model.master_shards();
+  at::Tensor checksums = at::zeros({static_cast<int64_t>(shards.units.size()), layout.trainer_ranks}, at::kDouble);
+  for (size_t u = 0; u < shards.units.size(); ++u) {
+    const UnitLayout& unit = shards.units[u];
+    const at::Tensor part = masters[u].detach().to(dtype).contiguous();
+    at::Tensor not_root;  // only the root receives
+    owners.gather_into(not_root, part, root);
+    stats.sent_bytes += static_cast<int64_t>(part.nbytes());
+    stats.bytes += static_cast<int64_t>(part.nbytes()) * layout.trainer_ranks;
+    checksums[static_cast<int64_t>(u)][rank] =
+        range_checksum(unit, rank * unit.shard, part.narrow(0, 0, shard_elements(unit, rank)));
+  }
+  compare_shard_checksums(host, layout, shards, checksums);
+  stats.seconds = seconds_since(start) - stats.wait_seconds;
+  return stats;
+}
+
+WeightSyncStats receive_weights(Communicator& host, const RolloutLayout& layout, RolloutEngine& engine, int64_t version,
+                                WeightSource source) {
+  if (source == WeightSource::kShardOwners) return receive_weight_shards(host, layout, engine, version);
   const auto start = std::chrono::steady_clock::now();
   std::vector<at::Tensor> params = engine.model()->parameters();
   int64_t numel = 0;
@@ -288,17 +443,17 @@ WeightSyncStats receive_weights(Communicator& host, const RolloutLayout& layout,
 WeightSyncStats send_policy(TrainingRun& run, Communicator& host) {
   set_collective_context(fmt::format("after step {}: sending the weights to the rollout ranks {}-{}", run.step,
                                      run.layout->trainer_ranks, host.size() - 1));
-  const auto start = std::chrono::steady_clock::now();
-  std::vector<at::Tensor> whole;
-  if (run.sharded && run.sharded->sharded())
-    whole = run.sharded->whole_from_shards(run.sharded->master_shards(), /*root_only=*/true);  // from the shard owners
-  else if (run.comm->rank() == 0)
-    whole = run.params;
-  const double gather_seconds = seconds_since(start);
   const at::ScalarType dtype = run.config.model.dtype == DType::kBFloat16 ? at::kBFloat16 : at::kFloat;
-  WeightSyncStats stats = send_weights(host, *run.layout, run.policy.model, whole, dtype);
-  stats.seconds += gather_seconds;
-  return stats;
+  if (weight_source(run) == WeightSource::kShardOwners) return send_weight_shards(host, *run.layout, *run.sharded, dtype);
+  std::vector<at::Tensor> whole;
+  if (run.comm->rank() == 0) whole = run.params;
+  return send_weights(host, *run.layout, run.policy.model, whole, dtype);
+}
+
+WeightSource weight_source(const TrainingRun& run) {
+  // What shard_options makes of trainer.zero_stage, known to the rollout ranks too (they build no
+  // sharded model).
+  return run.config.trainer.zero_stage == 3 ? WeightSource::kShardOwners : WeightSource::kTrainerRankZero;
 }
 
 ScoredBatch receive_batch(TrainingRun& run, Communicator& host) {
@@ -315,7 +470,7 @@ void run_rollout_role(TrainingRun& run, RolloutEngine& engine, const std::functi
   const int64_t steps = run.config.trainer.steps, staleness = run.config.rollout.max_staleness;
   int64_t step = run.step;  // the next batch the trainers will ask for (= their optimizer steps so far)
   set_collective_context(fmt::format("rollout rank: waiting for the weights of step {}", step));
-  receive_weights(host, *run.layout, engine, step);
+  receive_weights(host, *run.layout, engine, step, weight_source(run));
   // Batches sampled ahead, oldest first; the next one to sample is step + ahead.size().
   std::deque<std::string> ahead;
   auto sample_next = [&]() {
@@ -341,7 +496,7 @@ void run_rollout_role(TrainingRun& run, RolloutEngine& engine, const std::functi
     if (staleness > 0 && step - 1 + staleness < steps) sample_next();
     if (step < steps) {
       set_collective_context(fmt::format("rollout rank: waiting for the weights of step {}", step));
-      receive_weights(host, *run.layout, engine, step);
+      receive_weights(host, *run.layout, engine, step, weight_source(run));
     }
   }
   log_info("rollout rank {} done after step {}", host.rank(), step);

@@ -19,6 +19,7 @@
 namespace grpo {
 
 struct TrainingRun;
+class ShardedDecoder;
 
 // One GRPO step's sampled and scored rows: the roles' contract (DESIGN.md "The roles' contract").
 // Rows are whole groups (G consecutive rows per prompt).
@@ -41,9 +42,12 @@ struct RolloutLayout {
   // The ranks of this rank's role, on the device communicator: gradients among trainers, the
   // dynamic-sampling votes among rollout ranks.
   std::unique_ptr<Communicator> role;
-  // Trainer rank 0 and every rollout rank, on the device communicator: the weights' broadcast.
-  // Null on the other trainer ranks.
+  // Trainer rank 0 and every rollout rank, on the device communicator: the weights' broadcast
+  // (stages 0-2). Null on the other trainer ranks.
   std::unique_ptr<Communicator> weights;
+  // Every trainer rank and the first rollout rank (its last rank), on the device communicator: the
+  // ZeRO-3 shards' gather. Null on the other rollout ranks.
+  std::unique_ptr<Communicator> shard_owners;
 };
 
 // Splits `device_comm` (every rank together). Throws naming trainer.rollout_ranks unless
@@ -74,27 +78,45 @@ RolloutControl broadcast_control(Communicator& host, const RolloutControl& contr
 
 // One weight sync, as logged per step.
 struct WeightSyncStats {
-  double seconds = 0;       // on this rank: stage-3 gather, broadcast, checksum comparison
-  double wait_seconds = 0;  // trainer rank 0: waiting for the rollout ranks to be ready (not in `seconds`)
-  int64_t bytes = 0;        // payload sent to each rollout rank
+  double seconds = 0;       // on this rank: transfer and checksum comparison
+  double wait_seconds = 0;  // trainers: waiting for the rollout ranks to be ready (not in `seconds`)
+  int64_t bytes = 0;        // payload each rollout rank receives (at stage 3 with the shards' padding)
+  int64_t sent_bytes = 0;   // payload this rank puts on the wire: the whole model from trainer 0
+                            // (stages 0-2), its own shards from each trainer rank (stage 3)
 };
 
-// Trainers: every trainer rank calls it (a stage-3 model is gathered from its shards to trainer 0,
-// unit by unit); trainer 0 broadcasts the whole weights to the rollout ranks. `whole` is the
-// model's parameters in named_parameters() order on trainer 0 (empty elsewhere); they travel as
-// `dtype`, the rollout model's parameter dtype.
-// Rollout ranks: receive_weights loads them into `engine` as `version`.
-// Then every rank of `host` compares per-unit checksums (rollout/engine.h unit_checksums) of
-// trainer 0's weights with every rollout rank's and throws, naming the rank and unit, on any
-// difference.
+// Where the weights come from, which says how they travel.
+enum class WeightSource {
+  kTrainerRankZero,  // stages 0-2: trainer 0 holds them whole and broadcasts them
+  kShardOwners,      // stage 3: each trainer rank sends its shards, unit by unit
+};
+
+// Stages 0-2. Trainers: every trainer rank calls it; trainer 0 broadcasts the whole weights to the
+// rollout ranks. `whole` is the model's parameters in named_parameters() order on trainer 0 (empty
+// elsewhere); they travel as `dtype`, the rollout model's parameter dtype. Then every rank of
+// `host` compares per-unit checksums (rollout/engine.h unit_checksums) of trainer 0's weights with
+// every rollout rank's and throws, naming the rank and unit, on any difference.
 WeightSyncStats send_weights(Communicator& host, const RolloutLayout& layout, Decoder& model,
                              const std::vector<at::Tensor>& whole, at::ScalarType dtype);
-WeightSyncStats receive_weights(Communicator& host, const RolloutLayout& layout, RolloutEngine& engine,
-                                int64_t version);
+// Stage 3, from the shard owners: every trainer rank calls it. For each unit in turn, each trainer
+// rank casts its shard to `dtype` and sends it to the first rollout rank (layout.shard_owners'
+// gather), which passes the assembled unit on to the other rollout ranks (their broadcast). No
+// trainer rank holds more than its own shard of one unit in flight, and each sends 1/N of the
+// model. Then every rank of `host` compares, per unit and per shard, each trainer rank's checksum
+// of its shard with every rollout rank's of the same elements and throws, naming the rollout rank,
+// the unit and the trainer rank, on any difference.
+WeightSyncStats send_weight_shards(Communicator& host, const RolloutLayout& layout, ShardedDecoder& model,
+                                   at::ScalarType dtype);
+// Rollout ranks, the other end of either: loads the weights into `engine` as `version`.
+WeightSyncStats receive_weights(Communicator& host, const RolloutLayout& layout, RolloutEngine& engine, int64_t version,
+                                WeightSource source);
 
 // The GRPO loop's ends of the exchange (trainer/grpo_trainer.cpp), over `host` = world():
-// send_policy: every trainer rank, after each optimizer step: the policy, as version run.step.
+// send_policy: every trainer rank, after each optimizer step: the policy, as version run.step
+// (from the shard owners at stage 3).
 WeightSyncStats send_policy(TrainingRun& run, Communicator& host);
+// How this run's trainers send the weights (a rollout rank's side of send_policy).
+WeightSource weight_source(const TrainingRun& run);
 // receive_batch: every trainer rank, at the start of a step: tells the rollout ranks to go on and
 // returns this trainer's share of the step's batch.
 ScoredBatch receive_batch(TrainingRun& run, Communicator& host);

@@ -125,7 +125,7 @@ TEST(AsyncRollout, OnPolicyMatchesColocatedAndOneStepOffLags) {
   }
   EXPECT_EQ(prompts_by_step(colocated), prompts_by_step(on_policy));
 
-  // ZeRO-3 trainers gather the weights from their shards for each sync.
+  // ZeRO-3 trainers send the weights from their shards for each sync (tests/mpi/weight_sync_test.cpp).
   const fs::path sharded = kWork / "on_policy_zero3";
   r = run(launcher(3) + GRPO_BINARY + " train --config " + config + " trainer.rollout_ranks=1 trainer.zero_stage=3" +
           " trainer.run_dir=" + sharded.string());
