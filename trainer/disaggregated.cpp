@@ -1,6 +1,7 @@
 #include "trainer/disaggregated.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <deque>
@@ -84,25 +85,32 @@ int64_t shard_elements(const UnitLayout& unit, int64_t shard) {
 }
 
 // unit_checksums' sum for elements [begin, begin + values.numel()) of `unit` flattened (`values`:
-// those elements, any floating dtype): value * (1 + its index in its parameter mod 7), in float64,
-// added one element after the other. So a trainer rank's sum over its shard and a rollout rank's
-// over the same elements of its assembled unit have the same bits whenever the values do, whatever
-// either side's thread count; and no element is copied to float64 (a shard-sized allocation).
+// those elements, any floating dtype): value * (1 + its index in its parameter mod 7), in float64.
+// The elements of each weight are added up apart, in order (so neighbouring additions do not wait
+// for each other), then weighted. A fixed order, not ATen's threaded sum: a trainer rank's sum
+// over its shard and a rollout rank's over the same elements of its assembled unit have the same
+// bits whenever the values do, whatever either side's thread count; and no element is copied to
+// float64 (a shard-sized allocation).
 double range_checksum(const UnitLayout& unit, int64_t begin, const at::Tensor& values) {
   const at::Tensor cpu = values.detach().to(at::kCPU).contiguous();
-  const int64_t n = cpu.numel();
-  TORCH_CHECK(begin >= 0 && begin + n <= unit.numel, "range_checksum: elements ", begin, "-", begin + n, " of unit ",
-              unit.name, " with ", unit.numel);
-  double sum = 0;
+  const int64_t end = begin + cpu.numel();
+  TORCH_CHECK(begin >= 0 && end <= unit.numel, "range_checksum: elements ", begin, "-", end, " of unit ", unit.name,
+              " with ", unit.numel);
+  std::array<double, 7> by_weight{};  // [w]: the elements whose weight is w + 1
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, cpu.scalar_type(), "range_checksum", [&] {
     const scalar_t* data = cpu.data_ptr<scalar_t>();
-    size_t param = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t index = begin + i;
-      while (param + 1 < unit.offsets.size() && unit.offsets[param + 1] <= index) ++param;
-      sum += static_cast<double>(data[i]) * static_cast<double>(1 + (index - unit.offsets[param]) % 7);
+    for (size_t p = 0; p < unit.offsets.size(); ++p) {
+      const int64_t offset = unit.offsets[p], param_end = p + 1 < unit.offsets.size() ? unit.offsets[p + 1] : unit.numel;
+      const int64_t from = std::max(begin, offset), to = std::min(end, param_end);
+      int weight = static_cast<int>((from - offset) % 7);
+      for (int64_t i = from; i < to; ++i) {
+        by_weight[static_cast<size_t>(weight)] += static_cast<double>(data[i - begin]);
+        if (++weight == 7) weight = 0;
+      }
     }
   });
+  double sum = 0;
+  for (size_t w = 0; w < by_weight.size(); ++w) sum += static_cast<double>(w + 1) * by_weight[w];
   return sum;
 }
 
