@@ -36,7 +36,7 @@ struct EvalSummary {
 };
 
 // The `schema` value of the results JSON; raised when a key changes meaning or goes away.
-constexpr int kEvalResultsSchema = 1;
+constexpr int kEvalResultsSchema = 2;  // 2: `problems` is every problem's row, `problem_count` their number
 
 // pass@1 over eval.samples samples, pass@k and cons@k on each held-out set (eval.datasets, or
 // data.eval_path), each judged by its reward set; writes one JSON with a result per set

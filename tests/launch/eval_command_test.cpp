@@ -9,7 +9,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -48,25 +50,26 @@ TEST(EvalCommand, R1ConfigScoresEverySetWithItsRewards) {
   for (const char* name : {"gsm8k", "math500", "aime2024", "humaneval", "mbpp"})
     EXPECT_NE(run.output.find(name), std::string::npos) << run.output;
 
-  const nlohmann::json results = nlohmann::json::parse(std::ifstream(output));
-  EXPECT_EQ(results["schema"], 1);
+  nlohmann::json results = nlohmann::json::parse(std::ifstream(output));  // not const: a missing key reads as null
+  EXPECT_EQ(results["schema"], 2);
   EXPECT_EQ(results["samples_per_problem"], 2);
   EXPECT_EQ(results["max_new_tokens"], 6);
   EXPECT_DOUBLE_EQ(results["temperature"].get<double>(), 0.6);
   EXPECT_DOUBLE_EQ(results["top_p"].get<double>(), 0.95);
   ASSERT_EQ(results["datasets"].size(), 5u);
-  for (const nlohmann::json& set : results["datasets"]) {
+  for (nlohmann::json& set : results["datasets"]) {
     const std::string name = set["name"];
     SCOPED_TRACE(name);
     const std::string reward = name == "humaneval" || name == "mbpp" ? "code" : "math";
-    EXPECT_EQ(set["problems"], 2);
+    EXPECT_EQ(set["problem_count"], 2);
+    ASSERT_EQ(set["problems"].size(), 2u);
     EXPECT_EQ(set["samples"], 2);
     EXPECT_EQ(set["rewards"].size(), 1u);
     EXPECT_TRUE(set["rewards"].contains(reward)) << set["rewards"].dump();
     EXPECT_EQ(set["correct_rule"].get<std::string>().rfind(reward + " ", 0), 0u) << set["correct_rule"];
     EXPECT_EQ(set["reward_errors"], 0);
     double correct = 0;
-    for (const nlohmann::json& row : set["rank0_problems"]) correct += row["correct"].get<double>();
+    for (const nlohmann::json& row : set["problems"]) correct += row["correct"].get<double>();
     EXPECT_NEAR(set["pass@1"].get<double>(), correct / 4.0, 1e-12);
     EXPECT_EQ(set["pass@k"], set["pass@2"]);
     EXPECT_EQ(set["cons@k"], set["cons@2"]);
@@ -158,8 +161,9 @@ TEST(EvalCommand, RewardModelDecidesCorrectnessByItsThreshold) {
   EXPECT_EQ(sets[1]["correct_rule"].get<std::string>().rfind("reward_model ", 0), 0u) << sets[1]["correct_rule"];
 }
 
-// Problems are split over ranks and every sum reduced: 2 ranks report what 1 rank does (each
-// problem's samples are seeded by its index, not by the rank that draws them).
+// Problems are split over ranks (3 problems: 1 on rank 0, 2 on rank 1), every sum reduced and
+// every problem's row gathered: 2 ranks report what 1 rank does, row by row (each problem's samples
+// are seeded by its index, not by the rank that draws them).
 TEST(EvalCommand, TwoRanksReportWhatOneRankDoes) {
   if (!fs::exists(std::string(GRPO_SOURCE_DIR) + "/../shared/data/gsm8k/test.jsonl"))
     GTEST_SKIP() << "../shared/data is not next to the repository";
@@ -171,18 +175,76 @@ TEST(EvalCommand, TwoRanksReportWhatOneRankDoes) {
   ASSERT_EQ(one.exit_code, 0) << one.output;
   const testing::CommandResult two = run_eval(sets + (kWork / "two.json").string(), 2);
   ASSERT_EQ(two.exit_code, 0) << two.output;
-  const nlohmann::json a = nlohmann::json::parse(std::ifstream(kWork / "one.json"));
-  const nlohmann::json b = nlohmann::json::parse(std::ifstream(kWork / "two.json"));
+  // Not const: a missing key reads as null and fails the comparison instead of asserting.
+  nlohmann::json a = nlohmann::json::parse(std::ifstream(kWork / "one.json"));
+  nlohmann::json b = nlohmann::json::parse(std::ifstream(kWork / "two.json"));
   ASSERT_EQ(a["datasets"].size(), 2u);
   ASSERT_EQ(b["datasets"].size(), 2u);
   for (size_t i = 0; i < 2; ++i) {
     SCOPED_TRACE(a["datasets"][i]["name"].get<std::string>());
-    for (const char* key : {"problems", "pass@1", "pass@k", "cons@k", "pass_at", "rewards", "format_ok",
+    for (const char* key : {"problem_count", "pass@1", "pass@k", "cons@k", "pass_at", "rewards", "format_ok",
                             "mean_response_tokens"})
       EXPECT_EQ(a["datasets"][i][key], b["datasets"][i][key]) << key;
+    EXPECT_EQ(a["datasets"][i]["problem_count"], 3);
+    for (nlohmann::json* results : {&a, &b}) {
+      const nlohmann::json& rows = (*results)["datasets"][i]["problems"];
+      ASSERT_TRUE(rows.is_array()) << rows.dump();
+      ASSERT_EQ(rows.size(), 3u) << rows.dump();
+    }
+    for (size_t row = 0; row < 3; ++row)
+      for (const char* key : {"id", "correct", "majority", "votes", "gold"})
+        EXPECT_EQ(a["datasets"][i]["problems"][row][key], b["datasets"][i]["problems"][row][key])
+            << "row " << row << " " << key;
   }
+  // Rows in dataset order: HumanEval's records are HumanEval/0, /1, /2 in its file.
+  for (size_t row = 0; row < 3; ++row)
+    EXPECT_EQ(b["datasets"][1]["problems"][row]["id"], "HumanEval/" + std::to_string(row));
   EXPECT_GT(a["datasets"][0]["mean_response_tokens"].get<double>(), 0.0);
   EXPECT_EQ(b["datasets"][1]["rewards"].size(), 2u);  // code and format
+}
+
+// Every problem's row, from every rank, in the set's order: 7 problems split 3 + 4 over 2 ranks
+// give the rows 1 rank gives, field by field. The plugin reward (correct when the completion holds
+// the record's one character) makes the correct counts differ between problems, so equal rows say
+// the same samples were drawn and judged, not merely that nothing was solved.
+TEST(EvalCommand, TwoRanksWriteEveryProblemsRowAsOneRankDoes) {
+  fs::create_directories(kWork);
+  const std::vector<std::string> expected{"a", "e", " ", "0", "\\u0001", "x", "t"};
+  {
+    std::ofstream data(kWork / "rows.jsonl");
+    for (size_t i = 0; i < expected.size(); ++i)
+      data << "{\"id\": \"p" << i << "\", \"prompt\": \"Say anything " << i << ".\", \"expected\": \"" << expected[i]
+           << "\"}\n";
+  }
+  const std::string arguments =
+      "'eval.datasets=[{name: rows, path: " + (kWork / "rows.jsonl").string() +
+      ", rewards: [{name: subprocess, label: contains, "
+      "options: {command: [python3, examples/subprocess_reward.py]}}]}]' "
+      "eval.samples=4 eval.max_new_tokens=40 eval.temperature=1.0 eval.output=";
+  const testing::CommandResult one = run_eval(arguments + (kWork / "rows_one.json").string());
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  const testing::CommandResult two = run_eval(arguments + (kWork / "rows_two.json").string(), 2);
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  nlohmann::json a = nlohmann::json::parse(std::ifstream(kWork / "rows_one.json"))["datasets"].at(0);
+  nlohmann::json b = nlohmann::json::parse(std::ifstream(kWork / "rows_two.json"))["datasets"].at(0);
+  for (nlohmann::json* set : {&a, &b}) {
+    EXPECT_EQ((*set)["problem_count"], 7);
+    ASSERT_TRUE((*set)["problems"].is_array()) << (*set)["problems"].dump();
+    ASSERT_EQ((*set)["problems"].size(), expected.size()) << (*set)["problems"].dump();
+    double correct = 0;
+    for (size_t i = 0; i < expected.size(); ++i) {
+      EXPECT_EQ((*set)["problems"][i]["id"], "p" + std::to_string(i));  // the file's order
+      correct += (*set)["problems"][i]["correct"].get<double>();
+    }
+    EXPECT_NEAR((*set)["pass@1"].get<double>(), correct / (7.0 * 4.0), 1e-12);
+  }
+  std::set<int64_t> distinct_counts;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    for (const char* key : {"id", "correct", "majority", "votes", "gold"})
+      EXPECT_EQ(a["problems"][i][key], b["problems"][i][key]) << "row " << i << " " << key;
+    distinct_counts.insert(a["problems"][i]["correct"].get<int64_t>());
+  }
+  EXPECT_GE(distinct_counts.size(), 2u) << "every problem has the same correct count: the comparison proves little";
 }
 
 }  // namespace
