@@ -109,6 +109,7 @@ DatasetResult evaluate_dataset(const Config& config, Policy& policy, const EvalS
   s.cons_at_k = t.consensus / n;
   s.format_ok = t.format_ok / (n * static_cast<double>(k));
   s.mean_response_tokens = t.response_tokens / (n * static_cast<double>(k));
+  s.reward_errors = static_cast<int64_t>(t.reward_errors);
   s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return result;
 }
@@ -138,7 +139,7 @@ nlohmann::json dataset_json(const EvalSet& set, const DatasetResult& r) {
                           {"cons@k", s.cons_at_k},
                           {"pass_at", pass_at},
                           {"rewards", rewards},
-                          {"reward_errors", static_cast<int64_t>(t.reward_errors)},
+                          {"reward_errors", s.reward_errors},
                           {"format_ok", s.format_ok},
                           {"mean_response_tokens", s.mean_response_tokens},
                           {"seconds", s.seconds},

@@ -32,6 +32,7 @@ struct EvalSummary {
   double cons_at_k = 0;       // the majority answer's sample is correct
   double format_ok = 0;       // share of samples with <think>...</think><answer>...</answer>
   double mean_response_tokens = 0;
+  int64_t reward_errors = 0;  // reward evaluations that failed (counted under reward.on_error: score)
   double seconds = 0;
 };
 

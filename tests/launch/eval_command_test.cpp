@@ -7,9 +7,13 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -35,6 +39,63 @@ testing::CommandResult run_eval(const std::string& arguments, int ranks = 1) {
   return testing::run_command("cd " + std::string(GRPO_SOURCE_DIR) + " && timeout 300 " + launcher +
                               std::string(GRPO_BINARY) + " eval --config configs/eval/r1.yaml model.path=builtin:demo-qwen2 " +
                               arguments);
+}
+
+std::vector<std::string> words(const std::string& line) {
+  std::istringstream in(line);
+  std::vector<std::string> out;
+  for (std::string word; in >> word;) out.push_back(word);
+  return out;
+}
+
+// `grpo eval`'s per-set table as printed: the header's column names and each set's row.
+struct EvalTable {
+  std::vector<std::string> header;
+  std::map<std::string, std::vector<std::string>> rows;  // set name -> its row's cells
+
+  std::string cell(const std::string& set, const std::string& column) const {
+    const auto at = std::find(header.begin(), header.end(), column);
+    if (at == header.end() || !rows.count(set)) return "(none)";
+    return rows.at(set)[static_cast<size_t>(at - header.begin())];
+  }
+};
+
+EvalTable parse_eval_table(const std::string& output) {
+  EvalTable table;
+  std::istringstream lines(output);
+  for (std::string line; std::getline(lines, line);) {
+    const std::vector<std::string> cells = words(line);
+    if (!cells.empty() && cells[0] == "dataset") table.header = cells;
+    else if (!table.header.empty() && cells.size() == table.header.size()) table.rows[cells[0]] = cells;
+  }
+  return table;
+}
+
+// The printed per-set table against the results JSON: every column names a key of each set's
+// entry, and every row shows that key's value to the printed precision. A column the JSON lacks, or
+// a set without a row, fails.
+void expect_table_matches_results(const EvalTable& table, const nlohmann::json& results, int64_t k) {
+  const std::map<std::string, std::string> key_of_column{
+      {"problems", "problem_count"}, {"pass@1", "pass@1"}, {"pass@" + std::to_string(k), "pass@k"},
+      {"cons@" + std::to_string(k), "cons@k"}, {"format", "format_ok"}, {"tokens", "mean_response_tokens"},
+      {"errors", "reward_errors"}, {"seconds", "seconds"}};
+  const std::vector<std::string>& header = table.header;
+  ASSERT_GE(header.size(), 2u) << "no table header";
+  for (const nlohmann::json& set : results["datasets"]) {
+    const std::string name = set["name"];
+    SCOPED_TRACE(name);
+    ASSERT_TRUE(table.rows.count(name)) << "no table row";
+    for (size_t column = 1; column < header.size(); ++column) {
+      const auto key = key_of_column.find(header[column]);
+      ASSERT_NE(key, key_of_column.end()) << "column '" << header[column] << "' is no key of the results JSON";
+      ASSERT_TRUE(set.contains(key->second)) << key->second;
+      const std::string& cell = table.rows.at(name)[column];
+      const size_t point = cell.find('.');
+      const int decimals = point == std::string::npos ? 0 : static_cast<int>(cell.size() - point - 1);
+      EXPECT_NEAR(std::stod(cell), set[key->second].get<double>(), 0.5 * std::pow(10.0, -decimals) + 1e-9)
+          << header[column];
+    }
+  }
 }
 
 TEST(EvalCommand, R1ConfigScoresEverySetWithItsRewards) {
@@ -77,6 +138,7 @@ TEST(EvalCommand, R1ConfigScoresEverySetWithItsRewards) {
     EXPECT_EQ(set["pass_at"]["2"], set["pass@k"]);
     for (const char* key : {"dataset", "format_ok", "mean_response_tokens", "seconds"}) EXPECT_TRUE(set.contains(key)) << key;
   }
+  expect_table_matches_results(parse_eval_table(run.output), results, 2);
 }
 
 // The pipeline's contract: exit 0 only with a complete results file; a failed run leaves none,
@@ -136,6 +198,34 @@ TEST(EvalCommand, SubprocessPluginDecidesCorrectness) {
   EXPECT_DOUBLE_EQ(set["pass@k"].get<double>(), 0.5);
   EXPECT_DOUBLE_EQ(set["cons@k"].get<double>(), 0.5);
   EXPECT_DOUBLE_EQ(set["rewards"]["contains"].get<double>(), 0.5);
+}
+
+// Two sets, one whose plugin reward fails on the records without an `expected` field (2 of 3,
+// counted under reward.on_error: score): reward_errors is 2 x k = 4 there and 0 in the other, in
+// the JSON and in the table's errors column, whose every other cell is also the JSON's.
+TEST(EvalCommand, TableShowsEverySetWithItsRewardErrorsAsTheJsonDoes) {
+  fs::create_directories(kWork);
+  std::ofstream(kWork / "some_fail.jsonl") << "{\"prompt\": \"Say a.\", \"expected\": \"\"}\n"
+                                           << "{\"prompt\": \"Say b.\"}\n{\"prompt\": \"Say c.\"}\n";
+  std::ofstream(kWork / "none_fail.jsonl") << "{\"prompt\": \"Say d.\", \"expected\": \"\"}\n";
+  const std::string reward = ", rewards: [{name: subprocess, label: contains, "
+                             "options: {command: [python3, examples/subprocess_reward.py]}}]}";
+  const fs::path output = kWork / "errors.json";
+  const testing::CommandResult run = run_eval(
+      "'eval.datasets=[{name: some_fail, path: " + (kWork / "some_fail.jsonl").string() + reward +
+      ", {name: none_fail, path: " + (kWork / "none_fail.jsonl").string() + reward +
+      "]' reward.on_error=score eval.samples=2 eval.max_new_tokens=6 eval.output=" + output.string());
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const nlohmann::json results = nlohmann::json::parse(std::ifstream(output));
+  ASSERT_EQ(results["datasets"].size(), 2u);
+  EXPECT_EQ(results["datasets"][0]["reward_errors"], 4);
+  EXPECT_EQ(results["datasets"][1]["reward_errors"], 0);
+  EXPECT_DOUBLE_EQ(results["datasets"][0]["pass@1"].get<double>(), 1.0 / 3.0);  // a failed reward never passes
+  const EvalTable table = parse_eval_table(run.output);
+  EXPECT_EQ(table.cell("some_fail", "errors"), "4") << run.output;
+  EXPECT_EQ(table.cell("none_fail", "errors"), "0") << run.output;
+  EXPECT_EQ(table.cell("some_fail", "pass@1"), "0.333") << run.output;
+  expect_table_matches_results(table, results, 2);
 }
 
 // A reward model decides a set end to end: its sigmoid-normalized score lies in (0, 1), so every
