@@ -144,7 +144,7 @@ TEST(Demo, ShortenedPipelineRaisesRewardSkipsAndResumes) {
   EXPECT_EQ(after["eval_grpo"]["metrics"], stages["eval_grpo"]["metrics"]);
 
   // `grpo eval` over two sets in one call, one of them a JSONL file with its own field names whose
-  // gold answers the test computes itself; one process, so the JSON lists every problem.
+  // gold answers the test computes itself; the JSON lists every problem with its gold answer.
   {
     std::ofstream custom(dir / "custom.jsonl");
     for (int a = 3; a < 60; a += 7) custom << nlohmann::json{{"q", std::to_string(a) + "+" + std::to_string(2 * a + 1) + "="}, {"gold", std::to_string(3 * a + 1)}}.dump() << "\n";
