@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <limits>
 #include <map>
@@ -290,6 +291,20 @@ at::Tensor Communicator::all_gather(const at::Tensor& local) {
   at::Tensor out = at::empty(shape, local.options().memory_format(at::MemoryFormat::Contiguous));
   all_gather_into(out, local);
   return out;
+}
+
+std::vector<std::string> all_gather_strings(Communicator& comm, const std::string& local) {
+  const at::Tensor lengths = comm.all_gather(at::full({1}, static_cast<int64_t>(local.size()), at::kLong));
+  const int64_t longest = lengths.max().item<int64_t>();
+  std::vector<std::string> gathered(static_cast<size_t>(comm.size()));
+  if (longest == 0) return gathered;
+  at::Tensor mine = at::zeros({longest}, at::kByte);  // padded to the longest: all_gather needs one shape
+  if (!local.empty()) std::memcpy(mine.data_ptr(), local.data(), local.size());
+  const at::Tensor all = comm.all_gather(mine);
+  for (int r = 0; r < comm.size(); ++r)
+    gathered[static_cast<size_t>(r)].assign(static_cast<const char*>(all[r].data_ptr()),
+                                            static_cast<size_t>(lengths[r][0].item<int64_t>()));
+  return gathered;
 }
 
 Communicator& world() {

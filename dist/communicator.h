@@ -46,6 +46,10 @@ class Communicator {
 // Checks all_gather_into's `out` (for implementations).
 void check_gather_shape(const at::Tensor& out, const at::Tensor& local, int size);
 
+// Every rank's `local` bytes (any length, empty included), in rank order; every rank must call it
+// together. For serialized records (JSON rows, encoded batches) that differ in size between ranks.
+std::vector<std::string> all_gather_strings(Communicator& comm, const std::string& local);
+
 // The process-wide communicator: MPI when started by mpirun/srun (initialized on first use),
 // else a single rank.
 Communicator& world();

@@ -198,12 +198,14 @@ int run_training_verb(const std::string& verb, const Arguments& args, const Conf
       if (world().rank() == 0) {
         const int64_t k = config.eval.samples;
         fmt::print("model {}\n", config.model.path);
-        fmt::print("{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n", "dataset", "problems", "pass@1", fmt::format("pass@{}", k),
-                   fmt::format("cons@{}", k), "format", "tokens");
+        // Every column is a key of the set's entry in the results JSON (docs/training.md).
+        fmt::print("{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n", "dataset", "problems", "pass@1",
+                   fmt::format("pass@{}", k), fmt::format("cons@{}", k), "format", "tokens", "errors", "seconds");
         double seconds = 0;
         for (const EvalSummary& s : results) {
-          fmt::print("{:<20} {:>8} {:>8.3f} {:>8.3f} {:>8.3f} {:>8.3f} {:>8.1f}\n", s.name, s.problems, s.pass_at_1,
-                     s.pass_at_k, s.cons_at_k, s.format_ok, s.mean_response_tokens);
+          fmt::print("{:<20} {:>8} {:>8.3f} {:>8.3f} {:>8.3f} {:>8.3f} {:>8.1f} {:>8} {:>8.1f}\n", s.name, s.problems,
+                     s.pass_at_1, s.pass_at_k, s.cons_at_k, s.format_ok, s.mean_response_tokens, s.reward_errors,
+                     s.seconds);
           seconds += s.seconds;
         }
         fmt::print("{} samples per problem in {:.1f} s; results in {}\n", k, seconds, eval_output_path(config));

@@ -69,7 +69,8 @@ struct EvalSetTally {
   double response_tokens = 0;
   double reward_errors = 0;       // reward evaluations that failed (reward.on_error: score)
   std::map<std::string, double> reward_sums;  // label -> sum of unweighted scores
-  nlohmann::json problem_rows = nlohmann::json::array();  // {id, correct, majority, votes, gold}
+  // One per problem, in order: {id, correct, majority, votes, gold}.
+  nlohmann::json problem_rows = nlohmann::json::array();
 
   // Every sum in one fixed order (labels sorted), and back: the all-reduce payload.
   std::vector<double> flatten() const;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <stdexcept>
 #include <thread>
 
 #include <ATen/ATen.h>
@@ -34,11 +35,22 @@ namespace {
 
 struct DatasetResult {
   EvalSummary summary;
-  EvalSetTally tally;  // summed over ranks, but for problem_rows (this rank's)
+  EvalSetTally tally;  // summed over ranks; problem_rows gathered from every rank, in dataset order
 };
 
+// Every rank's problem rows after one another. Rank r holds the r-th contiguous slice of the set,
+// so rank order is dataset order.
+nlohmann::json gather_problem_rows(Communicator& comm, const nlohmann::json& mine) {
+  // A model's answer may hold bytes that are not UTF-8; the results file replaces them anyway.
+  const std::string local = mine.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  nlohmann::json rows = nlohmann::json::array();
+  for (const std::string& part : all_gather_strings(comm, local))
+    for (nlohmann::json& row : nlohmann::json::parse(part)) rows.push_back(std::move(row));
+  return rows;
+}
+
 // k samples for every problem of one held-out set, this rank's share of it, scored by the set's
-// rewards and judged by its rule; sums over ranks.
+// rewards and judged by its rule; sums over ranks and gathers every problem's row.
 DatasetResult evaluate_dataset(const Config& config, Policy& policy, const EvalSet& set, ThreadPool& reward_pool,
                                Communicator& comm) {
   const auto started = std::chrono::steady_clock::now();
@@ -81,6 +93,10 @@ DatasetResult evaluate_dataset(const Config& config, Policy& policy, const EvalS
   std::vector<double> sums = result.tally.flatten();
   comm.all_reduce_sum(sums);
   result.tally.unflatten(sums);
+  result.tally.problem_rows = gather_problem_rows(comm, result.tally.problem_rows);
+  if (static_cast<int64_t>(result.tally.problem_rows.size()) != total)
+    throw std::logic_error(fmt::format("eval set '{}': gathered {} problem rows for {} problems", set.config.name,
+                                       result.tally.problem_rows.size(), total));
 
   const EvalSetTally& t = result.tally;
   EvalSummary& s = result.summary;
@@ -93,6 +109,7 @@ DatasetResult evaluate_dataset(const Config& config, Policy& policy, const EvalS
   s.cons_at_k = t.consensus / n;
   s.format_ok = t.format_ok / (n * static_cast<double>(k));
   s.mean_response_tokens = t.response_tokens / (n * static_cast<double>(k));
+  s.reward_errors = static_cast<int64_t>(t.reward_errors);
   s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return result;
 }
@@ -114,7 +131,7 @@ nlohmann::json dataset_json(const EvalSet& set, const DatasetResult& r) {
   for (const auto& [label, sum] : t.reward_sums) rewards[label] = sum / (n * static_cast<double>(s.samples));
   nlohmann::json entry = {{"name", s.name},
                           {"dataset", set.config.path},
-                          {"problems", s.problems},
+                          {"problem_count", s.problems},
                           {"samples", s.samples},
                           {"correct_rule", set.judge.rule},
                           {"pass@1", s.pass_at_1},
@@ -122,11 +139,11 @@ nlohmann::json dataset_json(const EvalSet& set, const DatasetResult& r) {
                           {"cons@k", s.cons_at_k},
                           {"pass_at", pass_at},
                           {"rewards", rewards},
-                          {"reward_errors", static_cast<int64_t>(t.reward_errors)},
+                          {"reward_errors", s.reward_errors},
                           {"format_ok", s.format_ok},
                           {"mean_response_tokens", s.mean_response_tokens},
                           {"seconds", s.seconds},
-                          {"rank0_problems", t.problem_rows}};
+                          {"problems", t.problem_rows}};
   // The same two numbers under the names that carry k, as the tables print them.
   entry[fmt::format("pass@{}", s.samples)] = s.pass_at_k;
   entry[fmt::format("cons@{}", s.samples)] = s.cons_at_k;

@@ -32,11 +32,12 @@ struct EvalSummary {
   double cons_at_k = 0;       // the majority answer's sample is correct
   double format_ok = 0;       // share of samples with <think>...</think><answer>...</answer>
   double mean_response_tokens = 0;
+  int64_t reward_errors = 0;  // reward evaluations that failed (counted under reward.on_error: score)
   double seconds = 0;
 };
 
 // The `schema` value of the results JSON; raised when a key changes meaning or goes away.
-constexpr int kEvalResultsSchema = 1;
+constexpr int kEvalResultsSchema = 2;  // 2: `problems` is every problem's row, `problem_count` their number
 
 // pass@1 over eval.samples samples, pass@k and cons@k on each held-out set (eval.datasets, or
 // data.eval_path), each judged by its reward set; writes one JSON with a result per set

@@ -1,7 +1,7 @@
 // The MPI communicator's bf16 path and sub-communicators, run by ctest under mpirun on 3 ranks
 // (every rank runs every case; collectives meet): bf16 moves as 16 bits without changing a bit,
-// is summed as numbers (not as 16-bit integers) in fp32, split(color) groups ranks, and gather_into
-// delivers every rank's part to the root alone.
+// is summed as numbers (not as 16-bit integers) in fp32, split(color) groups ranks, gather_into
+// delivers every rank's part to the root alone, and strings of any length gather in rank order.
 
 #include "dist/communicator.h"
 
@@ -83,6 +83,20 @@ TEST(MpiCommunicator, GatherDeliversEveryPartToTheRootOnly) {
     at::Tensor wrong = at::empty({size - 1, 5}, at::kBFloat16);
     EXPECT_THROW(comm.gather_into(wrong, at::zeros({5}, at::kBFloat16), 0), c10::Error);
   }
+}
+
+// Strings of different lengths (one empty) arrive whole, in rank order, on every rank; the
+// padding to the longest one never leaks into a shorter string.
+TEST(MpiCommunicator, StringsOfAnyLengthGatherInRankOrder) {
+  Communicator& comm = world();
+  auto text_of = [](int rank) {
+    return rank == 1 ? std::string() : std::string(static_cast<size_t>(3 + 5 * rank), static_cast<char>('a' + rank));
+  };
+  const std::vector<std::string> gathered = all_gather_strings(comm, text_of(comm.rank()));
+  ASSERT_EQ(gathered.size(), static_cast<size_t>(comm.size()));
+  for (int r = 0; r < comm.size(); ++r) EXPECT_EQ(gathered[static_cast<size_t>(r)], text_of(r)) << "rank " << r;
+  const std::vector<std::string> empty = all_gather_strings(comm, "");
+  EXPECT_EQ(empty, std::vector<std::string>(static_cast<size_t>(comm.size())));
 }
 
 }  // namespace

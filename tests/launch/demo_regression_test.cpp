@@ -144,7 +144,7 @@ TEST(Demo, ShortenedPipelineRaisesRewardSkipsAndResumes) {
   EXPECT_EQ(after["eval_grpo"]["metrics"], stages["eval_grpo"]["metrics"]);
 
   // `grpo eval` over two sets in one call, one of them a JSONL file with its own field names whose
-  // gold answers the test computes itself; one process, so the JSON lists every problem.
+  // gold answers the test computes itself; the JSON lists every problem with its gold answer.
   {
     std::ofstream custom(dir / "custom.jsonl");
     for (int a = 3; a < 60; a += 7) custom << nlohmann::json{{"q", std::to_string(a) + "+" + std::to_string(2 * a + 1) + "="}, {"gold", std::to_string(3 * a + 1)}}.dump() << "\n";
@@ -168,20 +168,22 @@ TEST(Demo, ShortenedPipelineRaisesRewardSkipsAndResumes) {
   const auto& easy = results["datasets"][0];
   const auto& custom = results["datasets"][1];
   EXPECT_EQ(easy["name"], "easy");
-  EXPECT_EQ(easy["problems"], 40);
-  EXPECT_EQ(custom["problems"], 9);
+  EXPECT_EQ(easy["problem_count"], 40);
+  EXPECT_EQ(custom["problem_count"], 9);
   for (const auto& set : {easy, custom}) {
     // pass@1 and cons@4 are what the per-problem rows say.
     double correct = 0, consensus = 0;
-    for (const auto& p : set["rank0_problems"]) {
+    ASSERT_EQ(set["problems"].size(), set["problem_count"].get<size_t>()) << set["name"];
+    for (const auto& p : set["problems"]) {
       correct += p["correct"].get<double>();
       consensus += p["majority"] == p["gold"] ? 1.0 : 0.0;
     }
-    EXPECT_NEAR(set["pass@1"].get<double>(), correct / (4.0 * set["problems"].get<double>()), 1e-12) << set["name"];
-    EXPECT_GE(set["cons@4"].get<double>(), consensus / set["problems"].get<double>() - 1e-12) << set["name"];
+    const double problems = set["problem_count"].get<double>();
+    EXPECT_NEAR(set["pass@1"].get<double>(), correct / (4.0 * problems), 1e-12) << set["name"];
+    EXPECT_GE(set["cons@4"].get<double>(), consensus / problems - 1e-12) << set["name"];
   }
   int row = 0;
-  for (int a = 3; a < 60; a += 7, ++row) EXPECT_EQ(custom["rank0_problems"][row]["gold"], std::to_string(3 * a + 1));
+  for (int a = 3; a < 60; a += 7, ++row) EXPECT_EQ(custom["problems"][row]["gold"], std::to_string(3 * a + 1));
   std::printf("demo regression eval: easy pass@1 %.3f, custom pass@1 %.3f\n", easy["pass@1"].get<double>(),
               custom["pass@1"].get<double>());
   EXPECT_GT(easy["pass@1"].get<double>(), 0.2);  // trained on 1-2 digit sums
