@@ -305,18 +305,10 @@ ScoredBatch decode_scored_batch(const std::string& bytes) {
 }
 
 std::vector<ScoredBatch> gather_scored_batches(Communicator& host, const RolloutLayout& layout, const std::string& local) {
-  const at::Tensor lengths = host.all_gather(at::full({1}, static_cast<int64_t>(local.size()), at::kLong));
-  const int64_t longest = lengths.max().item<int64_t>();
-  at::Tensor mine = at::zeros({longest}, at::kByte);
-  std::memcpy(mine.data_ptr(), local.data(), local.size());
-  at::Tensor all = at::empty({host.size(), longest}, at::kByte);
-  host.all_gather_into(all, mine);
+  const std::vector<std::string> all = all_gather_strings(host, local);
   std::vector<ScoredBatch> parts;
-  for (int r = layout.trainer_ranks; r < layout.trainer_ranks + layout.rollout_ranks; ++r) {
-    const at::Tensor row = all[r].contiguous();
-    parts.push_back(decode_scored_batch(
-        std::string(static_cast<const char*>(row.data_ptr()), static_cast<size_t>(lengths[r][0].item<int64_t>()))));
-  }
+  for (int r = layout.trainer_ranks; r < layout.trainer_ranks + layout.rollout_ranks; ++r)
+    parts.push_back(decode_scored_batch(all[static_cast<size_t>(r)]));
   return parts;
 }
 
