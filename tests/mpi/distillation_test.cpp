@@ -1,7 +1,8 @@
 // On-policy distillation in `grpo train` (distill.*), with the real binary: a small student
 // trained toward a fixed teacher (a tiny model after a few SFT steps) lowers its reverse KL to it;
-// 2 ranks, also at ZeRO-3 where the teacher is sharded too, train like 1; and the teacher is
-// refused, naming both models, when it cannot score the student's tokens.
+// 2 ranks, also at ZeRO-3 where the teacher is sharded too, train like 1; a resumed run equals an
+// uninterrupted one; and the teacher is refused, naming both models, when it cannot score the
+// student's tokens.
 
 #include <unistd.h>
 
@@ -139,6 +140,26 @@ TEST(Distillation, TwoRanksAndZeroStage3MatchOneRank) {
   r = run(launcher(1) + common + " trainer.steps=1 optimizer.lr=1.0e-30 trainer.run_dir=" + untrained.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_GT(max_difference(final_weights(one), final_weights(untrained)), 1e-4);
+}
+
+// The teacher is loaded afresh and frozen, so a run resumed from its checkpoint trains exactly like
+// one that never stopped.
+TEST(Distillation, AResumedRunEqualsAnUninterruptedOne) {
+  const std::string common = std::string(GRPO_BINARY) + " train --config " + student_config();
+  const fs::path straight = kWork / "straight", resumed = kWork / "resumed";
+  testing::CommandResult r = run(launcher(2) + common + " trainer.steps=6 trainer.run_dir=" + straight.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run(launcher(2) + common + " trainer.steps=3 trainer.run_dir=" + resumed.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run(launcher(2) + common + " trainer.steps=6 trainer.run_dir=" + resumed.string() + " --resume auto");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
+  EXPECT_EQ(max_difference(final_weights(straight), final_weights(resumed)), 0.0);
+  const std::vector<nlohmann::json> a = metrics_rows(straight), b = metrics_rows(resumed);
+  ASSERT_EQ(a.size(), 6u);
+  ASSERT_EQ(b.size(), 6u);
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_EQ(a[i].at("distill/reverse_kl"), b[i].at("distill/reverse_kl")) << "step " << i + 1;
 }
 
 TEST(Distillation, TeachersThatCannotScoreTheStudentAreRefused) {
