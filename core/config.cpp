@@ -451,6 +451,19 @@ void describe(ConfigVisitor& v, SampleConfig& c) {
   v.visit(field("output", "The SFT JSONL written; \"\" = <trainer.run_dir>/samples.jsonl."), c.output);
 }
 
+void describe(ConfigVisitor& v, DistillConfig& c) {
+  v.visit(field("teacher_path", "The frozen teacher: a Hugging Face directory (e.g. another run's `final`) or "
+                                "`builtin:NAME`, with the student's vocabulary. \"\" = no distillation."),
+          c.teacher_path);
+  v.visit(field("coefficient", "Weight of the per-token reverse-KL advantage -(log pi_student - log pi_teacher).")
+              .above(0),
+          c.options.coefficient);
+  v.visit(field("reward_weight", "Weight of the group-normalized reward advantage added to it (reward.functions); "
+                                 "0 = pure distillation (rewards are still computed and logged).")
+              .at_least(0),
+          c.options.reward_weight);
+}
+
 void describe(ConfigVisitor& v, CheckpointConfig& c) {
   v.visit(field("every_steps", "Save a checkpoint every N steps; 0 saves only at the end.").at_least(0),
           c.every_steps);
@@ -487,6 +500,9 @@ void describe(ConfigVisitor& v, Config& c) {
   add_section(v, "sample", "Rejection sampling (`grpo sample`): k samples per prompt, scored, filtered into an SFT "
                            "set.",
               c.sample);
+  add_section(v, "distill", "On-policy distillation in `grpo train`: a frozen teacher's per-token log-probs of "
+                            "the student's samples give a reverse-KL advantage.",
+              c.distill);
   add_section(v, "logging", "Console and file logging.", c.logging);
 }
 

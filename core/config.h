@@ -182,6 +182,14 @@ struct SampleConfig {
   std::string output;                // SFT JSONL; "" = <trainer.run_dir>/samples.jsonl
 };
 
+// On-policy distillation in `grpo train`: the student (model.path) samples, a frozen teacher scores
+// each sampled token, and the reverse KL between them is a per-token advantage (docs/training.md).
+struct DistillConfig {
+  std::string teacher_path;  // HF directory or builtin:NAME sharing the student's vocabulary; "" = off
+  DistillationOptions options;
+  bool enabled() const { return !teacher_path.empty(); }
+};
+
 struct LoggingConfig {
   LogLevel level = LogLevel::kInfo;
   bool all_ranks = false;
@@ -199,6 +207,7 @@ struct Config {
   CheckpointConfig checkpoint;
   EvalConfig eval;
   SampleConfig sample;
+  DistillConfig distill;
   LoggingConfig logging;
 };
 

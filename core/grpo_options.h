@@ -137,4 +137,11 @@ struct RolloutCorrectionOptions {
   bool enabled() const { return level != CorrectionLevel::kNone || !rejection.empty(); }
 };
 
+// On-policy distillation: per-token advantages from the reverse KL to a teacher on the tokens the
+// student sampled, A_t = reward_weight * A_group - coefficient * (log pi_student(y_t) - log pi_teacher(y_t)).
+struct DistillationOptions {
+  double coefficient = 1.0;    // weight of the reverse-KL term
+  double reward_weight = 0.0;  // weight of the group-normalized rule-reward advantage; 0 = pure distillation
+};
+
 }  // namespace grpo

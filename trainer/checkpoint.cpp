@@ -307,6 +307,7 @@ std::vector<std::string> changed_essentials(const Config& before, const Config& 
   compare("optimizer.lr", before.optimizer.lr, now.optimizer.lr);
   compare("rollout.temperature", before.rollout.temperature, now.rollout.temperature);
   compare("rollout.max_new_tokens", before.rollout.max_new_tokens, now.rollout.max_new_tokens);
+  compare("distill.teacher_path", before.distill.teacher_path, now.distill.teacher_path);
   std::vector<std::string> old_rewards, new_rewards;
   for (const auto& f : before.reward.functions) old_rewards.push_back(fmt::format("{}x{}", f.label.empty() ? f.name : f.label, f.weight));
   for (const auto& f : now.reward.functions) new_rewards.push_back(fmt::format("{}x{}", f.label.empty() ? f.name : f.label, f.weight));

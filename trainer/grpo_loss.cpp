@@ -115,8 +115,10 @@ GrpoLossResult grpo_loss(const GrpoLossInputs& in, const GrpoLossOptions& option
   TORCH_CHECK(in.old_logp.sizes() == in.logp.sizes() && in.mask.sizes() == in.logp.sizes(),
               "grpo_loss: logp, old_logp and mask must have one shape; got ", in.logp.sizes(), ", ",
               in.old_logp.sizes(), ", ", in.mask.sizes());
-  TORCH_CHECK(in.advantages.dim() == 1 && in.advantages.size(0) == in.logp.size(0),
-              "grpo_loss: advantages must be [N] with N = ", in.logp.size(0), ", got ", in.advantages.sizes());
+  TORCH_CHECK((in.advantages.dim() == 1 && in.advantages.size(0) == in.logp.size(0)) ||
+                  in.advantages.sizes() == in.logp.sizes(),
+              "grpo_loss: advantages must be [N] or [N, T] with [N, T] = ", in.logp.sizes(), ", got ",
+              in.advantages.sizes());
   const bool use_kl = in.ref_logp.defined();
   TORCH_CHECK(use_kl || options.kl.beta == 0.0, "grpo_loss: beta = ", options.kl.beta, " needs ref_logp");
   TORCH_CHECK(!use_kl || in.ref_logp.sizes() == in.logp.sizes(), "grpo_loss: ref_logp must be ", in.logp.sizes(),
@@ -125,7 +127,9 @@ GrpoLossResult grpo_loss(const GrpoLossInputs& in, const GrpoLossOptions& option
   const PolicyLossOptions& policy = options.policy;
   const at::Tensor valid = in.mask.to(at::kBool);
   const at::Tensor zero = at::zeros({}, in.logp.options());
-  const at::Tensor advantage = in.advantages.to(in.logp.scalar_type()).unsqueeze(1);  // [N, 1]
+  // [N, 1] for sequence advantages, [N, T] for per-token ones; either broadcasts over [N, T].
+  const at::Tensor advantage =
+      in.advantages.dim() == 1 ? in.advantages.to(in.logp.scalar_type()).unsqueeze(1) : in.advantages.to(in.logp.scalar_type());
   const at::Tensor positive = (advantage > 0).expand_as(valid);
   const at::Tensor negative = (advantage < 0).expand_as(valid);
 
@@ -217,6 +221,30 @@ GrpoLossResult grpo_loss(const GrpoLossInputs& in, const GrpoLossOptions& option
     m.row_clip_frac = row_share(clipped_low | clipped_high);
   }
   return result;
+}
+
+at::Tensor reverse_kl_per_token(const at::Tensor& student_logp, const at::Tensor& teacher_logp, const at::Tensor& mask) {
+  TORCH_CHECK(student_logp.dim() == 2 && teacher_logp.sizes() == student_logp.sizes() && mask.sizes() == student_logp.sizes(),
+              "reverse_kl_per_token: student_logp, teacher_logp and mask must be one [N, T] shape; got ",
+              student_logp.sizes(), ", ", teacher_logp.sizes(), ", ", mask.sizes());
+  const at::Tensor valid = mask.to(at::kBool);
+  // Padding log-probs are arbitrary, so they are replaced before the subtraction.
+  return at::where(valid, student_logp.detach() - teacher_logp.detach().to(student_logp.scalar_type()),
+                   at::zeros({}, student_logp.options()));
+}
+
+at::Tensor distillation_advantages(const at::Tensor& student_logp, const at::Tensor& teacher_logp, const at::Tensor& mask,
+                                   const at::Tensor& group_advantages, const DistillationOptions& options) {
+  at::Tensor advantages = -options.coefficient * reverse_kl_per_token(student_logp, teacher_logp, mask);
+  if (options.reward_weight != 0.0) {
+    TORCH_CHECK(group_advantages.defined() && group_advantages.dim() == 1 &&
+                    group_advantages.size(0) == student_logp.size(0),
+                "distillation_advantages: reward_weight = ", options.reward_weight, " needs group_advantages [N] with N = ",
+                student_logp.size(0));
+    const at::Tensor sequence = group_advantages.to(advantages.scalar_type()).unsqueeze(1);  // [N, 1]
+    advantages = advantages + at::where(mask.to(at::kBool), options.reward_weight * sequence, at::zeros({}, advantages.options()));
+  }
+  return advantages;
 }
 
 LogpMismatch logp_mismatch(const at::Tensor& trainer_logp, const at::Tensor& sampling_logp, const at::Tensor& mask) {

@@ -19,7 +19,7 @@ struct GrpoLossInputs {
   at::Tensor logp;        // [N, T] log-prob of each token under the policy being trained (carries grad)
   at::Tensor old_logp;    // [N, T] under the policy that sampled the tokens
   at::Tensor ref_logp;    // [N, T] under the reference policy; may be undefined when beta == 0
-  at::Tensor advantages;  // [N]
+  at::Tensor advantages;  // [N] one per sequence, or [N, T] one per token (on-policy distillation)
   at::Tensor mask;        // [N, T] 1 where the token is a response token that counts (any dtype)
   at::Tensor is_weights;  // [N, T] rollout importance weights multiplying the policy loss; may be undefined
   // Global normalizers for data-parallel and accumulated batches: the number of valid tokens
@@ -28,6 +28,18 @@ struct GrpoLossInputs {
   std::optional<double> global_token_count;
   std::optional<double> global_sequence_count;
 };
+
+// On-policy distillation's per-token advantages [N, T], 0 at padding:
+//   A_t = reward_weight * group_advantages[i] - coefficient * (student_logp - teacher_logp)
+// student_logp [N, T]: the sampler's log-probs of the sampled tokens; teacher_logp [N, T]: the
+// teacher's of the same tokens; group_advantages [N] (may be undefined when reward_weight == 0);
+// mask [N, T] (any dtype). No discount: each token is rewarded by its own reverse-KL estimate only.
+at::Tensor distillation_advantages(const at::Tensor& student_logp, const at::Tensor& teacher_logp, const at::Tensor& mask,
+                                   const at::Tensor& group_advantages, const DistillationOptions& options);
+
+// Per-token reverse-KL estimate log pi_student - log pi_teacher at valid tokens, 0 at padding: its mean
+// over the student's samples estimates KL(student || teacher).
+at::Tensor reverse_kl_per_token(const at::Tensor& student_logp, const at::Tensor& teacher_logp, const at::Tensor& mask);
 
 struct GrpoLossOptions {
   PolicyLossOptions policy;

@@ -1,8 +1,9 @@
 // One GRPO step, top to bottom (../shared/DESIGN.md): this rank's prompts -> G samples each ->
 // rewards (with dynamic sampling, more rounds until enough groups carry signal) -> group
-// advantages -> old/reference log-probs, rollout correction -> mu updates with grpo_loss, gradients
-// summed over ranks, global-norm clipping, AdamW -> metrics (the sampler/trainer mismatch among
-// them, with its bound) reduced over ranks -> checkpoint.
+// advantages -> old/reference log-probs, a distillation teacher's per-token advantages, rollout
+// correction -> mu updates with grpo_loss, gradients summed over ranks, global-norm clipping,
+// AdamW -> metrics (the sampler/trainer mismatch among them, with its bound) reduced over ranks
+// -> checkpoint.
 
 #include <algorithm>
 #include <chrono>
@@ -22,6 +23,7 @@
 #include "rollout/engine.h"
 #include "trainer/data.h"
 #include "trainer/dynamic_sampling.h"
+#include "trainer/frozen_model.h"
 #include "trainer/grpo_loss.h"
 #include "trainer/guards.h"
 #include "trainer/train_common.h"
@@ -29,25 +31,6 @@
 
 namespace grpo {
 namespace {
-
-// The reference policy for the KL term: the starting model (model.path), loaded afresh so that a
-// resumed run compares with the same reference as an uninterrupted one, and frozen. At stage 3 it
-// is sharded like the policy (no gradients, no optimizer), each rank reading only its slices of the
-// mapped files; `sharded` then holds it.
-Decoder load_reference(const Config& config, Communicator& comm, std::unique_ptr<ShardedDecoder>* sharded) {
-  const bool stage3 = config.trainer.zero_stage == 3;
-  StatusOr<Policy> reference = load_policy(config.model, static_cast<uint64_t>(config.trainer.seed), /*deferred=*/stage3);
-  if (!reference) throw std::runtime_error("reference model: " + reference.status().message());
-  for (auto& p : reference->model->parameters()) p.set_requires_grad(false);
-  if (stage3) {
-    const at::ScalarType model_dtype = reference->model->parameters().front().scalar_type();
-    *sharded = reference->mapped_weights.empty()
-                   ? shard(reference->model, comm, shard_options(config.trainer))
-                   : shard(reference->model, comm, shard_options(config.trainer),
-                           slices_of(reference->mapped_weights, model_dtype));
-  }
-  return reference->model;
-}
 
 // The names every rank will reduce: rank 0's reward components, broadcast as bytes.
 std::vector<std::string> agree_on_names(Communicator& comm, const std::vector<SampleScores>& scores) {
@@ -78,10 +61,11 @@ std::vector<std::string> agree_on_names(Communicator& comm, const std::vector<Sa
 }
 
 // Stops the run (every rank alike: the inputs are reduced metrics) when a trainer.guards.* limit trips.
+// With distillation every token has an advantage whatever the rewards, so flat groups are no alarm.
 void check_guards(TrainingGuards& guards, int64_t step, const std::map<std::string, double>& metrics,
-                  double evaluations, int64_t updates) {
+                  double evaluations, int64_t updates, bool distill) {
   StepHealth health;
-  health.zero_std_group_fraction = metrics.at("zero_std_groups");
+  health.zero_std_group_fraction = distill ? 0.0 : metrics.at("zero_std_groups");
   health.reward_evaluations = std::llround(evaluations);
   health.reward_errors = std::llround(metrics.at("reward_errors") * evaluations);
   health.updates = updates;
@@ -189,9 +173,16 @@ RunSummary run_grpo(const Config& config) {
   const bool use_kl = config.grpo.kl.beta > 0;
   // trainer.rollout_ranks > 0: this rank only generates and scores (run_rollout_role below).
   const bool rollout_role = run->layout && run->layout->rollout;
-  // At stage 3 the frozen reference is sharded like the policy (no gradients, no optimizer).
-  std::unique_ptr<ShardedDecoder> sharded_reference;
-  Decoder reference = use_kl && !rollout_role ? load_reference(config, comm, &sharded_reference) : Decoder(nullptr);
+  // The reference for the KL term is the starting model (model.path), loaded afresh so that a
+  // resumed run compares with the same reference as an uninterrupted one. It and the distillation
+  // teacher are frozen, and at stage 3 sharded like the policy.
+  FrozenModel reference, teacher;
+  if (use_kl && !rollout_role) reference = load_frozen_model(config.model, config, comm, "reference model");
+  const bool distill = config.distill.enabled();
+  if (distill && config.grpo.filter_zero_std_groups)
+    throw std::runtime_error("distill.teacher_path with grpo.filter_zero_std_groups: the reverse-KL advantage gives "
+                             "every group a signal, so no group may be left out; set grpo.filter_zero_std_groups: false");
+  if (distill && !rollout_role) teacher = load_teacher(config, run->policy, comm);
 
   const int64_t prompts_per_step = config.trainer.prompts_per_step, g = config.grpo.group_size;
   const int64_t begin = prompts_per_step * comm.rank() / comm.size();
@@ -350,7 +341,7 @@ RunSummary run_grpo(const Config& config) {
 
     // 4. Advantages within each group.
     const at::Tensor reward_tensor = at::tensor(totals, at::kFloat);
-    const at::Tensor advantages = group_advantages(reward_tensor, g, config.grpo.advantage).to(device);
+    const at::Tensor group_advantage = group_advantages(reward_tensor, g, config.grpo.advantage).to(device);
     const at::Tensor flat_group = std::get<0>(reward_tensor.view({-1, g}).max(1)) == std::get<0>(reward_tensor.view({-1, g}).min(1));
     if (config.grpo.filter_zero_std_groups)
       mask.masked_fill_(flat_group.repeat_interleave(g).unsqueeze(1), false);
@@ -381,7 +372,19 @@ RunSummary run_grpo(const Config& config) {
     };
     at::Tensor old_logp, ref_logp;
     if (config.grpo.updates_per_batch > 1 || correction_options.enabled()) old_logp = frozen_logprobs(run->policy.model);
-    if (use_kl) ref_logp = frozen_logprobs(reference);
+    if (use_kl) ref_logp = frozen_logprobs(reference.policy.model);
+    // On-policy distillation: per-token advantages from the teacher's log-probs of the sampled
+    // tokens against the sampler's own, in place of (or beside) the group advantages.
+    at::Tensor advantages = group_advantage;
+    at::Tensor reverse_kl;
+    double teacher_seconds = 0;
+    if (distill) {
+      const auto teacher_start = std::chrono::steady_clock::now();
+      const at::Tensor teacher_logp = frozen_logprobs(teacher.policy.model);
+      teacher_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - teacher_start).count();
+      reverse_kl = reverse_kl_per_token(sampling_logp, teacher_logp, mask_on_device);
+      advantages = distillation_advantages(sampling_logp, teacher_logp, mask_on_device, group_advantage, config.distill.options);
+    }
     // Sampler vs trainer log-probs at the same weights: from old_logp, or from the first update's pass.
     std::optional<LogpMismatch> mismatch;
     if (old_logp.defined()) mismatch = logp_mismatch(old_logp, sampling_logp, attention_mask);
@@ -486,6 +489,7 @@ RunSummary run_grpo(const Config& config) {
     add("kl", (kl * valid).sum().item<double>(), tokens);
     add("entropy", (entropy * valid).sum().item<double>(), tokens);
     add("clip_frac", clipped_tokens.item<double>(), tokens);
+    if (distill) add("distill/reverse_kl", (reverse_kl * valid).sum().item<double>(), tokens);
     add("loss", loss_sum.item<double>(), 1.0);  // each rank's part of the globally normalized loss
     if (correction_options.enabled()) {
       add("correction/weight_mean", is_weights.defined() ? is_weights.sum().item<double>() : counts[2], counts[2]);
@@ -510,6 +514,7 @@ RunSummary run_grpo(const Config& config) {
     metrics["rollout_s"] = rollout_seconds;
     metrics["reward_s"] = reward_seconds;
     metrics["train_s"] = train_seconds;
+    if (distill) metrics["distill/teacher_s"] = teacher_seconds;
     metrics["step_s"] = step_seconds;
     metrics["tokens_per_s"] = metrics["response_tokens"] * rows / std::max(step_seconds, 1e-9);
     metrics["policy_version"] = static_cast<double>(policy_version);
@@ -533,13 +538,13 @@ RunSummary run_grpo(const Config& config) {
     }
     std::vector<std::string> console = {"reward"};
     for (const std::string& label : rewards->labels()) console.push_back("reward/" + label);
-    for (const char* key : {"accuracy", "kl", "clip_frac", "entropy", "response_tokens", "truncated", "tokens_per_s"})
+    for (const char* key : {"accuracy", "distill/reverse_kl", "kl", "clip_frac", "entropy", "response_tokens", "truncated", "tokens_per_s"})
       console.push_back(key);
     const bool stop = finish_step(*run, "grpo", {{"data", scored.data_cursor}}, metrics, console, step_seconds);
     // The rollout ranks learn that the run ends before they would send another batch.
     if (run->layout && (stop || run->step == config.trainer.steps)) broadcast_control(host, {false, run->step});
     // After the step is logged, so its metrics row shows what tripped a guard.
-    check_guards(guards, run->step, metrics, evaluations, updates);
+    check_guards(guards, run->step, metrics, evaluations, updates, distill);
     if (stop) break;
   }
   export_final(*run);

@@ -202,11 +202,13 @@ TEST(Checkpoint, ChangedEssentialsNameOldAndNewValues) {
   before.optimizer.lr = 1e-6;
   now.optimizer.lr = 2e-6;
   now.grpo.group_size = before.grpo.group_size * 2;
+  now.distill.teacher_path = "runs/teacher/final";
   const std::vector<std::string> changed = changed_essentials(before, now);
-  ASSERT_EQ(changed.size(), 3u);
+  ASSERT_EQ(changed.size(), 4u);
   EXPECT_EQ(changed[0], "model.path: models/a -> models/b");
   EXPECT_EQ(changed[1], "grpo.group_size: 8 -> 16");
   EXPECT_EQ(changed[2], "optimizer.lr: 1e-06 -> 2e-06");
+  EXPECT_EQ(changed[3], "distill.teacher_path:  -> runs/teacher/final");
   EXPECT_TRUE(changed_essentials(before, before).empty());
 }
 
