@@ -12,6 +12,7 @@
 // - a shard changed on the way stops every rank with an error naming the rollout rank, the unit and
 //   the trainer rank it came from.
 
+#include <cstdlib>
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -90,6 +91,23 @@ at::Tensor flat_parameters(const std::vector<at::Tensor>& params, at::ScalarType
   return at::cat(flat);
 }
 
+// A model directory under a work directory named by rank 0's pid (shared by broadcast) and `tag`,
+// written by rank 0 and visible to every rank on return.
+fs::path write_shared_model(Communicator& comm, const std::string& tag) {
+  at::Tensor id = at::full({1}, static_cast<double>(::getpid()), at::kDouble);
+  comm.broadcast(id, 0);
+  const fs::path work = fs::temp_directory_path() / ("grpo_weight_sync_" + std::to_string(id.item<int64_t>()) + "_" + tag);
+  const fs::path model_dir = work / "model";
+  if (comm.rank() == 0) {
+    Decoder whole(model_options());
+    fs::create_directories(model_dir);
+    EXPECT_TRUE(save_decoder(whole, model_dir.string()).is_ok());
+    std::ofstream(model_dir / "tokenizer.json") << Tokenizer::byte_level_json({{256, "<|endoftext|>", true}});
+  }
+  comm.barrier();
+  return work;
+}
+
 void check_sync_from_shard_owners(const std::string& dtype_name) {
   Communicator& comm = world();
   const int rollout_ranks = rollout_ranks_flag;
@@ -97,19 +115,8 @@ void check_sync_from_shard_owners(const std::string& dtype_name) {
   const int trainers = comm.size() - rollout_ranks;
   const at::ScalarType dtype = dtype_name == "bfloat16" ? at::kBFloat16 : at::kFloat;
   const int64_t element = dtype == at::kBFloat16 ? 2 : 4;
-  // One directory for every rank: rank 0's pid, shared by broadcast.
-  at::Tensor id = at::full({1}, static_cast<double>(::getpid()), at::kDouble);
-  comm.broadcast(id, 0);
-  const fs::path work =
-      fs::temp_directory_path() / ("grpo_weight_sync_" + std::to_string(id.item<int64_t>()) + "_" + dtype_name);
+  const fs::path work = write_shared_model(comm, dtype_name);
   const fs::path model_dir = work / "model";
-  if (comm.rank() == 0) {
-    Decoder whole(model_options());
-    fs::create_directories(model_dir);
-    ASSERT_TRUE(save_decoder(whole, model_dir.string()).is_ok());
-    std::ofstream(model_dir / "tokenizer.json") << Tokenizer::byte_level_json({{256, "<|endoftext|>", true}});
-  }
-  comm.barrier();
 
   tracker();  // installed before the model is loaded, so its tensors are counted as held
   auto run = start_training_run(config_for(model_dir, work / "run", rollout_ranks, dtype_name), "grpo");
@@ -222,7 +229,10 @@ class CorruptingCommunicator final : public Communicator {
   }
   at::Tensor reduce_scatter_sum(const at::Tensor& t) override { return inner_->reduce_scatter_sum(t); }
   void barrier() override { inner_->barrier(); }
-  [[noreturn]] void abort(int code) override { inner_->abort(code); }
+  [[noreturn]] void abort(int code) override {
+    inner_->abort(code);
+    std::abort();  // the inner abort does not return either; this tells the compiler so
+  }
 
  private:
   std::unique_ptr<Communicator> inner_;
@@ -235,17 +245,8 @@ class CorruptingCommunicator final : public Communicator {
 TEST(WeightSync, AShardThatArrivesChangedStopsEveryRankNamingIt) {
   Communicator& comm = world();
   const int trainers = comm.size() - rollout_ranks_flag;
-  at::Tensor id = at::full({1}, static_cast<double>(::getpid()), at::kDouble);
-  comm.broadcast(id, 0);
-  const fs::path work = fs::temp_directory_path() / ("grpo_weight_sync_" + std::to_string(id.item<int64_t>()) + "_bad");
+  const fs::path work = write_shared_model(comm, "bad");
   const fs::path model_dir = work / "model";
-  if (comm.rank() == 0) {
-    Decoder whole(model_options());
-    fs::create_directories(model_dir);
-    ASSERT_TRUE(save_decoder(whole, model_dir.string()).is_ok());
-    std::ofstream(model_dir / "tokenizer.json") << Tokenizer::byte_level_json({{256, "<|endoftext|>", true}});
-  }
-  comm.barrier();
   auto run = start_training_run(config_for(model_dir, work / "run", rollout_ranks_flag, "float32"), "grpo");
   RolloutLayout& layout = *run->layout;
   if (comm.rank() == trainers)  // the first rollout rank, the root of the shards' gather
