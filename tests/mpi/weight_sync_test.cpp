@@ -12,12 +12,12 @@
 // - a shard changed on the way stops every rank with an error naming the rollout rank, the unit and
 //   the trainer rank it came from.
 
-#include <cstdlib>
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
