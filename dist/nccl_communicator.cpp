@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 
 #include <ATen/ATen.h>
@@ -139,6 +140,15 @@ class NcclCommunicator final : public Communicator {
     }
     bootstrap_.barrier();
   }
+  // Collective over this communicator's ranks, like MPI's split: the host sub-communicator of the
+  // same color bootstraps the group's own NCCL communicator on this rank's device, and the result
+  // owns it (trainer and rollout roles, the weight sync's groups).
+  std::unique_ptr<Communicator> split(int color) override {
+    std::unique_ptr<Communicator> host = bootstrap_.split(color);
+    auto sub = std::make_unique<NcclCommunicator>(*host, device_);
+    sub->owned_bootstrap_ = std::move(host);
+    return sub;
+  }
   [[noreturn]] void abort(int exit_code) override {
     // Frees ranks blocked inside an NCCL kernel before the bootstrap ends the job.
     if (comm_ != nullptr) ncclCommAbort(comm_);
@@ -168,6 +178,7 @@ class NcclCommunicator final : public Communicator {
   Communicator& bootstrap_;
   int device_;
   ncclComm_t comm_ = nullptr;
+  std::unique_ptr<Communicator> owned_bootstrap_;  // set for a split's result: bootstrap_ refers to it
 };
 
 }  // namespace

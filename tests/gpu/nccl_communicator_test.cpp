@@ -90,6 +90,23 @@ TEST(NcclCollectives, AgreeWithMpiOnTheHost) {
   EXPECT_LE((on_device.cpu() - on_host).abs().max().item<double>(), 1e-5 * nccl->size());
 }
 
+// split(color) groups ranks by parity: each group's sum of (rank + 1) over CUDA tensors is the hand
+// value for its members only, and the group's ranks are numbered 0.. in world order.
+TEST(NcclCollectives, SplitGroupsRanksByColor) {
+  REQUIRE_GPU();
+  std::unique_ptr<Communicator> nccl = make_nccl_communicator(world(), device);
+  const int rank = nccl->rank(), size = nccl->size(), color = rank % 2;
+  std::unique_ptr<Communicator> group = nccl->split(color);
+  double expected = 0;
+  int members = 0;
+  for (int r = color; r < size; r += 2, ++members) expected += r + 1;
+  EXPECT_EQ(group->size(), members);
+  EXPECT_EQ(group->rank(), rank / 2);
+  at::Tensor t = at::full({3}, static_cast<double>(rank + 1), at::TensorOptions().dtype(at::kFloat).device(at::kCUDA, device));
+  group->all_reduce_sum(t);
+  EXPECT_TRUE(at::allclose(t.cpu(), at::full({3}, expected, at::kFloat))) << "color " << color;
+}
+
 TEST(NcclCollectives, RejectATensorOnAnotherDevice) {
   REQUIRE_GPU();
   if (nccl_visible_devices() < 2) GTEST_SKIP() << "needs two devices";
