@@ -35,7 +35,7 @@ const auto* const kCleanUp = ::testing::AddGlobalTestEnvironment(new RemoveWorkD
 
 testing::CommandResult run_eval(const std::string& arguments, int ranks = 1) {
   const std::string launcher =
-      ranks == 1 ? "" : std::string(GRPO_MPIEXEC) + " --allow-run-as-root --oversubscribe -np " + std::to_string(ranks) + " ";
+      ranks == 1 ? "" : testing::mpi_launcher(ranks);
   return testing::run_command("cd " + std::string(GRPO_SOURCE_DIR) + " && timeout 300 " + launcher +
                               std::string(GRPO_BINARY) + " eval --config configs/eval/r1.yaml model.path=builtin:demo-qwen2 " +
                               arguments);

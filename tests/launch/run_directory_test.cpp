@@ -55,8 +55,7 @@ testing::CommandResult grpo(const std::string& args) {
   return testing::run_command("timeout 120 " + std::string(GRPO_BINARY) + " " + args);
 }
 testing::CommandResult grpo_on_ranks(int ranks, const std::string& args) {
-  return testing::run_command("timeout 120 " + std::string(GRPO_MPIEXEC) + " --allow-run-as-root --oversubscribe -np " +
-                              std::to_string(ranks) + " " + GRPO_BINARY + " " + args);
+  return testing::run_command("timeout 120 " + testing::mpi_launcher(ranks) + GRPO_BINARY + " " + args);
 }
 
 std::vector<int64_t> steps_in(const fs::path& jsonl) {

@@ -35,10 +35,6 @@ using testing::max_difference;
 
 const fs::path kWork = fs::temp_directory_path() / ("grpo_async_" + std::to_string(::getpid()));
 
-std::string launcher(int ranks) {
-  return std::string(GRPO_MPIEXEC) + " --allow-run-as-root --oversubscribe -np " + std::to_string(ranks) + " ";
-}
-
 testing::CommandResult run(const std::string& command) { return testing::run_command("timeout 300 " + command); }
 
 std::string read_file(const fs::path& path) {
@@ -98,9 +94,9 @@ std::map<int64_t, std::vector<std::string>> prompts_by_step(const fs::path& run_
 TEST(AsyncRollout, OnPolicyMatchesColocatedAndOneStepOffLags) {
   const std::string config = write_config("grpo.yaml", kGrpo);
   const fs::path colocated = kWork / "colocated", on_policy = kWork / "on_policy", off_policy = kWork / "off_policy";
-  auto r = run(launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.run_dir=" + colocated.string());
+  auto r = run(testing::mpi_launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.run_dir=" + colocated.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run(launcher(3) + GRPO_BINARY + " train --config " + config + " trainer.rollout_ranks=1 trainer.run_dir=" +
+  r = run(testing::mpi_launcher(3) + GRPO_BINARY + " train --config " + config + " trainer.rollout_ranks=1 trainer.run_dir=" +
           on_policy.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("2 trainer rank(s) (0-1) and 1 rollout rank(s) (2-2)"), std::string::npos) << r.output;
@@ -127,14 +123,14 @@ TEST(AsyncRollout, OnPolicyMatchesColocatedAndOneStepOffLags) {
 
   // ZeRO-3 trainers send the weights from their shards for each sync (tests/mpi/weight_sync_test.cpp).
   const fs::path sharded = kWork / "on_policy_zero3";
-  r = run(launcher(3) + GRPO_BINARY + " train --config " + config + " trainer.rollout_ranks=1 trainer.zero_stage=3" +
+  r = run(testing::mpi_launcher(3) + GRPO_BINARY + " train --config " + config + " trainer.rollout_ranks=1 trainer.zero_stage=3" +
           " trainer.run_dir=" + sharded.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_LE(max_difference(final_weights(colocated), final_weights(sharded)), 1e-5);
   for (const auto& [step, m] : metrics_by_step(sharded))
     EXPECT_LE(m.at("mismatch/logp_abs_max").get<double>(), 1e-5) << "stage 3, step " << step;
 
-  r = run(launcher(3) + GRPO_BINARY + " train --config " + config +
+  r = run(testing::mpi_launcher(3) + GRPO_BINARY + " train --config " + config +
           " trainer.rollout_ranks=1 rollout.max_staleness=1 trainer.run_dir=" + off_policy.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto c = metrics_by_step(off_policy);
@@ -172,9 +168,9 @@ const char* kGrpoRefill =
 TEST(AsyncRollout, DynamicSamplingOnTheRolloutRanksMatchesColocated) {
   const std::string config = write_config("grpo_refill.yaml", kGrpoRefill);
   const fs::path colocated = kWork / "refill_colocated", async = kWork / "refill_async";
-  auto r = run(launcher(1) + GRPO_BINARY + " train --config " + config + " trainer.run_dir=" + colocated.string());
+  auto r = run(testing::mpi_launcher(1) + GRPO_BINARY + " train --config " + config + " trainer.run_dir=" + colocated.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run(launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.rollout_ranks=1 trainer.run_dir=" +
+  r = run(testing::mpi_launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.rollout_ranks=1 trainer.run_dir=" +
           async.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_LE(max_difference(final_weights(colocated), final_weights(async)), 1e-6);
@@ -191,7 +187,7 @@ TEST(AsyncRollout, DynamicSamplingOnTheRolloutRanksMatchesColocated) {
 
 TEST(AsyncRollout, LayoutErrorsNameTheKey) {
   const std::string config = write_config("grpo_layout.yaml", kGrpo);
-  auto r = run(launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.rollout_ranks=2 trainer.run_dir=" +
+  auto r = run(testing::mpi_launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.rollout_ranks=2 trainer.run_dir=" +
                (kWork / "layout_error").string());
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("trainer.rollout_ranks = 2 needs at least one trainer rank"), std::string::npos) << r.output;
@@ -213,7 +209,7 @@ Ending signal_rollout_rank(int signal, const std::string& name) {
   yaml.replace(yaml.find("temperature: 1.0}"), 17, "temperature: 1.0, max_staleness: 1}");
   const std::string config = write_config(name + ".yaml", yaml);
   const std::string tag = "GRPO_ASYNC_TEST=" + std::to_string(::getpid()) + name;
-  const std::string command = tag + " exec timeout 120 " + launcher(3) + GRPO_BINARY + " train --config " + config +
+  const std::string command = tag + " exec timeout 120 " + testing::mpi_launcher(3) + GRPO_BINARY + " train --config " + config +
                               " trainer.run_dir=" + (dir / "run").string() + " > " + (dir / "log").string() + " 2>&1";
   Ending ending;
   const pid_t job = ::fork();
@@ -291,7 +287,7 @@ TEST(AsyncRollout, AKilledOrHungRolloutRankEndsTheJob) {
 // an uninterrupted run's, each step logged once.
 TEST(AsyncRollout, KilledOneStepOffRunResumesWithoutSkippingOrRepeatingPrompts) {
   const std::string config = write_config("grpo_resume.yaml", kGrpo);
-  const std::string common = launcher(3) + GRPO_BINARY + " train --config " + config +
+  const std::string common = testing::mpi_launcher(3) + GRPO_BINARY + " train --config " + config +
                              " trainer.rollout_ranks=1 rollout.max_staleness=1 trainer.steps=8 checkpoint.every_steps=3"
                              " trainer.run_dir=";
   const fs::path straight = kWork / "resume_straight", resumed = kWork / "resume_killed";

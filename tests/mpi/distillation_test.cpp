@@ -34,10 +34,6 @@ class RemoveWorkDirectory : public ::testing::Environment {
 };
 [[maybe_unused]] ::testing::Environment* const kCleanup = ::testing::AddGlobalTestEnvironment(new RemoveWorkDirectory);
 
-std::string launcher(int ranks) {
-  return std::string(GRPO_MPIEXEC) + " --allow-run-as-root --oversubscribe -np " + std::to_string(ranks) + " ";
-}
-
 testing::CommandResult run(const std::string& command) { return testing::run_command("timeout 120 " + command); }
 
 std::string write_config(const std::string& name, const std::string& body) {
@@ -59,7 +55,7 @@ const fs::path& teacher() {
         "checkpoint: {every_steps: 0, resume: none}\n");
     const fs::path run_dir = kWork / "teacher";
     const testing::CommandResult r =
-        run(launcher(1) + GRPO_BINARY + " sft --config " + config + " trainer.run_dir=" + run_dir.string());
+        run(testing::mpi_launcher(1) + GRPO_BINARY + " sft --config " + config + " trainer.run_dir=" + run_dir.string());
     EXPECT_EQ(r.exit_code, 0) << r.output;
     return run_dir / "final";
   }();
@@ -96,7 +92,7 @@ double mean_reverse_kl(const std::vector<nlohmann::json>& rows, size_t begin, si
 
 TEST(Distillation, StudentReverseKlToTheTeacherFalls) {
   const fs::path dir = kWork / "falls";
-  const testing::CommandResult r = run(launcher(1) + GRPO_BINARY + " train --config " + student_config() +
+  const testing::CommandResult r = run(testing::mpi_launcher(1) + GRPO_BINARY + " train --config " + student_config() +
                                        " trainer.run_dir=" + dir.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::vector<nlohmann::json> rows = metrics_rows(dir);
@@ -107,7 +103,7 @@ TEST(Distillation, StudentReverseKlToTheTeacherFalls) {
   EXPECT_LT(last, 0.75 * first) << "reverse KL over the first 10 steps " << first << ", over the last 10 " << last;
   // The teacher is fixed: a run that never updates (lr ~ 0) keeps its distance.
   const fs::path still = kWork / "still";
-  const testing::CommandResult s = run(launcher(1) + GRPO_BINARY + " train --config " + student_config() +
+  const testing::CommandResult s = run(testing::mpi_launcher(1) + GRPO_BINARY + " train --config " + student_config() +
                                        " trainer.steps=20 optimizer.lr=1.0e-30 trainer.run_dir=" + still.string());
   ASSERT_EQ(s.exit_code, 0) << s.output;
   const std::vector<nlohmann::json> still_rows = metrics_rows(still);
@@ -121,12 +117,12 @@ TEST(Distillation, TwoRanksAndZeroStage3MatchOneRank) {
   const std::string common = std::string(GRPO_BINARY) + " train --config " + student_config() +
                              " trainer.steps=2 optimizer.lr=0.1 optimizer.eps=1.0 distill.reward_weight=0.5";
   const fs::path one = kWork / "np1";
-  testing::CommandResult r = run(launcher(1) + common + " trainer.run_dir=" + one.string());
+  testing::CommandResult r = run(testing::mpi_launcher(1) + common + " trainer.run_dir=" + one.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::vector<nlohmann::json> one_rows = metrics_rows(one);
   for (const auto& [name, extra] : std::map<std::string, std::string>{{"np2", ""}, {"np2_zero3", " trainer.zero_stage=3"}}) {
     const fs::path two = kWork / name;
-    r = run(launcher(2) + common + extra + " trainer.run_dir=" + two.string());
+    r = run(testing::mpi_launcher(2) + common + extra + " trainer.run_dir=" + two.string());
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_LE(max_difference(final_weights(one), final_weights(two)), 1e-5) << name;
     const std::vector<nlohmann::json> two_rows = metrics_rows(two);
@@ -137,7 +133,7 @@ TEST(Distillation, TwoRanksAndZeroStage3MatchOneRank) {
   }
   // ... and the update is not trivially zero.
   const fs::path untrained = kWork / "untrained";
-  r = run(launcher(1) + common + " trainer.steps=1 optimizer.lr=1.0e-30 trainer.run_dir=" + untrained.string());
+  r = run(testing::mpi_launcher(1) + common + " trainer.steps=1 optimizer.lr=1.0e-30 trainer.run_dir=" + untrained.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_GT(max_difference(final_weights(one), final_weights(untrained)), 1e-4);
 }
@@ -147,11 +143,11 @@ TEST(Distillation, TwoRanksAndZeroStage3MatchOneRank) {
 TEST(Distillation, AResumedRunEqualsAnUninterruptedOne) {
   const std::string common = std::string(GRPO_BINARY) + " train --config " + student_config();
   const fs::path straight = kWork / "straight", resumed = kWork / "resumed";
-  testing::CommandResult r = run(launcher(2) + common + " trainer.steps=6 trainer.run_dir=" + straight.string());
+  testing::CommandResult r = run(testing::mpi_launcher(2) + common + " trainer.steps=6 trainer.run_dir=" + straight.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run(launcher(2) + common + " trainer.steps=3 trainer.run_dir=" + resumed.string());
+  r = run(testing::mpi_launcher(2) + common + " trainer.steps=3 trainer.run_dir=" + resumed.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run(launcher(2) + common + " trainer.steps=6 trainer.run_dir=" + resumed.string() + " --resume auto");
+  r = run(testing::mpi_launcher(2) + common + " trainer.steps=6 trainer.run_dir=" + resumed.string() + " --resume auto");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
   EXPECT_EQ(max_difference(final_weights(straight), final_weights(resumed)), 0.0);

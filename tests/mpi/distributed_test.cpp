@@ -29,10 +29,6 @@ using testing::run_and_kill_when;
 
 const fs::path kWork = fs::temp_directory_path() / ("grpo_mpi_" + std::to_string(::getpid()));
 
-std::string launcher(int ranks) {
-  return std::string(GRPO_MPIEXEC) + " --allow-run-as-root --oversubscribe -np " + std::to_string(ranks) + " ";
-}
-
 using Result = testing::CommandResult;
 
 Result run(const std::string& command) { return testing::run_command("timeout 300 " + command); }
@@ -91,7 +87,7 @@ TEST(Distributed, DataParallelSftMatchesOneRank) {
   std::map<int, TensorMap> weights;
   for (int ranks : {1, 2, 4}) {
     const fs::path dir = kWork / ("sft_np" + std::to_string(ranks));
-    const Result r = run(launcher(ranks) + GRPO_BINARY + " sft --config " + config + " trainer.run_dir=" + dir.string() +
+    const Result r = run(testing::mpi_launcher(ranks) + GRPO_BINARY + " sft --config " + config + " trainer.run_dir=" + dir.string() +
                          " optimizer.lr=0.1 optimizer.eps=1.0");
     ASSERT_EQ(r.exit_code, 0) << r.output;
     weights[ranks] = final_weights(dir);
@@ -105,7 +101,7 @@ TEST(Distributed, DataParallelGrpoMatchesOneRank) {
   std::map<int, TensorMap> weights;
   for (int ranks : {1, 2}) {
     const fs::path dir = kWork / ("grpo_np" + std::to_string(ranks));
-    const Result r = run(launcher(ranks) + GRPO_BINARY + " train --config " + config + " trainer.run_dir=" + dir.string() +
+    const Result r = run(testing::mpi_launcher(ranks) + GRPO_BINARY + " train --config " + config + " trainer.run_dir=" + dir.string() +
                          " optimizer.lr=0.1 optimizer.eps=1.0");
     ASSERT_EQ(r.exit_code, 0) << r.output;
     weights[ranks] = final_weights(dir);
@@ -113,7 +109,7 @@ TEST(Distributed, DataParallelGrpoMatchesOneRank) {
   EXPECT_LE(max_difference(weights[1], weights[2]), 1e-6);
   // ... and the update is not trivially zero: a zero-step run ends elsewhere.
   const fs::path dir = kWork / "grpo_untrained";
-  const Result r = run(launcher(1) + GRPO_BINARY + " train --config " + config + " trainer.steps=1 optimizer.lr=1.0e-30 optimizer.eps=1.0" +
+  const Result r = run(testing::mpi_launcher(1) + GRPO_BINARY + " train --config " + config + " trainer.steps=1 optimizer.lr=1.0e-30 optimizer.eps=1.0" +
                        " trainer.run_dir=" + dir.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_GT(max_difference(weights[1], final_weights(dir)), 1e-5);
@@ -124,12 +120,12 @@ void expect_kill_and_resume_is_exact(const std::string& verb, const std::string&
   const fs::path straight = kWork / (name + "_straight"), resumed = kWork / (name + "_resumed");
   const std::string common = std::string(GRPO_BINARY) + " " + verb + " --config " + config + " trainer.steps=" +
                              std::to_string(steps) + " checkpoint.every_steps=" + std::to_string(every);
-  Result a = run(launcher(ranks) + common + " trainer.run_dir=" + straight.string());
+  Result a = run(testing::mpi_launcher(ranks) + common + " trainer.run_dir=" + straight.string());
   ASSERT_EQ(a.exit_code, 0) << a.output;
-  run_and_kill_when(launcher(ranks) + common + " trainer.run_dir=" + resumed.string(),
+  run_and_kill_when(testing::mpi_launcher(ranks) + common + " trainer.run_dir=" + resumed.string(),
                     resumed / "checkpoints" / ("step-" + std::to_string(every)) / "manifest.json");
   EXPECT_FALSE(fs::exists(resumed / "final" / "model.safetensors")) << "the run finished before it was killed";
-  Result b = run(launcher(ranks) + common + " trainer.run_dir=" + resumed.string() + " --resume auto");
+  Result b = run(testing::mpi_launcher(ranks) + common + " trainer.run_dir=" + resumed.string() + " --resume auto");
   ASSERT_EQ(b.exit_code, 0) << b.output;
   EXPECT_NE(b.output.find("resumed from"), std::string::npos) << b.output;
   EXPECT_EQ(max_difference(final_weights(straight), final_weights(resumed)), 0.0) << "parameters differ after resume";
@@ -177,13 +173,13 @@ TEST(Distributed, ZeroStagesMatchOneRank) {
   const std::string common = " optimizer.lr=0.1 optimizer.eps=1.0 optimizer.max_grad_norm=0.5";  // clipping active
   for (const auto& [verb, config] : {std::pair<std::string, std::string>{"sft", sft}, {"train", grpo}}) {
     const fs::path reference = kWork / (verb + "_zero_reference");
-    Result r = run(launcher(1) + GRPO_BINARY + " " + verb + " --config " + config + common + " trainer.run_dir=" +
+    Result r = run(testing::mpi_launcher(1) + GRPO_BINARY + " " + verb + " --config " + config + common + " trainer.run_dir=" +
                    reference.string());
     ASSERT_EQ(r.exit_code, 0) << r.output;
     for (const auto& [ranks, stage] : std::vector<std::pair<int, int>>{{2, 1}, {2, 2}, {3, 2}}) {
       if (verb == "train" && ranks == 3) continue;  // 4 prompts per step do not split over 3 ranks evenly
       const fs::path dir = kWork / fmt_name(verb, ranks, stage);
-      r = run(launcher(ranks) + GRPO_BINARY + " " + verb + " --config " + config + common + " trainer.zero_stage=" +
+      r = run(testing::mpi_launcher(ranks) + GRPO_BINARY + " " + verb + " --config " + config + common + " trainer.zero_stage=" +
               std::to_string(stage) + " trainer.run_dir=" + dir.string());
       ASSERT_EQ(r.exit_code, 0) << r.output;
       EXPECT_NE(r.output.find("ZeRO stage " + std::to_string(stage)), std::string::npos) << r.output;
@@ -201,11 +197,11 @@ void expect_resume_on_another_layout(const std::string& config, const std::strin
   const std::string common = std::string(GRPO_BINARY) + " train --config " + config +
                              " trainer.steps=6 optimizer.lr=0.1 optimizer.eps=1.0 optimizer.schedule=constant"
                              " trainer.run_dir=";
-  Result r = run(launcher(straight_ranks) + common + straight.string());
+  Result r = run(testing::mpi_launcher(straight_ranks) + common + straight.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run(launcher(first_ranks) + common + switched.string() + " trainer.steps=3" + first_overrides);
+  r = run(testing::mpi_launcher(first_ranks) + common + switched.string() + " trainer.steps=3" + first_overrides);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run(launcher(resumed_ranks) + common + switched.string() + " --resume auto");
+  r = run(testing::mpi_launcher(resumed_ranks) + common + switched.string() + " --resume auto");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
   EXPECT_LE(max_difference(final_weights(straight), final_weights(switched)), tolerance);
@@ -262,7 +258,7 @@ TEST(Distributed, ZeroStage3MatchesOneRankAtStage0) {
   for (size_t c = 0; c < cases.size(); ++c) {
     const Case k = cases[c];  // a copy: the untied cases are appended below
     const fs::path reference = kWork / (k.name + "_zero3_reference");
-    Result r = run(launcher(1) + GRPO_BINARY + " " + k.verb + " --config " + k.config + common + k.extra +
+    Result r = run(testing::mpi_launcher(1) + GRPO_BINARY + " " + k.verb + " --config " + k.config + common + k.extra +
                    " trainer.run_dir=" + reference.string());
     ASSERT_EQ(r.exit_code, 0) << r.output;
     if (c == 0) {
@@ -272,7 +268,7 @@ TEST(Distributed, ZeroStage3MatchesOneRankAtStage0) {
     }
     for (int ranks : {1, 2, 3}) {
       const fs::path dir = kWork / (k.name + "_zero3_np" + std::to_string(ranks));
-      r = run(launcher(ranks) + GRPO_BINARY + " " + k.verb + " --config " + k.config + common + k.extra +
+      r = run(testing::mpi_launcher(ranks) + GRPO_BINARY + " " + k.verb + " --config " + k.config + common + k.extra +
               " trainer.zero_stage=3 trainer.run_dir=" + dir.string());
       ASSERT_EQ(r.exit_code, 0) << r.output;
       EXPECT_NE(r.output.find("ZeRO stage 3"), std::string::npos) << r.output;
@@ -316,7 +312,7 @@ TEST(Distributed, Stage3CorruptShardFallsBackAndConvertJoinsTheShards) {
   const std::string config = write_config("grpo_zero3_corrupt.yaml", yaml);
   const fs::path straight = kWork / "zero3_corrupt_straight", broken = kWork / "zero3_corrupt";
   const std::string common = std::string(GRPO_BINARY) + " train --config " + config + " trainer.steps=3 trainer.run_dir=";
-  Result r = run(launcher(2) + common + straight.string());
+  Result r = run(testing::mpi_launcher(2) + common + straight.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const fs::path last = straight / "checkpoints" / "step-3";
   ASSERT_TRUE(fs::exists(last / "shard-0-of-2.safetensors") && fs::exists(last / "shard-1-of-2.safetensors"));
@@ -327,7 +323,7 @@ TEST(Distributed, Stage3CorruptShardFallsBackAndConvertJoinsTheShards) {
   ASSERT_TRUE(converted.is_ok()) << converted.status().message();
   EXPECT_EQ(max_difference(final_weights(straight), *converted), 0.0) << "grpo convert of the last checkpoint";
 
-  r = run(launcher(2) + common + broken.string() + " trainer.steps=2");
+  r = run(testing::mpi_launcher(2) + common + broken.string() + " trainer.steps=2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const fs::path shard = broken / "checkpoints" / "step-2" / "shard-1-of-2.safetensors";
   {
@@ -341,7 +337,7 @@ TEST(Distributed, Stage3CorruptShardFallsBackAndConvertJoinsTheShards) {
     f.seekp(size - 5);
     f.put(static_cast<char>(c ^ 0x5a));
   }
-  r = run(launcher(2) + common + broken.string() + " --resume auto");
+  r = run(testing::mpi_launcher(2) + common + broken.string() + " --resume auto");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("shard-1-of-2.safetensors does not match its checksum"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("resumed from " + (broken / "checkpoints" / "step-1").string()), std::string::npos) << r.output;
@@ -355,11 +351,11 @@ TEST(Distributed, MicroBatchesMatchTheWholeBatch) {
   const std::string common = " optimizer.lr=0.1 optimizer.eps=1.0 grpo.updates_per_batch=2";
   for (const auto& [verb, config] : {std::pair<std::string, std::string>{"sft", sft}, {"train", grpo}}) {
     const fs::path whole = kWork / (verb + "_micro_whole");
-    Result r = run(launcher(1) + GRPO_BINARY + " " + verb + " --config " + config + common + " trainer.run_dir=" + whole.string());
+    Result r = run(testing::mpi_launcher(1) + GRPO_BINARY + " " + verb + " --config " + config + common + " trainer.run_dir=" + whole.string());
     ASSERT_EQ(r.exit_code, 0) << r.output;
     for (int ranks : {1, 2}) {
       const fs::path dir = kWork / (verb + "_micro_np" + std::to_string(ranks));
-      r = run(launcher(ranks) + GRPO_BINARY + " " + verb + " --config " + config + common +
+      r = run(testing::mpi_launcher(ranks) + GRPO_BINARY + " " + verb + " --config " + config + common +
               " trainer.micro_batch_size=3 trainer.run_dir=" + dir.string());
       ASSERT_EQ(r.exit_code, 0) << r.output;
       EXPECT_LE(max_difference(final_weights(whole), final_weights(dir)), 1e-6) << verb << ", " << ranks << " ranks";
@@ -400,7 +396,7 @@ TEST(Distributed, EveryAggregationModeMatchesOneRank) {
     for (int ranks : {1, 2}) {
       const fs::path dir = kWork / ("aggregation_np" + std::to_string(ranks));
       fs::remove_all(dir);
-      const Result r = run(launcher(ranks) + GRPO_BINARY + " train --config " + config + " " + setting +
+      const Result r = run(testing::mpi_launcher(ranks) + GRPO_BINARY + " train --config " + config + " " + setting +
                            " trainer.micro_batch_size=3 trainer.run_dir=" + dir.string());
       ASSERT_EQ(r.exit_code, 0) << r.output;
       weights[ranks] = final_weights(dir);
@@ -419,7 +415,7 @@ TEST(Distributed, DynamicSamplingRefillsAndResumesExactly) {
   std::map<int, TensorMap> weights;
   for (int ranks : {1, 2}) {
     const fs::path dir = kWork / ("refill_np" + std::to_string(ranks));
-    const Result r = run(launcher(ranks) + GRPO_BINARY + " train --config " + config + " trainer.steps=6 trainer.run_dir=" +
+    const Result r = run(testing::mpi_launcher(ranks) + GRPO_BINARY + " train --config " + config + " trainer.steps=6 trainer.run_dir=" +
                          dir.string());
     ASSERT_EQ(r.exit_code, 0) << r.output;
     weights[ranks] = final_weights(dir);
@@ -442,7 +438,7 @@ TEST(Distributed, DynamicSamplingRefillsAndResumesExactly) {
 TEST(Distributed, LogpMismatchIsLoggedAndBounded) {
   const std::string config = write_config("grpo_mismatch.yaml", kGrpoVariedLengths);
   const fs::path dir = kWork / "mismatch_logged";
-  Result r = run(launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.steps=2 trainer.run_dir=" +
+  Result r = run(testing::mpi_launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.steps=2 trainer.run_dir=" +
                  dir.string() + " grpo.max_logp_mismatch=1e-4 grpo.updates_per_batch=2 grpo.rollout_correction.level=token"
                  " grpo.rollout_correction.weight_max=2 'grpo.rollout_correction.rejection=[{statistic: seq_max_k3, upper: 1e-3}]'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -459,14 +455,14 @@ TEST(Distributed, LogpMismatchIsLoggedAndBounded) {
   // A step where no group carries signal (an untrained model never writes the R1 format) makes no
   // update but still measures the mismatch.
   const fs::path flat = kWork / "mismatch_no_signal";
-  r = run(launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.steps=1 'reward.functions=[{name: format}]'" +
+  r = run(testing::mpi_launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.steps=1 'reward.functions=[{name: format}]'" +
           " trainer.run_dir=" + flat.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const nlohmann::json no_signal = metrics_by_step(flat).at(1);
   EXPECT_EQ(no_signal.at("zero_std_groups").get<double>(), 1.0) << no_signal.dump();
   EXPECT_LE(no_signal.at("mismatch/logp_abs_max").get<double>(), 1e-5) << no_signal.dump();
 
-  r = run(launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.steps=2 trainer.run_dir=" +
+  r = run(testing::mpi_launcher(2) + GRPO_BINARY + " train --config " + config + " trainer.steps=2 trainer.run_dir=" +
           (kWork / "mismatch_bound").string() + " grpo.max_logp_mismatch=1e-12");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_LT(r.seconds, 60);

@@ -29,4 +29,12 @@ inline CommandResult run_command(const std::string& command) {
   return result;
 }
 
+#ifdef GRPO_MPIEXEC
+// The prefix that starts a command on `ranks` MPI ranks as every multi-rank test does: as root,
+// and with more ranks than cores.
+inline std::string mpi_launcher(int ranks) {
+  return std::string(GRPO_MPIEXEC) + " --allow-run-as-root --oversubscribe -np " + std::to_string(ranks) + " ";
+}
+#endif
+
 }  // namespace grpo::testing
