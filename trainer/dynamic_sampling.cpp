@@ -16,6 +16,16 @@ std::vector<GroupRef> first_signal_groups(const std::vector<std::vector<bool>>& 
   return kept;
 }
 
+std::vector<GroupRef> filled_with_flat_groups(std::vector<GroupRef> kept, const std::vector<std::vector<bool>>& has_signal,
+                                              int64_t wanted) {
+  for (size_t round = 0; round < has_signal.size(); ++round)
+    for (size_t prompt = 0; prompt < has_signal[round].size(); ++prompt) {
+      if (static_cast<int64_t>(kept.size()) >= wanted) return kept;
+      if (!has_signal[round][prompt]) kept.push_back({static_cast<int64_t>(round), static_cast<int64_t>(prompt)});
+    }
+  return kept;
+}
+
 std::vector<bool> groups_with_signal(const std::vector<float>& rewards, int64_t group_size) {
   std::vector<bool> signal;
   for (size_t start = 0; start + static_cast<size_t>(group_size) <= rewards.size(); start += static_cast<size_t>(group_size)) {

@@ -22,6 +22,13 @@ struct GroupRef {
 // round by round and prompt by prompt.
 std::vector<GroupRef> first_signal_groups(const std::vector<std::vector<bool>>& has_signal, int64_t wanted);
 
+// `kept` (from first_signal_groups) completed to `wanted` groups with the first groups without
+// signal, round by round, when the rounds ran out first (max_generation_rounds): every rank then
+// still trains on its share of rows, and those groups carry no gradient (filter_zero_std_groups
+// masks them). Without it a rank could be left with no rows at all.
+std::vector<GroupRef> filled_with_flat_groups(std::vector<GroupRef> kept, const std::vector<std::vector<bool>>& has_signal,
+                                              int64_t wanted);
+
 // True for each group of G consecutive rewards whose values are not all equal.
 std::vector<bool> groups_with_signal(const std::vector<float>& rewards, int64_t group_size);
 

@@ -285,6 +285,7 @@ RunSummary run_grpo(const Config& config) {
       }
       out.generated_groups = prompts_per_step * static_cast<int64_t>(rounds.size());
       out.kept_groups = static_cast<int64_t>(kept.size());
+      kept = filled_with_flat_groups(std::move(kept), signal, prompts_per_step);
       rounds = {keep_groups(rounds, kept, begin, end, g, run->policy.pad_id)};
     }
     out.batch = std::move(rounds.front().batch);
@@ -292,6 +293,18 @@ RunSummary run_grpo(const Config& config) {
     out.scores = std::move(rounds.front().scores);
     out.batch.policy_version = engine ? engine->version() : step;  // colocated: the weights after `step` updates
     out.reward_errors = step_reward_errors;
+    if (refill && comm.size() > 1) {
+      // Each rank kept the groups it sampled itself: as many as prompts_per_step over all ranks,
+      // but unevenly, possibly none here (a rank without rows divided by zero). Pooled and cut
+      // evenly, every rank trains on prompts_per_step / ranks of them, in the same passes.
+      std::vector<ScoredBatch> parts;
+      for (const std::string& bytes : all_gather_strings(comm, encode_scored_batch(out)))
+        parts.push_back(decode_scored_batch(bytes));
+      const int64_t generated = out.generated_groups, kept = out.kept_groups;
+      out = trainer_share(parts, comm.rank(), comm.size(), run->policy.pad_id);
+      out.generated_groups = generated;
+      out.kept_groups = kept;
+    }
     out.data_cursor = order.cursor();
     return out;
   };

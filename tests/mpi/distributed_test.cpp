@@ -435,6 +435,30 @@ TEST(Distributed, DynamicSamplingRefillsAndResumesExactly) {
 // The sampler/trainer mismatch is logged every step and is ~0 (same model code, fp32); with a
 // rollout correction on, on-policy weights are 1 and nothing is rejected; a bound below the
 // measured mismatch stops every rank with a message naming the key.
+// When the rounds run out with fewer groups with signal than prompts_per_step (here none: an
+// untrained model never answers an addition right), the step is filled with flat groups and the
+// kept groups are spread evenly, so no rank is left without rows (once a division by zero that
+// killed the rank) and, at stage 3, every rank runs the same passes.
+TEST(Distributed, DynamicSamplingShortOfSignalLeavesNoRankWithoutRows) {
+  std::string yaml = kGrpo;
+  yaml.replace(yaml.find("grpo: {"), 7, "grpo: {filter_zero_std_groups: true, max_generation_rounds: 2, ");
+  const std::string language_reward = "reward: {functions: [{name: language, options: {language: en, empty_score: 0.0}}]}";
+  yaml.replace(yaml.find(language_reward), language_reward.size(), "reward: {functions: [{name: math}]}");
+  const std::string config = write_config("grpo_refill_short.yaml", yaml);
+  for (const std::string stage : {"0", "3"}) {
+    const fs::path dir = kWork / ("refill_short_zero" + stage);
+    const Result r = run(testing::mpi_launcher(2) + GRPO_BINARY + " train --config " + config +
+                         " trainer.steps=2 trainer.micro_batch_size=2 trainer.zero_stage=" + stage + " trainer.run_dir=" + dir.string());
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const auto metrics = metrics_by_step(dir);
+    ASSERT_EQ(metrics.size(), 2u);
+    for (const auto& [step, m] : metrics) {
+      EXPECT_EQ(m["groups_kept"].get<double>(), 0.0) << "step " << step;
+      EXPECT_EQ(m["groups_generated"].get<double>(), 8.0) << "step " << step;  // 2 rounds of 4 prompts
+    }
+  }
+}
+
 TEST(Distributed, LogpMismatchIsLoggedAndBounded) {
   const std::string config = write_config("grpo_mismatch.yaml", kGrpoVariedLengths);
   const fs::path dir = kWork / "mismatch_logged";

@@ -21,6 +21,17 @@ TEST(DynamicSampling, KeepsTheFirstGroupsWithSignalRoundByRound) {
   EXPECT_TRUE(first_signal_groups({{false, false}}, 2).empty());
 }
 
+// Rounds that ran out with too few groups with signal are filled with the first flat ones, so the
+// batch keeps its size (and every rank its rows); a full list is left as it is.
+TEST(DynamicSampling, ShortOfSignalTheBatchIsFilledWithFlatGroups) {
+  const std::vector<std::vector<bool>> signal = {{false, true, false, false}, {true, false, false, false}};
+  const std::vector<GroupRef> kept = first_signal_groups(signal, 4);
+  ASSERT_EQ(kept, (std::vector<GroupRef>{{0, 1}, {1, 0}}));
+  EXPECT_EQ(filled_with_flat_groups(kept, signal, 4), (std::vector<GroupRef>{{0, 1}, {1, 0}, {0, 0}, {0, 2}}));
+  EXPECT_EQ(filled_with_flat_groups(kept, signal, 2), kept);
+  EXPECT_EQ(filled_with_flat_groups({}, {{false, false}}, 2), (std::vector<GroupRef>{{0, 0}, {0, 1}}));
+}
+
 // A batch in the engine's layout from unpadded rows.
 RolloutBatch batch_of(const std::vector<std::vector<int64_t>>& prompts, const std::vector<std::vector<int64_t>>& completions,
                       int64_t pad) {
