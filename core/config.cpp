@@ -10,6 +10,8 @@ namespace {
 
 const EnumNames kDTypeNames = {{int(DType::kFloat32), "float32"}, {int(DType::kBFloat16), "bfloat16"}};
 const EnumNames kDeviceNames = {{int(DeviceKind::kCpu), "cpu"}, {int(DeviceKind::kCuda), "cuda"}};
+const EnumNames kUnitPrefetchNames = {{int(UnitPrefetch::kAuto), "auto"}, {int(UnitPrefetch::kOn), "on"},
+                                      {int(UnitPrefetch::kOff), "off"}};
 const EnumNames kOverlongPromptNames = {{int(OverlongPrompts::kError), "error"}, {int(OverlongPrompts::kSkip), "skip"}};
 const EnumNames kEvalVoteNames = {{int(EvalVote::kAuto), "auto"}, {int(EvalVote::kMath), "math"},
                                    {int(EvalVote::kCode), "code"}, {int(EvalVote::kText), "text"}};
@@ -351,6 +353,11 @@ void describe(ConfigVisitor& v, TrainerConfig& c) {
   v.visit(field("reduce_dtype", "Stage 3: the dtype gradients are reduce-scattered in (float32 keeps the sums "
                                 "exact to float rounding)."),
           c.reduce_dtype, kDTypeNames);
+  v.visit(field("prefetch", "Stage 3: start the next unit's all-gather before the current unit computes, so "
+                            "the transfer overlaps compute (NCCL on a side stream). Costs one more gathered unit "
+                            "of memory (docs/training.md). auto = on when parameters are on CUDA; on CPU, MPI "
+                            "moves the data only inside MPI calls, so there is nothing to overlap."),
+          c.prefetch, kUnitPrefetchNames);
   v.visit(field("activation_checkpointing", "Keep only each decoder layer's input in forward and recompute the "
                                             "layer in backward (less activation memory, about a third more "
                                             "compute). Stage 3 always recomputes."),

@@ -18,6 +18,8 @@ namespace grpo {
 
 enum class DType { kFloat32, kBFloat16 };
 enum class DeviceKind { kCpu, kCuda };
+// Stage 3: whether the next unit's all-gather starts before the current unit computes.
+enum class UnitPrefetch { kAuto, kOn, kOff };
 
 struct ModelConfig {
   std::string path;  // A Hugging Face checkpoint directory, or `builtin:NAME`; needed by model verbs.
@@ -121,6 +123,7 @@ struct TrainerConfig {
   int64_t zero_stage = 0;       // 0 whole state on every rank, 1 optimizer split, 2 gradients too, 3 parameters too
   DType param_dtype = DType::kFloat32;   // stage 3: dtype passes compute in (the fp32 master shard holds the truth)
   DType reduce_dtype = DType::kFloat32;  // stage 3: dtype gradients are reduce-scattered in
+  UnitPrefetch prefetch = UnitPrefetch::kAuto;  // stage 3: auto = on for CUDA parameters, off on CPU
   bool activation_checkpointing = false; // recompute each decoder layer in backward (implied at stage 3)
   double collective_timeout_s = 600;  // a rank waiting longer in one collective aborts the job (0 = no limit)
   int64_t rollout_ranks = 0;  // GRPO: the last K ranks only generate and score (0 = every rank does both)

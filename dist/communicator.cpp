@@ -181,6 +181,18 @@ class MpiCommunicator final : public Communicator {
     const CollectiveWatch watch = watched("all_gather");
     MPI_Allgather(send.data_ptr(), count, type, out.data_ptr(), count, type, comm_);
   }
+  // MPI_Iallgather: Open MPI moves the data while either side is inside an MPI call (the
+  // reduce-scatter of the unit in between, at the latest the wait), so on CPU this keeps the
+  // prefetch's order and memory without promising overlap. Device tensors are staged (blocking).
+  std::unique_ptr<PendingCollective> start_all_gather_into(at::Tensor& out, const at::Tensor& local) override {
+    check_gather_shape(out, local, size_);
+    if (!local.device().is_cpu() || size_ == 1) return Communicator::start_all_gather_into(out, local);
+    auto pending = std::make_unique<MpiPendingGather>(*this, out, local.contiguous());
+    const int count = mpi_count(pending->send.numel(), "all_gather");
+    const MPI_Datatype type = mpi_transfer_type(pending->send.scalar_type());
+    MPI_Iallgather(pending->send.data_ptr(), count, type, pending->out.data_ptr(), count, type, comm_, &pending->request);
+    return pending;
+  }
   void gather_into(at::Tensor& out, const at::Tensor& local, int root) override {
     TORCH_CHECK(root >= 0 && root < size_, "gather: root ", root, " of ", size_, " ranks");
     if (rank_ == root) check_gather_shape(out, local, size_);
@@ -234,6 +246,20 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
+  struct MpiPendingGather final : PendingCollective {
+    MpiPendingGather(const MpiCommunicator& owner, at::Tensor out, at::Tensor send)
+        : owner(owner), out(std::move(out)), send(std::move(send)) {}
+    ~MpiPendingGather() override { wait(); }
+    void wait() override {
+      if (request == MPI_REQUEST_NULL) return;
+      const CollectiveWatch watch = owner.watched("all_gather (prefetched)");
+      MPI_Wait(&request, MPI_STATUS_IGNORE);
+    }
+    const MpiCommunicator& owner;
+    at::Tensor out, send;
+    MPI_Request request = MPI_REQUEST_NULL;
+  };
+
   // MPI here is not assumed CUDA-aware: a device tensor is copied to the host, moved, copied back.
   template <typename Collective>
   static void staged(at::Tensor& tensor, Collective&& collective) {
@@ -283,6 +309,18 @@ void check_gather_shape(const at::Tensor& out, const at::Tensor& local, int size
 
 std::unique_ptr<Communicator> Communicator::split(int color) {
   TORCH_CHECK(false, "this communicator cannot be split (color ", color, ")");
+}
+
+namespace {
+class FinishedCollective final : public PendingCollective {
+ public:
+  void wait() override {}
+};
+}  // namespace
+
+std::unique_ptr<PendingCollective> Communicator::start_all_gather_into(at::Tensor& out, const at::Tensor& local) {
+  all_gather_into(out, local);
+  return std::make_unique<FinishedCollective>();
 }
 
 at::Tensor Communicator::all_gather(const at::Tensor& local) {

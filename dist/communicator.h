@@ -14,6 +14,16 @@
 
 namespace grpo {
 
+// A collective started without waiting for it (Communicator::start_all_gather_into). Its buffers
+// are kept alive by the handle until wait() or destruction, which waits.
+class PendingCollective {
+ public:
+  virtual ~PendingCollective() = default;
+  // After wait(), the output may be read: on the host for MPI (blocks until the data is there); on
+  // CUDA the work queued next on the current stream runs after it (the host does not block).
+  virtual void wait() = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -28,6 +38,10 @@ class Communicator {
   // The same into `out`, contiguous [size, local's shape...] on local's device: a buffer kept
   // between steps spares a model-sized allocation each time.
   virtual void all_gather_into(at::Tensor& out, const at::Tensor& local) = 0;
+  // all_gather_into started now and finished by the handle's wait(), so that work issued in between
+  // (the current unit's compute) overlaps the transfer: ZeRO-3's prefetch of the next unit. Every rank
+  // must start it in the same order relative to its other collectives. The default waits at once.
+  virtual std::unique_ptr<PendingCollective> start_all_gather_into(at::Tensor& out, const at::Tensor& local);
   // Every rank's `local` (same shape on every rank) to `root` only: on `root`, `out` (contiguous
   // [size, local's shape...] on local's device) receives them in rank order; elsewhere `out` is not
   // touched and may be undefined. The ZeRO-3 shards' way to a rollout rank: each rank sends its

@@ -59,7 +59,9 @@ class NcclCommunicator final : public Communicator {
     check_nccl(ncclCommInitRank(&comm_, bootstrap.size(), id, bootstrap.rank()), "ncclCommInitRank");
   }
   ~NcclCommunicator() override {
+    if (side_stream_ != nullptr) cudaStreamSynchronize(side_stream_);
     if (comm_ != nullptr) ncclCommDestroy(comm_);
+    if (side_stream_ != nullptr) cudaStreamDestroy(side_stream_);
   }
 
   int rank() const override { return bootstrap_.rank(); }
@@ -87,6 +89,32 @@ class NcclCommunicator final : public Communicator {
     check_nccl(ncclAllGather(send.data_ptr(), out.data_ptr(), static_cast<size_t>(send.numel()),
                              nccl_type(send.scalar_type()), comm_, stream()),
                "ncclAllGather", comm_);
+  }
+  // The all-gather runs on a side stream that first waits for what the current stream has queued
+  // (the cast of the shard); wait() makes the current stream wait for the gather, without blocking
+  // the host. The handle keeps both buffers alive until then, so the caching allocator cannot hand
+  // their memory to other work while the side stream still uses it. NCCL runs the operations of
+  // one communicator in the order they were issued, whatever their streams. Compiled in CI, not yet
+  // run on a GPU.
+  std::unique_ptr<PendingCollective> start_all_gather_into(at::Tensor& out, const at::Tensor& local) override {
+    if (!local.is_cuda()) return bootstrap_.start_all_gather_into(out, local);
+    check_gather_shape(out, local, size());
+    auto pending = std::make_unique<NcclPendingGather>(out, local.contiguous());
+    on_device(pending->send, "all_gather");
+    on_device(pending->out, "all_gather");
+    check_cuda(cudaSetDevice(device_), "cudaSetDevice");
+    if (side_stream_ == nullptr)
+      check_cuda(cudaStreamCreateWithFlags(&side_stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+    check_cuda(cudaEventCreateWithFlags(&pending->inputs_ready, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+    check_cuda(cudaEventCreateWithFlags(&pending->done, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+    check_cuda(cudaEventRecord(pending->inputs_ready, stream()), "cudaEventRecord");
+    check_cuda(cudaStreamWaitEvent(side_stream_, pending->inputs_ready, 0), "cudaStreamWaitEvent");
+    check_nccl(ncclAllGather(pending->send.data_ptr(), pending->out.data_ptr(), static_cast<size_t>(pending->send.numel()),
+                             nccl_type(pending->send.scalar_type()), comm_, side_stream_),
+               "ncclAllGather (prefetch)", comm_);
+    check_cuda(cudaEventRecord(pending->done, side_stream_), "cudaEventRecord");
+    pending->consumer = stream();
+    return pending;
   }
   // NCCL has no gather: the root receives each rank's part point to point, in one group (its own
   // part is a device copy). Compiled in CI, not yet run on a GPU.
@@ -158,6 +186,24 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
+  struct NcclPendingGather final : PendingCollective {
+    NcclPendingGather(at::Tensor out, at::Tensor send) : out(std::move(out)), send(std::move(send)) {}
+    ~NcclPendingGather() override {
+      if (!waited && done != nullptr) cudaStreamWaitEvent(consumer, done, 0);  // no throwing here
+      if (inputs_ready != nullptr) cudaEventDestroy(inputs_ready);
+      if (done != nullptr) cudaEventDestroy(done);  // released by CUDA once the event has completed
+    }
+    void wait() override {
+      if (waited || done == nullptr) return;
+      waited = true;
+      check_cuda(cudaStreamWaitEvent(consumer, done, 0), "cudaStreamWaitEvent");
+    }
+    at::Tensor out, send;
+    cudaEvent_t inputs_ready = nullptr, done = nullptr;
+    cudaStream_t consumer = nullptr;
+    bool waited = false;
+  };
+
   // True for a CUDA tensor this communicator can move; false for a CPU tensor (the bootstrap's).
   bool on_device(const at::Tensor& tensor, const char* op) const {
     if (!tensor.is_cuda()) return false;
@@ -178,6 +224,7 @@ class NcclCommunicator final : public Communicator {
   Communicator& bootstrap_;
   int device_;
   ncclComm_t comm_ = nullptr;
+  cudaStream_t side_stream_ = nullptr;  // prefetched all-gathers (start_all_gather_into)
   std::unique_ptr<Communicator> owned_bootstrap_;  // set for a split's result: bootstrap_ refers to it
 };
 

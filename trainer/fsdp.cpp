@@ -32,18 +32,15 @@ at::Tensor placeholder(const at::Tensor& like, at::ScalarType dtype) {
   return at::empty({0}, like.options().dtype(dtype).requires_grad(false));
 }
 
-// Points the unit's parameters into one gathered flat buffer (cast to `dtype`), unless held.
-void gather_unit(Unit& unit, Communicator& comm, at::ScalarType dtype) {
-  if (unit.gathers++ > 0) return;
-  at::NoGradGuard no_grad;
-  const at::Tensor local = unit.master.detach().to(dtype);
-  at::Tensor full = at::empty({comm.size(), unit.shard}, local.options());
-  const auto start = std::chrono::steady_clock::now();
-  comm.all_gather_into(full, local);
-  unit.gather_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+// Points the unit's parameters into its gathered [ranks, shard] buffer.
+void install(Unit& unit, const at::Tensor& full) {
   const at::Tensor flat = full.view({-1});
   for (size_t i = 0; i < unit.params.size(); ++i)
     unit.params[i].set_data(flat.narrow(0, unit.offsets[i], c10::multiply_integers(unit.shapes[i])).view(unit.shapes[i]));
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 void release_unit(Unit& unit, at::ScalarType dtype) {
@@ -55,9 +52,12 @@ void release_unit(Unit& unit, at::ScalarType dtype) {
 // parameters come from.
 struct UnitCallState : torch::CustomClassHolder {
   UnitBody body;
+  ShardedDecoder* owner = nullptr;
+  size_t index = 0;
   Unit* unit = nullptr;
   Communicator* comm = nullptr;
   ShardOptions options;
+  size_t next_in_forward = 0;  // the unit to prefetch (past the last: none)
 };
 
 // Forward without a graph; backward gathers again (when sharded), recomputes with one, and, when
@@ -70,7 +70,7 @@ class UnitFunction : public torch::autograd::Function<UnitFunction> {
     (void)master;
     ctx->save_for_backward({input});
     const bool sharded = state->options.shard_parameters;
-    if (sharded) gather_unit(*state->unit, *state->comm, state->options.param_dtype);
+    if (sharded) state->owner->gather(*state->unit, state->next_in_forward);
     at::Tensor out = state->body(input);
     if (sharded) release_unit(*state->unit, state->options.param_dtype);
     ctx->saved_data["state"] = c10::IValue::make_capsule(std::move(state));
@@ -93,7 +93,7 @@ class UnitFunction : public torch::autograd::Function<UnitFunction> {
       return result;
     }
     Unit& unit = *state->unit;
-    gather_unit(unit, *state->comm, state->options.param_dtype);
+    state->owner->gather(unit, state->owner->next_in_backward(state->index));
     torch::autograd::variable_list grads;
     {
       at::AutoGradMode enable(true);
@@ -184,10 +184,78 @@ ShardedDecoder::ShardedDecoder(Decoder model, Communicator& comm, ShardOptions o
     }
     units_.push_back(std::move(unit));
   }
+  prefetch_ = options_.shard_parameters && units_.size() > 1 &&
+              options_.prefetch.value_or(units_.front()->master.is_cuda());
   model_->set_unit_call([this](size_t unit, const at::Tensor& input, const UnitBody& body) { return call(unit, input, body); });
 }
 
-ShardedDecoder::~ShardedDecoder() { model_->set_unit_call({}); }
+ShardedDecoder::~ShardedDecoder() {
+  model_->set_unit_call({});
+  pending_.reset();  // waits for a gather still in flight
+}
+
+size_t ShardedDecoder::next_in_forward(size_t unit, const at::Tensor& input) const {
+  const size_t none = units_.size();
+  if (!prefetch_) return none;
+  if (unit == 0) return input.is_floating_point() ? none : 1;  // only the embedding call (token ids) precedes layer 1
+  return unit + 1 < units_.size() ? unit + 1 : 0;             // the last layer precedes the final norm
+}
+
+size_t ShardedDecoder::next_in_backward(size_t unit) const {
+  const size_t none = units_.size();
+  if (!prefetch_ || unit == 0) return none;
+  if (unit > 1) return unit - 1;
+  return units_.front()->master.requires_grad() ? 0 : none;  // the embedding's backward, when it has one
+}
+
+void ShardedDecoder::gather(Unit& unit, size_t next) {
+  if (unit.gathers++ == 0) {
+    at::NoGradGuard no_grad;
+    if (pending_ && units_[prefetched_].get() == &unit) {
+      finish_prefetch();
+      ++prefetch_counts_.used;
+    } else {
+      drop_prefetch();  // another unit came first: at most two units are whole at once
+      const auto start = std::chrono::steady_clock::now();
+      const at::Tensor local = unit.master.detach().to(options_.param_dtype);
+      at::Tensor full = at::empty({comm_.size(), unit.shard}, local.options());
+      comm_.all_gather_into(full, local);
+      unit.gather_seconds += seconds_since(start);
+      install(unit, full);
+    }
+  }
+  if (next < units_.size()) start_prefetch(next);
+}
+
+void ShardedDecoder::start_prefetch(size_t index) {
+  Unit& unit = *units_[index];
+  if (unit.gathers > 0 || (pending_ && prefetched_ == index)) return;
+  drop_prefetch();
+  at::NoGradGuard no_grad;
+  const auto start = std::chrono::steady_clock::now();
+  const at::Tensor local = unit.master.detach().to(options_.param_dtype);
+  pending_full_ = at::empty({comm_.size(), unit.shard}, local.options());
+  pending_ = comm_.start_all_gather_into(pending_full_, local);
+  prefetched_ = index;
+  unit.gather_seconds += seconds_since(start);
+}
+
+void ShardedDecoder::finish_prefetch() {
+  Unit& unit = *units_[prefetched_];
+  const auto start = std::chrono::steady_clock::now();
+  pending_->wait();
+  unit.gather_seconds += seconds_since(start);
+  pending_.reset();
+  // Installed when its unit is being gathered now (what it was started for); else dropped.
+  if (unit.gathers > 0) install(unit, pending_full_);
+  pending_full_ = at::Tensor();
+}
+
+void ShardedDecoder::drop_prefetch() {
+  if (!pending_) return;
+  finish_prefetch();
+  ++prefetch_counts_.wasted;
+}
 
 at::Tensor ShardedDecoder::call(size_t index, const at::Tensor& input, const UnitBody& body) {
   Unit& unit = *units_[index];
@@ -197,17 +265,20 @@ at::Tensor ShardedDecoder::call(size_t index, const at::Tensor& input, const Uni
   state->unit = &unit;
   state->comm = &comm_;
   state->options = options_;
+  state->owner = this;
+  state->index = index;
   if (!options_.shard_parameters) {
     // The root (embeddings, norm, head) is cheap to keep; its input (token ids) needs no gradient.
     if (!options_.activation_checkpointing || index == 0 || !recording || !input.requires_grad()) return body(input);
     return UnitFunction::apply(input, at::empty({0}, input.options()), state);  // no master: an empty stand-in
   }
   if (!recording || !unit.master.requires_grad()) {
-    gather_unit(unit, comm_, options_.param_dtype);
+    gather(unit, next_in_forward(index, input));
     at::Tensor out = body(input);
     release_unit(unit, options_.param_dtype);
     return out;
   }
+  state->next_in_forward = next_in_forward(index, input);
   return UnitFunction::apply(input, unit.master, state);
 }
 
@@ -234,7 +305,7 @@ ShardedDecoder::CollectiveSeconds ShardedDecoder::collective_seconds() const {
 
 void ShardedDecoder::gather_all() {
   if (!options_.shard_parameters) return;
-  for (auto& unit : units_) gather_unit(*unit, comm_, options_.param_dtype);
+  for (auto& unit : units_) gather(*unit, units_.size());
 }
 
 void ShardedDecoder::release_all() {

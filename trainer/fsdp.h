@@ -15,6 +15,15 @@
 // model's parameters or, when it was built deferred, from a ShardSource (the mapped model files, a
 // checkpoint's shards saved on any rank count), which is asked for this rank's slices only.
 //
+// Prefetch (ShardOptions::prefetch): while a layer computes, the next unit of the pass is already
+// being all-gathered (Communicator::start_all_gather_into: NCCL on a side stream), so on a GPU the
+// transfer hides behind the compute; at most two units are whole at once. Forward: the embedding
+// call starts layer 1, layer i starts layer i + 1 and the last layer starts the root (for the final
+// norm). Backward: layer i starts layer i - 1 and layer 1 the root (for the embedding). The root's
+// other calls (norm, head) start nothing: their successor is ambiguous from the unit alone. Every
+// rank makes the same calls, so they start the same gathers; a prefetched unit that is not the
+// next one asked for is waited for and dropped (counted as wasted).
+//
 // Not sharded (zero_stage 0-2) with activation_checkpointing: every decoder layer keeps only its
 // input in forward and recomputes itself in backward; gradients accumulate in the parameters' .grad
 // as usual (the optimizer, trainer/distributed_optimizer.h, reduces them).
@@ -22,6 +31,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,6 +48,7 @@ struct ShardOptions {
   at::ScalarType param_dtype = at::kFloat;  // dtype of gathered parameters (the compute dtype)
   at::ScalarType reduce_dtype = at::kFloat; // dtype gradients are reduce-scattered in
   bool activation_checkpointing = false;    // recompute each layer in backward (implied when sharded)
+  std::optional<bool> prefetch;             // start the next unit's gather early; unset: on for CUDA parameters
 };
 
 // Where a rank's master shards come from: elements [begin, begin + count) of `unit` flattened
@@ -90,6 +101,14 @@ class ShardedDecoder {
     double reduce_scatter = 0;
   };
   CollectiveSeconds collective_seconds() const;
+  // Prefetched gathers since this was built: used by the unit they were started for, and wasted
+  // (waited for and dropped because another unit came first).
+  struct PrefetchCounts {
+    int64_t used = 0;
+    int64_t wasted = 0;
+  };
+  PrefetchCounts prefetch_counts() const { return prefetch_counts_; }
+  bool prefetching() const { return prefetch_; }
 
   // Whole tensors, one per decoder parameter in named_parameters() order, from per-unit shards
   // shaped like master_shards() (the masters themselves, or optimizer moments). Collective. With
@@ -100,15 +119,28 @@ class ShardedDecoder {
   std::vector<at::Tensor> shards_from_whole(const std::vector<at::Tensor>& whole) const;
 
   struct Unit;
+  // Gathers `unit` (or takes its prefetched gather) unless held; the next unit of the pass, if any,
+  // starts gathering. `next` is past the last unit for none.
+  void gather(Unit& unit, size_t next);
+  size_t next_in_forward(size_t unit, const at::Tensor& input) const;
+  size_t next_in_backward(size_t unit) const;
 
  private:
   at::Tensor call(size_t unit, const at::Tensor& input, const UnitBody& body);
+  void start_prefetch(size_t unit);
+  void finish_prefetch();  // waits for the pending gather; installs it if its unit is held by then
+  void drop_prefetch();    // finish_prefetch for a gather nobody asked for (counted as wasted)
 
   Decoder model_;
   Communicator& comm_;
   ShardOptions options_;
   std::vector<std::shared_ptr<Unit>> units_;
   ShardLayout layout_;
+  bool prefetch_ = false;
+  size_t prefetched_ = 0;                         // the unit of pending_ (when set)
+  std::unique_ptr<PendingCollective> pending_;    // at most one gather in flight
+  at::Tensor pending_full_;                       // its [ranks, shard] output
+  PrefetchCounts prefetch_counts_;
 };
 
 // Wraps `model` (every rank together): ZeRO-3 when options.shard_parameters, else activation

@@ -284,6 +284,7 @@ ShardOptions shard_options(const TrainerConfig& trainer) {
   options.param_dtype = trainer.param_dtype == DType::kBFloat16 ? at::kBFloat16 : at::kFloat;
   options.reduce_dtype = trainer.reduce_dtype == DType::kBFloat16 ? at::kBFloat16 : at::kFloat;
   options.activation_checkpointing = trainer.activation_checkpointing;
+  if (trainer.prefetch != UnitPrefetch::kAuto) options.prefetch = trainer.prefetch == UnitPrefetch::kOn;
   return options;
 }
 
@@ -351,6 +352,10 @@ bool finish_step(TrainingRun& run, const std::string& kind, const nlohmann::json
       // Stage 3's communication on rank 0, cumulative since the run (or its resume) started.
       logged["zero3_gather_s"] = run.sharded->collective_seconds().gather;
       logged["zero3_reduce_scatter_s"] = run.sharded->collective_seconds().reduce_scatter;
+      if (run.sharded->prefetching()) {
+        logged["zero3_prefetch_used"] = static_cast<double>(run.sharded->prefetch_counts().used);
+        logged["zero3_prefetch_wasted"] = static_cast<double>(run.sharded->prefetch_counts().wasted);
+      }
     }
     run.metrics->log(run.step, logged);
   }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One pass of the GPU checks on a lent GPU machine, from the repository root, writing logs under
-# $OUT (or gpu-out/): build against PyTorch's CUDA LibTorch, the GPU tests, a stage-3 bf16 GRPO
-# run on CUDA, bf16 decode throughput at the Qwen2.5-0.5B shape, and the CPU unit/fixture suites
+# $OUT (or gpu-out/): build against PyTorch's CUDA LibTorch, the GPU tests, stage-3 GRPO runs on
+# CUDA (prefetch off and on, bf16), bf16 decode throughput at the Qwen2.5-0.5B shape, and the CPU unit/fixture suites
 # against LibTorch 2.x. Needs .gpu-kit/debs (bench/gpu/build_on_gpu_host.sh) and, for fixture
 # tests, a copy of ../shared/fixtures under shared/fixtures. Results: docs/performance.md.
 set -uo pipefail
@@ -32,7 +32,8 @@ trainer: {steps: 4, prompts_per_step: 8, seed: 3, threads: 1, micro_batch_size: 
 checkpoint: {every_steps: 2, resume: none}
 logging: {every_steps: 1}
 YAML
-for variant in "trainer.zero_stage=0" "trainer.zero_stage=3" "trainer.zero_stage=3 trainer.param_dtype=bfloat16"; do
+for variant in "trainer.zero_stage=0" "trainer.zero_stage=3 trainer.prefetch=off" "trainer.zero_stage=3" \
+               "trainer.zero_stage=3 trainer.param_dtype=bfloat16"; do
   log="$out/train_$(echo $variant | tr ' =.' '___').log"
   rm -rf /tmp/gpu-run
   timeout 120 build-gpu/launch/grpo train --config /tmp/gpu-grpo.yaml $variant trainer.run_dir=/tmp/gpu-run > "$log" 2>&1
@@ -41,6 +42,8 @@ for variant in "trainer.zero_stage=0" "trainer.zero_stage=3" "trainer.zero_stage
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[2])]
 print(sys.argv[1], [(r.get("step"), round(r.get("loss", 0), 5), round(r.get("grad_norm", 0), 4), round(r.get("mismatch/logp_abs_max", -1), 6)) for r in rows])
+print("  s/step", [round(r.get("step_s", 0), 3) for r in rows], "gather s", rows[-1].get("zero3_gather_s"),
+      "prefetch used/wasted", rows[-1].get("zero3_prefetch_used"), rows[-1].get("zero3_prefetch_wasted"))
 PY
 done
 

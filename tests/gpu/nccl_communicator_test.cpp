@@ -13,6 +13,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "tests/support/run_command.h"
 #include "tests/support/run_weights.h"
 #include "dist/communicator.h"
@@ -107,6 +109,29 @@ TEST(NcclCollectives, SplitGroupsRanksByColor) {
   EXPECT_TRUE(at::allclose(t.cpu(), at::full({3}, expected, at::kFloat))) << "color " << color;
 }
 
+// A started all-gather (ZeRO-3's prefetch, on the communicator's side stream) gives the blocking
+// one's rows, with work queued on the current stream between the start and the wait, and with the
+// caller's reference to the sent tensor dropped at once (the handle keeps it alive).
+TEST(NcclCollectives, StartedAllGatherMatchesTheBlockingOne) {
+  REQUIRE_GPU();
+  std::unique_ptr<Communicator> nccl = make_nccl_communicator(world(), device);
+  const int rank = nccl->rank(), size = nccl->size();
+  const auto on_gpu = at::TensorOptions().device(at::kCUDA, device);
+  for (at::ScalarType type : {at::kFloat, at::kBFloat16}) {
+    at::Tensor out = at::empty({size, 1 << 16}, on_gpu.dtype(type));
+    std::unique_ptr<PendingCollective> pending;
+    {
+      const at::Tensor local = (at::arange(1 << 16, on_gpu.dtype(at::kFloat)).remainder(251) + 1000 * rank).to(type);
+      pending = nccl->start_all_gather_into(out, local);
+    }
+    const at::Tensor busy = at::matmul(at::randn({1024, 1024}, on_gpu), at::randn({1024, 1024}, on_gpu));
+    pending->wait();
+    const at::Tensor expected = nccl->all_gather((at::arange(1 << 16, on_gpu.dtype(at::kFloat)).remainder(251) + 1000 * rank).to(type));
+    EXPECT_TRUE(at::equal(out.cpu(), expected.cpu())) << "dtype " << type;
+    EXPECT_TRUE(at::isfinite(busy).all().item<bool>());
+  }
+}
+
 TEST(NcclCollectives, RejectATensorOnAnotherDevice) {
   REQUIRE_GPU();
   if (nccl_visible_devices() < 2) GTEST_SKIP() << "needs two devices";
@@ -179,6 +204,30 @@ TEST(GpuTraining, GrpoStepsOnCudaOverNccl) {
     EXPECT_EQ(line.find("NaN"), std::string::npos) << line;
   EXPECT_EQ(steps, 2);
   for (const auto& [name, t] : final_weights(work / "run")) EXPECT_TRUE(at::isfinite(t).all().item<bool>()) << name;
+}
+
+// ZeRO-3 over NCCL with the next unit's gather prefetched on the side stream trains the same SFT
+// weights as without it.
+TEST(GpuTraining, Stage3PrefetchOnCudaMatchesNoPrefetch) {
+  REQUIRE_GPU_AND_ONE_PROCESS();
+  const fs::path work = work_dir("prefetch");
+  std::ofstream(work / "sft.yaml") << kSft;
+  const std::string launch =
+      fmt::format("timeout 300 {} --allow-run-as-root --oversubscribe -np {} {} sft --config {} trainer.zero_stage=3 ",
+                  GRPO_MPIEXEC, ranks, GRPO_BINARY, (work / "sft.yaml").string());
+  const testing::CommandResult on = testing::run_command(launch + "trainer.prefetch=on trainer.run_dir=" + (work / "on").string());
+  ASSERT_EQ(on.exit_code, 0) << on.output;
+  const testing::CommandResult off = testing::run_command(launch + "trainer.prefetch=off trainer.run_dir=" + (work / "off").string());
+  ASSERT_EQ(off.exit_code, 0) << off.output;
+  const TensorMap a = final_weights(work / "on"), b = final_weights(work / "off");
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, t] : a) EXPECT_LE((t - b.at(name)).abs().max().item<double>(), 1e-6) << name;
+  std::ifstream metrics(work / "on" / "metrics.jsonl");
+  std::string line, last;
+  while (std::getline(metrics, line)) last = line;
+  const nlohmann::json m = nlohmann::json::parse(last);
+  EXPECT_GT(m.value("zero3_prefetch_used", 0.0), 0.0) << last;
+  EXPECT_EQ(m.value("zero3_prefetch_wasted", -1.0), 0.0) << last;
 }
 
 class FinalizeMpi : public ::testing::Environment {

@@ -74,7 +74,8 @@ std::map<int64_t, nlohmann::json> metrics_by_step(const fs::path& run_dir) {
   std::ifstream in(run_dir / "metrics.jsonl");
   for (std::string line; std::getline(in, line);) {
     nlohmann::json m = nlohmann::json::parse(line);
-    for (const char* timing : {"step_s", "rollout_s", "reward_s", "train_s", "tokens_per_s", "zero3_gather_s", "zero3_reduce_scatter_s"}) m.erase(timing);
+    for (const char* timing : {"step_s", "rollout_s", "reward_s", "train_s", "tokens_per_s", "zero3_gather_s", "zero3_reduce_scatter_s"})
+      m.erase(timing);
     const int64_t step = m["step"].get<int64_t>();
     EXPECT_EQ(out.count(step), 0u) << run_dir << ": step " << step << " logged twice";
     out[step] = m;
@@ -273,6 +274,27 @@ TEST(Distributed, ZeroStage3MatchesOneRankAtStage0) {
       ASSERT_EQ(r.exit_code, 0) << r.output;
       EXPECT_NE(r.output.find("ZeRO stage 3"), std::string::npos) << r.output;
       EXPECT_LE(max_difference(final_weights(reference), final_weights(dir)), 1e-5) << k.name << ", " << ranks << " ranks";
+      if (ranks != 2) continue;
+      // Prefetching the next unit's gather moves the same bytes earlier: the same weights, bit for
+      // bit, and every prefetched unit is the one asked for next.
+      const fs::path prefetched = kWork / (k.name + "_zero3_np2_prefetch");
+      r = run(testing::mpi_launcher(ranks) + GRPO_BINARY + " " + k.verb + " --config " + k.config + common + k.extra +
+              " trainer.zero_stage=3 trainer.prefetch=on trainer.run_dir=" + prefetched.string());
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+      EXPECT_EQ(max_difference(final_weights(dir), final_weights(prefetched)), 0.0) << k.name;
+      const nlohmann::json last = metrics_by_step(prefetched).rbegin()->second;
+      ASSERT_TRUE(last.contains("zero3_prefetch_used")) << last.dump();
+      EXPECT_EQ(last["zero3_prefetch_wasted"].get<double>(), 0.0) << k.name;
+      if (k.verb == "sft") {
+        // 3 steps x 3 micro-batches per rank, each a forward (embedding -> layer 1, each layer ->
+        // the next, the last -> the root for the final norm: L + 1) and a backward (each layer ->
+        // the one before, layer 1 -> the root for the embedding: L).
+        std::ifstream in(prefetched / "final" / "config.json");
+        const int64_t layers = nlohmann::json::parse(in)["num_hidden_layers"].get<int64_t>();
+        EXPECT_EQ(last["zero3_prefetch_used"].get<double>(), 3.0 * 3.0 * static_cast<double>(2 * layers + 1)) << k.name;
+      } else {
+        EXPECT_GT(last["zero3_prefetch_used"].get<double>(), 0.0) << k.name;
+      }
     }
   }
 }

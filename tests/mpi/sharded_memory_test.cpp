@@ -19,6 +19,7 @@
 #include "models/tokenizer.h"
 #include "tests/support/tracking_allocator.h"
 #include "trainer/checkpoint.h"
+#include "trainer/fsdp.h"
 #include "trainer/train_common.h"
 
 namespace grpo {
@@ -81,6 +82,16 @@ Config config_for(const fs::path& model_dir, const fs::path& run_dir, const std:
   return *config;
 }
 
+// The CPU allocator of this process, wrapped once (the tests below share it).
+TrackingAllocator& tracking_allocator() {
+  static TrackingAllocator* tracker = [] {
+    static TrackingAllocator installed(c10::GetCPUAllocator());
+    c10::SetCPUAllocator(&installed, /*priority=*/100);
+    return &installed;
+  }();
+  return *tracker;
+}
+
 TEST(ShardedMemory, NoRankBuildsAFullSizeTensorWhileLoadingOrSaving) {
   Communicator& comm = world();
   ASSERT_EQ(comm.size(), 2) << "run under mpirun -np 2";
@@ -100,8 +111,7 @@ TEST(ShardedMemory, NoRankBuildsAFullSizeTensorWhileLoadingOrSaving) {
   comm.barrier();
   ASSERT_LT(2 * sizes.largest_unit, sizes.model_bytes);
 
-  static TrackingAllocator tracker(c10::GetCPUAllocator());
-  c10::SetCPUAllocator(&tracker, /*priority=*/100);
+  TrackingAllocator& tracker = tracking_allocator();
   const std::string where = "rank " + std::to_string(comm.rank());
 
   tracker.reset();
@@ -132,6 +142,62 @@ TEST(ShardedMemory, NoRankBuildsAFullSizeTensorWhileLoadingOrSaving) {
   resumed.reset();
   comm.barrier();
   if (comm.rank() == 0) fs::remove_all(work);
+}
+
+// Prefetching the next unit's all-gather (trainer/fsdp.h) holds at most one more whole unit than
+// gathering each unit when it is needed, gives the same loss and gradients bit for bit, and every
+// prefetched unit is the next one asked for; one started for a unit that does not come next is
+// waited for and dropped.
+TEST(ShardedMemory, PrefetchHoldsAtMostOneMoreUnitAndChangesNothing) {
+  Communicator& comm = world();
+  ASSERT_EQ(comm.size(), 2) << "run under mpirun -np 2";
+  TrackingAllocator& tracker = tracking_allocator();
+  const at::Tensor ids = at::arange(3, 3 + 2 * 12, at::kLong).view({2, 12}).remainder(2048);
+  const at::Tensor mask = at::ones({2, 12}, at::kLong);
+  struct Pass {
+    double loss = 0;
+    std::vector<at::Tensor> grads;
+    int64_t peak = 0;
+    ShardedDecoder::PrefetchCounts counts;
+  };
+  auto pass = [&](bool prefetch) {
+    at::manual_seed(5);
+    Decoder model(model_options());
+    ShardOptions options;
+    options.prefetch = prefetch;
+    auto sharded = shard(model, comm, options);
+    EXPECT_EQ(sharded->prefetching(), prefetch);
+    Pass out;
+    tracker.reset();
+    const at::Tensor logp = at::log_softmax(sharded->model()->forward(ids, mask), -1);
+    const at::Tensor loss = -logp.narrow(1, 0, 11).gather(2, ids.narrow(1, 1, 11).unsqueeze(2)).mean();
+    loss.backward();
+    out.peak = tracker.peak_above_baseline();
+    out.loss = loss.item<double>();
+    for (const at::Tensor& m : sharded->master_shards()) out.grads.push_back(m.grad().clone());
+    out.counts = sharded->prefetch_counts();
+    // A layer called on its own starts the next layer's gather; the next pass asks for the root first.
+    at::NoGradGuard no_grad;
+    sharded->model()->call_unit(1, at::zeros({1, 1, 64}), [](const at::Tensor& x) { return x; });
+    sharded->model()->forward(ids, mask);
+    const ShardedDecoder::PrefetchCounts after = sharded->prefetch_counts();
+    EXPECT_EQ(after.wasted - out.counts.wasted, prefetch ? 1 : 0);
+    return out;
+  };
+  const Pass plain = pass(false), prefetched = pass(true);
+  const std::string where = "rank " + std::to_string(comm.rank());
+  EXPECT_EQ(prefetched.loss, plain.loss) << where;
+  ASSERT_EQ(prefetched.grads.size(), plain.grads.size());
+  for (size_t u = 0; u < plain.grads.size(); ++u) EXPECT_TRUE(prefetched.grads[u].equal(plain.grads[u])) << where << ", unit " << u;
+  const int64_t layers = model_options().num_layers;
+  EXPECT_EQ(prefetched.counts.used, 2 * layers + 1) << where;  // forward L + 1, backward L
+  EXPECT_EQ(prefetched.counts.wasted, 0) << where;
+  EXPECT_EQ(plain.counts.used + plain.counts.wasted, 0) << where;
+  Decoder whole(model_options());
+  const Sizes sizes = sizes_of(whole, comm.size());
+  EXPECT_LE(prefetched.peak, plain.peak + sizes.largest_unit) << where;
+  // A prefetch that left every unit whole would exceed that bound: the model is over twice its largest unit.
+  EXPECT_GT(sizes.model_bytes, 2 * sizes.largest_unit);
 }
 
 }  // namespace
