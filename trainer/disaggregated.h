@@ -28,7 +28,8 @@ struct ScoredBatch {
   std::vector<RewardSample> samples;  // [N]: prompt, decoded completion, dataset fields
   std::vector<SampleScores> scores;   // [N]
   int64_t generated_groups = 0;       // groups sampled for the step over every rank (refill rounds too)
-  int64_t kept_groups = 0;            // groups trained on over every rank
+  int64_t kept_groups = 0;            // groups trained on over every rank (with dynamic sampling, a short
+                                      // step's flat fill too)
   int64_t reward_errors = 0;          // failed reward evaluations counted in this part of the step
   double rollout_seconds = 0, reward_seconds = 0;
   nlohmann::json data_cursor;  // DataOrder::cursor() right after the step's prompts were drawn

@@ -284,8 +284,8 @@ RunSummary run_grpo(const Config& config) {
         add_timings(rounds.back());
       }
       out.generated_groups = prompts_per_step * static_cast<int64_t>(rounds.size());
-      out.kept_groups = static_cast<int64_t>(kept.size());
       kept = filled_with_flat_groups(std::move(kept), signal, prompts_per_step);
+      out.kept_groups = static_cast<int64_t>(kept.size());  // the fill too: groups_kept counts those with signal
       rounds = {keep_groups(rounds, kept, begin, end, g, run->policy.pad_id)};
     }
     out.batch = std::move(rounds.front().batch);
@@ -300,10 +300,9 @@ RunSummary run_grpo(const Config& config) {
       std::vector<ScoredBatch> parts;
       for (const std::string& bytes : all_gather_strings(comm, encode_scored_batch(out)))
         parts.push_back(decode_scored_batch(bytes));
-      const int64_t generated = out.generated_groups, kept = out.kept_groups;
+      const int64_t generated = out.generated_groups;
       out = trainer_share(parts, comm.rank(), comm.size(), run->policy.pad_id);
       out.generated_groups = generated;
-      out.kept_groups = kept;
     }
     out.data_cursor = order.cursor();
     return out;
@@ -519,7 +518,8 @@ RunSummary run_grpo(const Config& config) {
     const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     if (refill) {
       metrics["groups_generated"] = static_cast<double>(generated_groups);
-      metrics["groups_kept"] = static_cast<double>(kept_groups);
+      // With signal: a step short of them was filled with flat groups (zero_std_groups).
+      metrics["groups_kept"] = static_cast<double>(kept_groups - std::llround(metrics["zero_std_groups"] * static_cast<double>(kept_groups)));
     }
     metrics["grad_norm"] = grad_norm;
     metrics["lr"] = lr;

@@ -477,6 +477,10 @@ TEST(Distributed, DynamicSamplingShortOfSignalLeavesNoRankWithoutRows) {
     for (const auto& [step, m] : metrics) {
       EXPECT_EQ(m["groups_kept"].get<double>(), 0.0) << "step " << step;
       EXPECT_EQ(m["groups_generated"].get<double>(), 8.0) << "step " << step;  // 2 rounds of 4 prompts
+      // Means over the rows trained on (the flat fill), not over the kept groups (none).
+      EXPECT_EQ(m["zero_std_groups"].get<double>(), 1.0) << "step " << step;
+      EXPECT_GT(m["response_tokens"].get<double>(), 0.0) << "step " << step;
+      EXPECT_LE(m["response_tokens"].get<double>(), 20.0) << "step " << step;  // rollout.max_new_tokens
     }
   }
 }
