@@ -163,6 +163,17 @@ void check_mismatch_bound(const GrpoConfig& grpo, const std::map<std::string, do
 }  // namespace
 
 RunSummary run_grpo(const Config& config) {
+  {
+    // Every rank checks every role's split the same way, before anything is loaded.
+    const int64_t ranks = world().size(), rollout_ranks = config.trainer.rollout_ranks;
+    const int64_t g = config.grpo.group_size;
+    if (rollout_ranks == 0) {
+      check_step_split(config.trainer, g, ranks, "ranks");
+    } else if (rollout_ranks < ranks) {  // else the layout's own error names trainer.rollout_ranks
+      check_step_split(config.trainer, g, ranks - rollout_ranks, "trainer ranks");
+      check_step_split(config.trainer, g, rollout_ranks, "rollout ranks", /*passes_matter=*/false);
+    }
+  }
   auto run = start_training_run(config, "grpo");
   Communicator& comm = *run->comm;
   StatusOr<RewardSet> rewards = RewardSet::create(config.reward.functions);

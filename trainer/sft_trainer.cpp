@@ -15,6 +15,7 @@
 namespace grpo {
 
 RunSummary run_sft(const Config& config) {
+  check_step_split(config.trainer, 1, world().size(), "ranks");
   auto run = start_training_run(config, "sft");
   Communicator& comm = *run->comm;
   auto [data, order] = load_training_data(*run);

@@ -8,6 +8,7 @@
 #include <ATen/core/grad_mode.h>
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "core/atomic_file.h"
 #include "core/cpu_info.h"
@@ -263,6 +264,31 @@ TrainingData load_training_data(const TrainingRun& run, const RewardSet* rewards
   DataOrder order(static_cast<int64_t>(data->examples.size()), static_cast<uint64_t>(config.trainer.seed), config.data.shuffle);
   if (!run.resumed_state.is_null()) order.restore(run.resumed_state.at("data"));
   return {std::move(data).value(), std::move(order)};
+}
+
+void check_step_split(const TrainerConfig& trainer, int64_t rows_per_item, int64_t ranks, const std::string& role,
+                      bool passes_matter) {
+  const int64_t items = trainer.prompts_per_step;
+  if (ranks <= 0) return;
+  if (items < ranks)
+    throw std::runtime_error(fmt::format(
+        "trainer.prompts_per_step {} is fewer than the {} {} that share each step's prompts: every one needs at least "
+        "one; set trainer.prompts_per_step to at least {} (or launch fewer ranks)", items, ranks, role, ranks));
+  if (!passes_matter || trainer.zero_stage != 3) return;
+  std::vector<int64_t> rows, passes;
+  for (int64_t r = 0; r < ranks; ++r) {
+    rows.push_back(rows_per_item * (items * (r + 1) / ranks - items * r / ranks));
+    const int64_t micro = trainer.micro_batch_size > 0 ? std::min(trainer.micro_batch_size, rows.back()) : rows.back();
+    passes.push_back((rows.back() + micro - 1) / micro);
+  }
+  if (*std::min_element(passes.begin(), passes.end()) == *std::max_element(passes.begin(), passes.end())) return;
+  throw std::runtime_error(fmt::format(
+      "trainer.zero_stage 3 needs the same number of micro-batches on every rank: trainer.prompts_per_step {}{} over "
+      "{} {} gives them {} rows, which trainer.micro_batch_size {} splits into {} passes; choose a "
+      "trainer.prompts_per_step that divides evenly over the {} (or a trainer.micro_batch_size that gives each the same "
+      "number of passes)",
+      items, rows_per_item > 1 ? fmt::format(" x grpo.group_size {}", rows_per_item) : std::string(), ranks, role,
+      fmt::join(rows, ", "), trainer.micro_batch_size, fmt::join(passes, ", "), role));
 }
 
 void check_same_pass_count(TrainingRun& run, int64_t passes) {

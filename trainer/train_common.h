@@ -73,6 +73,15 @@ bool finish_step(TrainingRun& run, const std::string& kind, const nlohmann::json
 std::string progress_line(const TrainingRun& run, const std::map<std::string, double>& metrics,
                           const std::vector<std::string>& keys, double step_seconds);
 
+// Before any model is loaded: each step's `trainer.prompts_per_step` items (SFT examples, GRPO
+// prompts of `rows_per_item` samples) are cut over `ranks` ranks as [items * r / ranks,
+// items * (r + 1) / ranks). Throws, naming the keys, when a rank would get none, or at stage 3 when
+// the ranks' rows would split into different numbers of trainer.micro_batch_size passes.
+// `role` names the ranks in the message ("ranks", "trainer ranks", "rollout ranks"); with
+// `passes_matter` false (ranks that only generate) only the first rule applies.
+void check_step_split(const TrainerConfig& trainer, int64_t rows_per_item, int64_t ranks, const std::string& role,
+                      bool passes_matter = true);
+
 // Stage 3 gathers every unit in every pass, so every rank must run the same number of passes:
 // throws on every rank that sees a difference (a collective; a no-op below stage 3).
 void check_same_pass_count(TrainingRun& run, int64_t passes);

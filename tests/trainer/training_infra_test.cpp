@@ -18,6 +18,7 @@
 #include "trainer/data.h"
 #include "trainer/metrics.h"
 #include "trainer/policy.h"
+#include "trainer/train_common.h"
 #include "trainer/trainers.h"
 
 namespace grpo {
@@ -294,6 +295,40 @@ TEST(Metrics, FailedWritesWarnOnceThenStopTheRun) {
     }
     fs::remove_all(dir);
   }
+}
+
+// A step's prompts are cut over the ranks before anything is loaded: fewer prompts than ranks
+// (once an undefined tensor or an integer division by zero mid-step), and at stage 3 rows that
+// split into different numbers of micro-batches, are refused with the keys and the numbers.
+TEST(StepSplit, FewerPromptsThanRanksAndUnevenStage3PassesAreRefused) {
+  auto message = [](const TrainerConfig& t, int64_t rows_per_item, int64_t ranks, bool passes_matter = true) {
+    try {
+      check_step_split(t, rows_per_item, ranks, "ranks", passes_matter);
+    } catch (const std::runtime_error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  TrainerConfig t;
+  t.prompts_per_step = 2;
+  EXPECT_NE(message(t, 4, 3).find("trainer.prompts_per_step 2 is fewer than the 3 ranks"), std::string::npos);
+  EXPECT_EQ(message(t, 4, 2), "");
+  t.prompts_per_step = 6;
+  t.zero_stage = 3;
+  t.micro_batch_size = 4;
+  // 6 prompts over 4 ranks: 1, 2, 1, 2 prompts of 4 samples, so 4, 8, 4, 8 rows and 1, 2, 1, 2 passes.
+  const std::string uneven = message(t, 4, 4);
+  EXPECT_NE(uneven.find("gives them 4, 8, 4, 8 rows"), std::string::npos) << uneven;
+  EXPECT_NE(uneven.find("1, 2, 1, 2 passes"), std::string::npos) << uneven;
+  EXPECT_EQ(message(t, 4, 4, /*passes_matter=*/false), "");  // ranks that only generate
+  t.micro_batch_size = 8;  // one pass each
+  EXPECT_EQ(message(t, 4, 4), "");
+  t.micro_batch_size = 4;
+  t.zero_stage = 2;  // only stage 3 gathers per pass
+  EXPECT_EQ(message(t, 4, 4), "");
+  t.zero_stage = 3;
+  t.prompts_per_step = 8;
+  EXPECT_EQ(message(t, 4, 4), "");
 }
 
 TEST(Data, AdditionExamplesAreCorrectWorkedSolutions) {
