@@ -202,6 +202,10 @@ class YamlReader final : public ConfigVisitor {
       std::vector<std::string> parsed;
       for (const auto& item : node) {
         if (!item.IsScalar()) return "expected a list of strings";
+        // Every list of strings here holds stop strings or labels: an empty one matches everywhere
+        // (beside another stop string it ended every completion after one token) or names nothing.
+        if (item.Scalar().empty())
+          return fmt::format("expected a list of non-empty strings (item {} is empty)", parsed.size() + 1);
         parsed.push_back(item.Scalar());
       }
       value = std::move(parsed);

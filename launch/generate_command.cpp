@@ -148,6 +148,8 @@ int run_generate(const Arguments& args) {
   if (args.values.count("--stop")) {
     if (!tokenizer) throw UsageError("--stop needs a tokenizer");
     options.stop_strings = args.values.at("--stop");
+    for (const std::string& stop : options.stop_strings)
+      if (stop.empty()) throw UsageError("--stop: an empty stop string matches everywhere; give the text to stop at");
   }
   if (tokenizer && tokenizer->pad_id()) options.pad_id = *tokenizer->pad_id();
 

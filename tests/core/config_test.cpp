@@ -70,6 +70,8 @@ TEST(Config, WrongTypeNamesKeyLineAndValue) {
   EXPECT_EQ(parse_error("model:\n  path: m\ndata:\n  shuffle: maybe\n"),
             "run.yaml:4: data.shuffle: expected true or false, got 'maybe'");
   EXPECT_EQ(parse_error("model: m\n"), "run.yaml:1: model: expected a mapping of model keys, got 'm'");
+  EXPECT_EQ(parse_error("model:\n  path: m\nrollout:\n  stop: [\"</answer>\", \"\"]\n"),
+            "run.yaml:4: rollout.stop: expected a list of non-empty strings (item 2 is empty), got a list");
 }
 
 TEST(Config, OutOfRangeNamesTheBounds) {

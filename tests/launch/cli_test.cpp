@@ -182,6 +182,10 @@ TEST(Cli, GenerateRejectsBadInputWithExitCode2) {
   EXPECT_EQ(run_grpo("generate" + model + " --prompt-ids 1,x").exit_code, 2);
   EXPECT_EQ(run_grpo("generate" + model + " --prompt-ids 99999").exit_code, 2);  // outside the vocabulary
   EXPECT_EQ(run_grpo("generate" + model + " --prompt-ids 1 --top-p 0").exit_code, 2);
+  // An empty stop string matches everywhere: beside another one it ended every completion after a token.
+  const CliRun empty_stop = run_grpo("generate" + model + " --tokenizer builtin:bytes --prompt hi --stop zz --stop ''");
+  EXPECT_EQ(empty_stop.exit_code, 2) << empty_stop.output;
+  EXPECT_NE(empty_stop.output.find("--stop: an empty stop string"), std::string::npos) << empty_stop.output;
   const CliRun missing = run_grpo("generate --model /nonexistent --prompt-ids 1");
   EXPECT_EQ(missing.exit_code, 2);
   EXPECT_NE(missing.output.find("/nonexistent/config.json"), std::string::npos) << missing.output;
