@@ -60,6 +60,17 @@ class Communicator {
 // Checks all_gather_into's `out` (for implementations).
 void check_gather_shape(const at::Tensor& out, const at::Tensor& local, int size);
 
+// Rank `rank`'s contiguous share [begin, end) of `items` cut over `ranks` as evenly as integers
+// allow. Every role that splits a step's prompts, groups or problems over ranks uses it, so the
+// checks made before a run see the split the run makes.
+struct ItemShare {
+  int64_t begin = 0, end = 0;
+  int64_t size() const { return end - begin; }
+};
+inline ItemShare share_of(int64_t items, int64_t rank, int64_t ranks) {
+  return {items * rank / ranks, items * (rank + 1) / ranks};
+}
+
 // Every rank's `local` bytes (any length, empty included), in rank order; every rank must call it
 // together. For serialized records (JSON rows, encoded batches) that differ in size between ranks.
 std::vector<std::string> all_gather_strings(Communicator& comm, const std::string& local);

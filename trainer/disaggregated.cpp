@@ -329,7 +329,8 @@ ScoredBatch trainer_share(const std::vector<ScoredBatch>& parts, int rank, int r
   }
   groups /= group_size;
   out.kept_groups = groups;
-  const int64_t begin = groups * rank / ranks, end = groups * (rank + 1) / ranks;
+  const ItemShare mine = share_of(groups, rank, ranks);
+  const int64_t begin = mine.begin, end = mine.end;
   std::vector<const RolloutBatch*> batches;
   std::vector<std::pair<size_t, int64_t>> rows;
   int64_t group = 0;

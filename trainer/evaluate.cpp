@@ -55,7 +55,8 @@ DatasetResult evaluate_dataset(const Config& config, Policy& policy, const EvalS
                                Communicator& comm) {
   const auto started = std::chrono::steady_clock::now();
   const int64_t total = static_cast<int64_t>(set.problems.size());
-  const int64_t begin = total * comm.rank() / comm.size(), end = total * (comm.rank() + 1) / comm.size();
+  const ItemShare mine = share_of(total, comm.rank(), comm.size());
+  const int64_t begin = mine.begin, end = mine.end;
   const int64_t k = config.eval.samples;
 
   // rollout.* (stop strings, top-k, min-p, batching) with eval's own temperature, top-p and length.

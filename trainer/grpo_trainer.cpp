@@ -196,8 +196,8 @@ RunSummary run_grpo(const Config& config) {
   if (distill && !rollout_role) teacher = load_teacher(config, run->policy, comm);
 
   const int64_t prompts_per_step = config.trainer.prompts_per_step, g = config.grpo.group_size;
-  const int64_t begin = prompts_per_step * comm.rank() / comm.size();
-  const int64_t end = prompts_per_step * (comm.rank() + 1) / comm.size();
+  const ItemShare mine = share_of(prompts_per_step, comm.rank(), comm.size());
+  const int64_t begin = mine.begin, end = mine.end;
   const GenerationOptions generation = generation_options(config.rollout, run->policy, g);
   GrpoLossOptions loss_options{config.grpo.policy_loss, config.grpo.kl, config.grpo.aggregation};
   // seq-mean-token-sum-norm's divisor must be one constant for every rank and micro-batch, not

@@ -21,7 +21,8 @@ RunSummary run_sft(const Config& config) {
   auto [data, order] = load_training_data(*run);
 
   const int64_t batch = config.trainer.prompts_per_step;
-  const int64_t begin = batch * comm.rank() / comm.size(), end = batch * (comm.rank() + 1) / comm.size();
+  const ItemShare mine = share_of(batch, comm.rank(), comm.size());
+  const int64_t begin = mine.begin, end = mine.end;
   const int64_t eos = run->policy.stop_token_ids.empty() ? run->policy.pad_id : run->policy.stop_token_ids.back();
   RunSummary summary;
   summary.first_step = run->step;

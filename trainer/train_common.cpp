@@ -277,7 +277,7 @@ void check_step_split(const TrainerConfig& trainer, int64_t rows_per_item, int64
   if (!passes_matter || trainer.zero_stage != 3) return;
   std::vector<int64_t> rows, passes;
   for (int64_t r = 0; r < ranks; ++r) {
-    rows.push_back(rows_per_item * (items * (r + 1) / ranks - items * r / ranks));
+    rows.push_back(rows_per_item * share_of(items, r, ranks).size());
     const int64_t micro = trainer.micro_batch_size > 0 ? std::min(trainer.micro_batch_size, rows.back()) : rows.back();
     passes.push_back((rows.back() + micro - 1) / micro);
   }
