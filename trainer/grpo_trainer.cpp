@@ -304,10 +304,11 @@ RunSummary run_grpo(const Config& config) {
     out.scores = std::move(rounds.front().scores);
     out.batch.policy_version = engine ? engine->version() : step;  // colocated: the weights after `step` updates
     out.reward_errors = step_reward_errors;
-    if (refill && comm.size() > 1) {
+    if (refill && comm.size() > 1 && !rollout_role) {
       // Each rank kept the groups it sampled itself: as many as prompts_per_step over all ranks,
       // but unevenly, possibly none here (a rank without rows divided by zero). Pooled and cut
       // evenly, every rank trains on prompts_per_step / ranks of them, in the same passes.
+      // (Rollout ranks send their parts as they are: the trainers pool and cut them anyway.)
       std::vector<ScoredBatch> parts;
       for (const std::string& bytes : all_gather_strings(comm, encode_scored_batch(out)))
         parts.push_back(decode_scored_batch(bytes));
