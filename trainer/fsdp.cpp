@@ -53,11 +53,11 @@ void release_unit(Unit& unit, at::ScalarType dtype) {
 struct UnitCallState : torch::CustomClassHolder {
   UnitBody body;
   ShardedDecoder* owner = nullptr;
-  size_t index = 0;
   Unit* unit = nullptr;
   Communicator* comm = nullptr;
   ShardOptions options;
-  size_t next_in_forward = 0;  // the unit to prefetch (past the last: none)
+  size_t next_in_forward = 0;   // the units to prefetch in each pass (past the last: none)
+  size_t next_in_backward = 0;
 };
 
 // Forward without a graph; backward gathers again (when sharded), recomputes with one, and, when
@@ -93,7 +93,7 @@ class UnitFunction : public torch::autograd::Function<UnitFunction> {
       return result;
     }
     Unit& unit = *state->unit;
-    state->owner->gather(unit, state->owner->next_in_backward(state->index));
+    state->owner->gather(unit, state->next_in_backward);
     torch::autograd::variable_list grads;
     {
       at::AutoGradMode enable(true);
@@ -266,7 +266,6 @@ at::Tensor ShardedDecoder::call(size_t index, const at::Tensor& input, const Uni
   state->comm = &comm_;
   state->options = options_;
   state->owner = this;
-  state->index = index;
   if (!options_.shard_parameters) {
     // The root (embeddings, norm, head) is cheap to keep; its input (token ids) needs no gradient.
     if (!options_.activation_checkpointing || index == 0 || !recording || !input.requires_grad()) return body(input);
@@ -279,6 +278,7 @@ at::Tensor ShardedDecoder::call(size_t index, const at::Tensor& input, const Uni
     return out;
   }
   state->next_in_forward = next_in_forward(index, input);
+  state->next_in_backward = next_in_backward(index);
   return UnitFunction::apply(input, unit.master, state);
 }
 

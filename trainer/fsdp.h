@@ -120,13 +120,14 @@ class ShardedDecoder {
 
   struct Unit;
   // Gathers `unit` (or takes its prefetched gather) unless held; the next unit of the pass, if any,
-  // starts gathering. `next` is past the last unit for none.
+  // starts gathering. `next` is past the last unit for none. (Called by the units' autograd function.)
   void gather(Unit& unit, size_t next);
-  size_t next_in_forward(size_t unit, const at::Tensor& input) const;
-  size_t next_in_backward(size_t unit) const;
 
  private:
   at::Tensor call(size_t unit, const at::Tensor& input, const UnitBody& body);
+  // The unit each pass runs after `unit` (past the last unit: none known, or prefetch off).
+  size_t next_in_forward(size_t unit, const at::Tensor& input) const;
+  size_t next_in_backward(size_t unit) const;
   void start_prefetch(size_t unit);
   void finish_prefetch();  // waits for the pending gather; installs it if its unit is held by then
   void drop_prefetch();    // finish_prefetch for a gather nobody asked for (counted as wasted)
