@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "tests/support/policies.h"
 #include "trainer/policy.h"
 
 namespace grpo {
@@ -20,13 +21,7 @@ int64_t parameter_count(const Policy& policy, int64_t* biases = nullptr) {
   return total;
 }
 
-Policy load(const std::string& path) {
-  ModelConfig config;
-  config.path = path;
-  StatusOr<Policy> policy = load_policy(config, 1);
-  EXPECT_TRUE(policy) << policy.status().message();
-  return std::move(policy).value();
-}
+Policy load(const std::string& path) { return testing::load_test_policy(path); }
 
 TEST(BuiltinModels, TheDemoModelKeepsItsShape) {
   // embeddings 261x128 (tied head); per layer q 128x128+128, k and v 128x64+64, o 128x128,

@@ -6,18 +6,13 @@
 
 #include <string>
 
+#include "tests/support/policies.h"
 #include "trainer/frozen_model.h"
 
 namespace grpo {
 namespace {
 
-Policy load(const std::string& path) {
-  ModelConfig config;
-  config.path = path;
-  StatusOr<Policy> policy = load_policy(config, 1);
-  EXPECT_TRUE(policy) << policy.status().message();
-  return std::move(policy).value();
-}
+Policy load(const std::string& path) { return testing::load_test_policy(path); }
 
 const char* kStudent = "builtin:demo-llama?layers=1&hidden=32&intermediate=64&heads=2&kv_heads=1";
 const char* kTeacher = "builtin:demo-qwen2";
