@@ -81,6 +81,10 @@ void describe(ConfigVisitor& v, DataConfig& c) {
                               "hard_fraction=f&seed=s (docs/training.md)."),
           c.train_path);
   v.visit(field("eval_path", "Held-out set, in the same forms."), c.eval_path);
+  v.visit(field("dev_path", "Set evaluated during training (eval.every_steps), in the same forms; \"\" = "
+                            "data.eval_path. Keep it apart from the held-out set when eval.stop_at_pass_at_1 "
+                            "steers training."),
+          c.dev_path);
   v.visit(field("prompt_field", "Field of each JSONL record that holds the prompt."), c.prompt_field);
   v.visit(field("answer_field", "Field of each JSONL record that holds the gold answer."), c.answer_field);
   v.visit(field("response_field", "Field that holds a worked solution (the SFT target)."), c.response_field);
@@ -410,6 +414,15 @@ void describe(ConfigVisitor& v, EvalConfig& c) {
   v.visit(field("output", "Where the results JSON goes (written atomically, after every set); \"\" = "
                           "<trainer.run_dir>/eval.json."),
           c.output);
+  v.visit(field("every_steps", "During sft and train: evaluate data.dev_path every N steps with eval.samples, "
+                               "eval.temperature and eval.top_p (dev/pass@1 and more in metrics.jsonl); 0 = never.")
+              .at_least(0),
+          c.every_steps);
+  v.visit(field("stop_at_pass_at_1", "During sft and train: end training (checkpoint and final export) at the first "
+                                     "evaluation of eval.every_steps whose dev pass@1 reaches this; null = never.")
+              .at_least(0)
+              .at_most(1),
+          c.stop_at_pass_at_1);
 }
 
 void describe(ConfigVisitor& v, SampleConfig& c) {

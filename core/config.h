@@ -33,6 +33,7 @@ enum class OverlongPrompts { kError, kSkip };
 struct DataConfig {
   std::string train_path;  // JSONL file, or builtin:addition?... (trainer/data.h)
   std::string eval_path;   // held-out set, same forms
+  std::string dev_path;    // evaluated during training (eval.every_steps); "" = eval_path
   std::string prompt_field = "prompt";
   std::string answer_field = "answer";
   std::string response_field = "response";  // worked solution, for SFT
@@ -162,6 +163,10 @@ struct EvalConfig {
   int64_t max_new_tokens = 0;   // 0 = rollout.max_new_tokens
   int64_t max_problems = 0;     // 0 = the whole eval set
   std::string output;           // JSON results; "" = <run_dir>/eval.json
+  // During `sft` and `train`: data.dev_path evaluated every N steps (0 = never), and training ends
+  // at the first of those evaluations whose pass@1 reaches stop_at_pass_at_1 (null = never).
+  int64_t every_steps = 0;
+  std::optional<double> stop_at_pass_at_1;
 };
 
 // `grpo sample`: k samples per prompt from model.path, scored by reward.functions, filtered into an

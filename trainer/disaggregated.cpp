@@ -468,7 +468,9 @@ ScoredBatch receive_batch(TrainingRun& run, Communicator& host) {
 
 void run_rollout_role(TrainingRun& run, RolloutEngine& engine, const std::function<ScoredBatch(int64_t)>& sample_step) {
   Communicator& host = world();
-  const int64_t steps = run.config.trainer.steps, staleness = run.config.rollout.max_staleness;
+  // A run that ended at its dev target (run.finished) has no more batches to sample.
+  const int64_t steps = run.finished ? run.step : run.config.trainer.steps;
+  const int64_t staleness = run.config.rollout.max_staleness;
   int64_t step = run.step;  // the next batch the trainers will ask for (= their optimizer steps so far)
   set_collective_context(fmt::format("rollout rank: waiting for the weights of step {}", step));
   receive_weights(host, *run.layout, engine, step, weight_source(run));

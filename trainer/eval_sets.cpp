@@ -34,7 +34,7 @@ StatusOr<EvalSet> load_eval_set(const Config& config, const EvalDatasetConfig& s
   EvalSet set;
   set.config = set_config;
   set.key = key;
-  const std::string path_key = key == "data.eval_path" ? key : key + ".path";
+  const std::string path_key = key.rfind("data.", 0) == 0 ? key : key + ".path";
   DataConfig mapping = config.data;
   if (!set_config.prompt_field.empty()) mapping.prompt_field = set_config.prompt_field;
   if (!set_config.answer_field.empty()) mapping.answer_field = set_config.answer_field;
@@ -133,6 +133,16 @@ StatusOr<std::vector<EvalSet>> load_eval_sets(const Config& config) {
     sets.push_back(std::move(set).value());
   }
   return sets;
+}
+
+StatusOr<EvalSet> load_dev_set(const Config& config) {
+  const bool own = !config.data.dev_path.empty();
+  if (!own && config.data.eval_path.empty())
+    return Status::error("eval.every_steps: nothing to evaluate during training; set data.dev_path (or data.eval_path)");
+  EvalDatasetConfig dev;
+  dev.name = "dev";
+  dev.path = own ? config.data.dev_path : config.data.eval_path;
+  return load_eval_set(config, dev, own ? "data.dev_path" : "data.eval_path");
 }
 
 }  // namespace grpo

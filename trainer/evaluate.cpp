@@ -33,11 +33,6 @@ double pass_at_k(int64_t n, int64_t c, int64_t k) {
 
 namespace {
 
-struct DatasetResult {
-  EvalSummary summary;
-  EvalSetTally tally;  // summed over ranks; problem_rows gathered from every rank, in dataset order
-};
-
 // Every rank's problem rows after one another. Rank r holds the r-th contiguous slice of the set,
 // so rank order is dataset order.
 nlohmann::json gather_problem_rows(Communicator& comm, const nlohmann::json& mine) {
@@ -49,8 +44,60 @@ nlohmann::json gather_problem_rows(Communicator& comm, const nlohmann::json& min
   return rows;
 }
 
-// k samples for every problem of one held-out set, this rank's share of it, scored by the set's
-// rewards and judged by its rule; sums over ranks and gathers every problem's row.
+// A model's completion may hold bytes that are not UTF-8; they must not fail the whole run at the end.
+std::string dump_replacing_invalid_utf8(const nlohmann::json& results) {
+  return results.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+// One set's entry of the results JSON (docs/training.md, "The results JSON").
+nlohmann::json dataset_json(const EvalSet& set, const DatasetResult& r) {
+  const EvalSummary& s = r.summary;
+  const EvalSetTally& t = r.tally;
+  const double n = std::max<double>(1.0, static_cast<double>(s.problems));
+  nlohmann::json pass_at = nlohmann::json::object();
+  const std::vector<int64_t> ladder = pass_ladder(s.samples);
+  for (size_t i = 0; i < ladder.size(); ++i) pass_at[std::to_string(ladder[i])] = t.pass_at[i] / n;
+  nlohmann::json rewards = nlohmann::json::object();
+  for (const auto& [label, sum] : t.reward_sums) rewards[label] = sum / (n * static_cast<double>(s.samples));
+  nlohmann::json entry = {{"name", s.name},
+                          {"dataset", set.config.path},
+                          {"problem_count", s.problems},
+                          {"samples", s.samples},
+                          {"correct_rule", set.judge.rule},
+                          {"pass@1", s.pass_at_1},
+                          {"pass@k", s.pass_at_k},
+                          {"cons@k", s.cons_at_k},
+                          {"pass_at", pass_at},
+                          {"rewards", rewards},
+                          {"reward_errors", s.reward_errors},
+                          {"format_ok", s.format_ok},
+                          {"mean_response_tokens", s.mean_response_tokens},
+                          {"seconds", s.seconds},
+                          {"problems", t.problem_rows}};
+  // The same two numbers under the names that carry k, as the tables print them.
+  entry[fmt::format("pass@{}", s.samples)] = s.pass_at_k;
+  entry[fmt::format("cons@{}", s.samples)] = s.cons_at_k;
+  return entry;
+}
+
+}  // namespace
+
+void check_prompt_lengths(const Config& config, const Policy& policy, const EvalSet& set) {
+  const int64_t context = policy.model->options().max_position_embeddings;
+  const bool own_length = config.eval.max_new_tokens > 0;
+  const int64_t max_new = own_length ? config.eval.max_new_tokens : config.rollout.max_new_tokens;
+  const char* key = own_length ? "eval.max_new_tokens" : "rollout.max_new_tokens";
+  for (const Example& problem : set.problems) {
+    const int64_t length = static_cast<int64_t>(encode_prompt(policy, problem.prompt).size());
+    if (length + max_new > context)
+      throw std::runtime_error(fmt::format(
+          "eval set '{}', {}: prompt of {} tokens + {} {} = {} exceeds the model's context of {} tokens "
+          "(max_position_embeddings); lower {} or use a model with a longer context",
+          set.config.name, problem.source.empty() ? "problem '" + problem.id + "'" : problem.source, length, key,
+          max_new, length + max_new, context, key));
+  }
+}
+
 DatasetResult evaluate_dataset(const Config& config, Policy& policy, const EvalSet& set, ThreadPool& reward_pool,
                                Communicator& comm) {
   const auto started = std::chrono::steady_clock::now();
@@ -115,63 +162,6 @@ DatasetResult evaluate_dataset(const Config& config, Policy& policy, const EvalS
   return result;
 }
 
-// A model's completion may hold bytes that are not UTF-8; they must not fail the whole run at the end.
-std::string dump_replacing_invalid_utf8(const nlohmann::json& results) {
-  return results.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-}
-
-// One set's entry of the results JSON (docs/training.md, "The results JSON").
-nlohmann::json dataset_json(const EvalSet& set, const DatasetResult& r) {
-  const EvalSummary& s = r.summary;
-  const EvalSetTally& t = r.tally;
-  const double n = std::max<double>(1.0, static_cast<double>(s.problems));
-  nlohmann::json pass_at = nlohmann::json::object();
-  const std::vector<int64_t> ladder = pass_ladder(s.samples);
-  for (size_t i = 0; i < ladder.size(); ++i) pass_at[std::to_string(ladder[i])] = t.pass_at[i] / n;
-  nlohmann::json rewards = nlohmann::json::object();
-  for (const auto& [label, sum] : t.reward_sums) rewards[label] = sum / (n * static_cast<double>(s.samples));
-  nlohmann::json entry = {{"name", s.name},
-                          {"dataset", set.config.path},
-                          {"problem_count", s.problems},
-                          {"samples", s.samples},
-                          {"correct_rule", set.judge.rule},
-                          {"pass@1", s.pass_at_1},
-                          {"pass@k", s.pass_at_k},
-                          {"cons@k", s.cons_at_k},
-                          {"pass_at", pass_at},
-                          {"rewards", rewards},
-                          {"reward_errors", s.reward_errors},
-                          {"format_ok", s.format_ok},
-                          {"mean_response_tokens", s.mean_response_tokens},
-                          {"seconds", s.seconds},
-                          {"problems", t.problem_rows}};
-  // The same two numbers under the names that carry k, as the tables print them.
-  entry[fmt::format("pass@{}", s.samples)] = s.pass_at_k;
-  entry[fmt::format("cons@{}", s.samples)] = s.cons_at_k;
-  return entry;
-}
-
-// Positions past the model's context have no trained meaning: a prompt whose generation could
-// run past it is an error before any sampling, as in training and `grpo generate`.
-void check_prompt_lengths(const Config& config, const Policy& policy, const std::vector<EvalSet>& sets) {
-  const int64_t context = policy.model->options().max_position_embeddings;
-  const bool own_length = config.eval.max_new_tokens > 0;
-  const int64_t max_new = own_length ? config.eval.max_new_tokens : config.rollout.max_new_tokens;
-  const char* key = own_length ? "eval.max_new_tokens" : "rollout.max_new_tokens";
-  for (const EvalSet& set : sets)
-    for (const Example& problem : set.problems) {
-      const int64_t length = static_cast<int64_t>(encode_prompt(policy, problem.prompt).size());
-      if (length + max_new > context)
-        throw std::runtime_error(fmt::format(
-            "eval set '{}', {}: prompt of {} tokens + {} {} = {} exceeds the model's context of {} tokens "
-            "(max_position_embeddings); lower {} or use a model with a longer context",
-            set.config.name, problem.source.empty() ? "problem '" + problem.id + "'" : problem.source, length, key,
-            max_new, length + max_new, context, key));
-    }
-}
-
-}  // namespace
-
 std::vector<EvalSummary> run_eval(const Config& config) {
   Communicator& comm = world();
   configure_logging(comm.rank(), LogSettings{config.logging.level, config.logging.all_ranks});
@@ -187,7 +177,7 @@ std::vector<EvalSummary> run_eval(const Config& config) {
   if (!sets) throw std::runtime_error(sets.status().message());
   StatusOr<Policy> policy = load_policy(config.model, static_cast<uint64_t>(config.trainer.seed));
   if (!policy) throw std::runtime_error(policy.status().message());
-  check_prompt_lengths(config, *policy, *sets);
+  for (const EvalSet& set : *sets) check_prompt_lengths(config, *policy, set);
   ThreadPool reward_pool(config.reward.threads > 0 ? static_cast<size_t>(config.reward.threads)
                                                    : std::max(1u, std::thread::hardware_concurrency()));
 

@@ -335,7 +335,8 @@ RunSummary run_grpo(const Config& config) {
   summary.first_step = run->step;
   std::optional<std::vector<std::string>> component_names;
   const auto started = std::chrono::steady_clock::now();
-  while (run->step < config.trainer.steps) {
+  bool rollout_ranks_told_to_stop = false;
+  while (steps_remain(*run)) {
     const auto step_start = std::chrono::steady_clock::now();
     set_collective_context(fmt::format("step {}", run->step + 1));
     // 1-3. This rank's prompts, their G samples each, and rewards. With dynamic sampling, more
@@ -567,11 +568,16 @@ RunSummary run_grpo(const Config& config) {
       console.push_back(key);
     const bool stop = finish_step(*run, "grpo", {{"data", scored.data_cursor}}, metrics, console, step_seconds);
     // The rollout ranks learn that the run ends before they would send another batch.
-    if (run->layout && (stop || run->step == config.trainer.steps)) broadcast_control(host, {false, run->step});
+    if (run->layout && (stop || run->step == config.trainer.steps)) {
+      broadcast_control(host, {false, run->step});
+      rollout_ranks_told_to_stop = true;
+    }
     // After the step is logged, so its metrics row shows what tripped a guard.
     check_guards(guards, run->step, metrics, evaluations, updates, distill);
     if (stop) break;
   }
+  // A run resumed with nothing left to train never entered the loop; its rollout ranks still wait.
+  if (run->layout && !rollout_ranks_told_to_stop) broadcast_control(host, {false, run->step});
   export_final(*run);
   summary.last_step = run->step;
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

@@ -29,7 +29,7 @@ RunSummary run_sft(const Config& config) {
   const auto started = std::chrono::steady_clock::now();
   double step_seconds = 0;
 
-  while (run->step < config.trainer.steps) {
+  while (steps_remain(*run)) {
     const auto step_start = std::chrono::steady_clock::now();
     const std::vector<int64_t> indices = order.next(batch);  // the same global batch on every rank
     std::vector<std::vector<int64_t>> prompts, responses;

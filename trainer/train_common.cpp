@@ -155,10 +155,15 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
   const bool rollout_role = config.trainer.rollout_ranks > 0 && comm.rank() >= comm.size() - config.trainer.rollout_ranks;
   // Stage 3 never materializes the model on a trainer: each copies only its shard out of the
   // mapped files. A rollout rank samples with the whole model.
+  // The dev set is read (and checked) before the model: a bad path fails at once. Rollout ranks do
+  // not evaluate; the trainers do, with the weights they hold.
+  run->dev = DevEvaluation::from_config(config);
+  if (rollout_role) run->dev.reset();
   StatusOr<Policy> policy =
       load_policy(config.model, static_cast<uint64_t>(config.trainer.seed), /*deferred=*/zero_stage == 3 && !rollout_role);
   if (!policy) throw std::runtime_error(policy.status().message());
   run->policy = std::move(policy).value();
+  if (run->dev) run->dev->check_prompt_lengths(run->policy);
   for (auto& item : run->policy.model->named_parameters()) {
     run->param_names.push_back(item.key());
     run->params.push_back(item.value());
@@ -226,6 +231,14 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
     run->step = checkpoint->step;
     run->resumed_state = checkpoint->state;
     log_info("resumed from {} at step {}", from, run->step);
+    // A run that ended at its dev target stays ended, unless the target was raised since.
+    const auto reached = checkpoint->state.find("dev_target_reached");
+    if (reached != checkpoint->state.end() && config.eval.stop_at_pass_at_1 &&
+        reached->get<double>() >= *config.eval.stop_at_pass_at_1) {
+      run->finished = true;
+      log_info("{} ended with dev pass@1 {:.3f}, at least eval.stop_at_pass_at_1 {}: nothing left to train", from,
+               reached->get<double>(), *config.eval.stop_at_pass_at_1);
+    }
     warn_about_changed_essentials(*checkpoint, from, config);
   }
   // The run continues from run->step: later checkpoints and log rows belong to another attempt.
@@ -372,8 +385,17 @@ bool finish_step(TrainingRun& run, const std::string& kind, const nlohmann::json
                  const std::map<std::string, double>& metrics, const std::vector<std::string>& console_keys,
                  double step_seconds) {
   const Config& config = run.config;
+  std::map<std::string, double> dev;
+  if (run.dev && run.dev->due(run.step)) {
+    dev = run.dev->evaluate(run.policy, run.sharded.get(), *run.comm);
+    log_info("dev eval at step {}: pass@1 {:.3f} | pass@k {:.3f} | cons@k {:.3f} | format {:.3f} | {:.1f} s", run.step,
+             dev["dev/pass@1"], dev["dev/pass@k"], dev["dev/cons@k"], dev["dev/format"], dev["dev/seconds"]);
+  }
+  // Every rank holds the same reduced dev metrics, so every rank decides alike.
+  const bool target_reached = !dev.empty() && run.dev->reached(dev["dev/pass@1"]);
   if (run.metrics) {
     std::map<std::string, double> logged = metrics;
+    logged.insert(dev.begin(), dev.end());
     if (run.sharded && run.sharded->sharded()) {
       // Stage 3's communication on rank 0, cumulative since the run (or its resume) started.
       logged["zero3_gather_s"] = run.sharded->collective_seconds().gather;
@@ -388,10 +410,20 @@ bool finish_step(TrainingRun& run, const std::string& kind, const nlohmann::json
   const bool last = run.step == config.trainer.steps;
   if (run.step % config.logging.every_steps == 0 || last)
     log_info("{}", progress_line(run, metrics, console_keys, step_seconds));
-  const bool stop = should_stop(run);
+  const bool out_of_time = should_stop(run);
+  const bool stop = out_of_time || target_reached;
+  nlohmann::json saved_state = state;
+  if (target_reached) {
+    saved_state["dev_target_reached"] = dev["dev/pass@1"];
+    run.finished = true;
+  }
   if ((config.checkpoint.every_steps > 0 && run.step % config.checkpoint.every_steps == 0) || last || stop)
-    save_training_checkpoint(run, kind, state);
-  if (stop) log_info("trainer.max_seconds reached after step {}", run.step);
+    save_training_checkpoint(run, kind, saved_state);
+  if (target_reached)
+    log_info("dev pass@1 {:.3f} reached eval.stop_at_pass_at_1 {} at step {}: training ends here", dev["dev/pass@1"],
+             *config.eval.stop_at_pass_at_1, run.step);
+  else if (out_of_time)
+    log_info("trainer.max_seconds reached after step {}", run.step);
   return stop;
 }
 

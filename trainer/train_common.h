@@ -13,6 +13,7 @@
 #include "core/config.h"
 #include "dist/communicator.h"
 #include "trainer/data.h"
+#include "trainer/dev_evaluation.h"
 #include "trainer/disaggregated.h"
 #include "trainer/distributed_optimizer.h"
 #include "trainer/fsdp.h"
@@ -38,6 +39,11 @@ struct TrainingRun {
   std::unique_ptr<DistributedAdamW> optimizer;  // sums gradients over ranks, clips, AdamW (trainer.zero_stage)
   std::unique_ptr<MetricsWriter> metrics;  // rank 0 only
   int64_t step = 0;                        // optimizer steps completed (a resumed run starts here)
+  // eval.every_steps > 0 on a trainer: the set evaluated during training (else null).
+  std::unique_ptr<DevEvaluation> dev;
+  // Training ended before trainer.steps for good: the dev set reached eval.stop_at_pass_at_1 (this
+  // run or the one resumed). A trainer.max_seconds stop is not final: a resumed run goes on.
+  bool finished = false;
   nlohmann::json resumed_state;            // state.json of the checkpoint resumed from, or null
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
@@ -63,8 +69,13 @@ void save_training_checkpoint(TrainingRun& run, const std::string& kind, const n
 // True on every rank when any rank says stop (the time limit is read on rank 0 only, so all agree).
 bool should_stop(TrainingRun& run);
 
-// After a step: logs `metrics` (metrics.jsonl, TensorBoard, the progress line with `console_keys`),
-// checkpoints when due (every_steps, the last step, or a stop), and says whether to stop now.
+// Whether the loop runs another step: trainer.steps not reached and the run not finished early.
+inline bool steps_remain(const TrainingRun& run) { return run.step < run.config.trainer.steps && !run.finished; }
+
+// After a step: evaluates the dev set when eval.every_steps is due; logs `metrics` and the dev
+// metrics (metrics.jsonl, TensorBoard, the progress line with `console_keys`); checkpoints when due
+// (every_steps, the last step, or a stop), and says whether to stop now (trainer.max_seconds, or
+// eval.stop_at_pass_at_1 reached, which also sets run.finished).
 bool finish_step(TrainingRun& run, const std::string& kind, const nlohmann::json& state,
                  const std::map<std::string, double>& metrics, const std::vector<std::string>& console_keys,
                  double step_seconds);
