@@ -418,11 +418,16 @@ void describe(ConfigVisitor& v, EvalConfig& c) {
                                "eval.temperature and eval.top_p (dev/pass@1 and more in metrics.jsonl); 0 = never.")
               .at_least(0),
           c.every_steps);
-  v.visit(field("stop_at_pass_at_1", "During sft and train: end training (checkpoint and final export) at the first "
-                                     "evaluation of eval.every_steps whose dev pass@1 reaches this; null = never.")
+  v.visit(field("stop_at_pass_at_1", "During sft and train: end training (checkpoint and final export) once "
+                                     "eval.stop_consecutive evaluations of eval.every_steps in a row reach this dev "
+                                     "pass@1; null = never.")
               .at_least(0)
               .at_most(1),
           c.stop_at_pass_at_1);
+  v.visit(field("stop_consecutive", "Dev evaluations in a row that must reach eval.stop_at_pass_at_1 before "
+                                    "training ends (1 = the first one; more keeps a lucky evaluation from ending it).")
+              .at_least(1),
+          c.stop_consecutive);
 }
 
 void describe(ConfigVisitor& v, SampleConfig& c) {

@@ -164,9 +164,10 @@ struct EvalConfig {
   int64_t max_problems = 0;     // 0 = the whole eval set
   std::string output;           // JSON results; "" = <run_dir>/eval.json
   // During `sft` and `train`: data.dev_path evaluated every N steps (0 = never), and training ends
-  // at the first of those evaluations whose pass@1 reaches stop_at_pass_at_1 (null = never).
+  // once stop_consecutive evaluations in a row reach pass@1 stop_at_pass_at_1 (null = never).
   int64_t every_steps = 0;
   std::optional<double> stop_at_pass_at_1;
+  int64_t stop_consecutive = 1;
 };
 
 // `grpo sample`: k samples per prompt from model.path, scored by reward.functions, filtered into an

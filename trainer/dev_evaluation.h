@@ -36,10 +36,16 @@ class DevEvaluation {
   // on every rank.
   std::map<std::string, double> evaluate(Policy& policy, ShardedDecoder* sharded, Communicator& comm);
 
-  // Whether eval.stop_at_pass_at_1 is set and `pass_at_1` reaches it.
-  bool reached(double pass_at_1) const {
-    return config_.eval.stop_at_pass_at_1.has_value() && pass_at_1 >= *config_.eval.stop_at_pass_at_1;
+  // Counts `pass_at_1` toward eval.stop_at_pass_at_1 (an evaluation below it starts the count
+  // again) and says whether eval.stop_consecutive evaluations in a row have now reached it.
+  bool record(double pass_at_1) {
+    const bool reached = config_.eval.stop_at_pass_at_1.has_value() && pass_at_1 >= *config_.eval.stop_at_pass_at_1;
+    streak_ = reached ? streak_ + 1 : 0;
+    return reached && streak_ >= config_.eval.stop_consecutive;
   }
+  // Evaluations in a row at the target so far: kept in checkpoints, so that a resume goes on counting.
+  int64_t streak() const { return streak_; }
+  void restore_streak(int64_t streak) { streak_ = streak; }
 
  private:
   DevEvaluation(const Config& config, EvalSet set);
@@ -47,6 +53,7 @@ class DevEvaluation {
   Config config_;
   EvalSet set_;
   ThreadPool reward_pool_;
+  int64_t streak_ = 0;
 };
 
 }  // namespace grpo

@@ -153,12 +153,12 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
   const int zero_stage = static_cast<int>(config.trainer.zero_stage);
   // With trainer.rollout_ranks K, the job's last K ranks only generate (trainer/disaggregated.h).
   const bool rollout_role = config.trainer.rollout_ranks > 0 && comm.rank() >= comm.size() - config.trainer.rollout_ranks;
-  // Stage 3 never materializes the model on a trainer: each copies only its shard out of the
-  // mapped files. A rollout rank samples with the whole model.
   // The dev set is read (and checked) before the model: a bad path fails at once. Rollout ranks do
   // not evaluate; the trainers do, with the weights they hold.
   run->dev = DevEvaluation::from_config(config);
   if (rollout_role) run->dev.reset();
+  // Stage 3 never materializes the model on a trainer: each copies only its shard out of the
+  // mapped files. A rollout rank samples with the whole model.
   StatusOr<Policy> policy =
       load_policy(config.model, static_cast<uint64_t>(config.trainer.seed), /*deferred=*/zero_stage == 3 && !rollout_role);
   if (!policy) throw std::runtime_error(policy.status().message());
@@ -239,6 +239,7 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
       log_info("{} ended with dev pass@1 {:.3f}, at least eval.stop_at_pass_at_1 {}: nothing left to train", from,
                reached->get<double>(), *config.eval.stop_at_pass_at_1);
     }
+    if (run->dev) run->dev->restore_streak(checkpoint->state.value("dev_target_streak", int64_t{0}));
     warn_about_changed_essentials(*checkpoint, from, config);
   }
   // The run continues from run->step: later checkpoints and log rows belong to another attempt.
@@ -392,7 +393,7 @@ bool finish_step(TrainingRun& run, const std::string& kind, const nlohmann::json
              dev["dev/pass@1"], dev["dev/pass@k"], dev["dev/cons@k"], dev["dev/format"], dev["dev/seconds"]);
   }
   // Every rank holds the same reduced dev metrics, so every rank decides alike.
-  const bool target_reached = !dev.empty() && run.dev->reached(dev["dev/pass@1"]);
+  const bool target_reached = !dev.empty() && run.dev->record(dev["dev/pass@1"]);
   if (run.metrics) {
     std::map<std::string, double> logged = metrics;
     logged.insert(dev.begin(), dev.end());
@@ -413,6 +414,7 @@ bool finish_step(TrainingRun& run, const std::string& kind, const nlohmann::json
   const bool out_of_time = should_stop(run);
   const bool stop = out_of_time || target_reached;
   nlohmann::json saved_state = state;
+  if (run.dev) saved_state["dev_target_streak"] = run.dev->streak();
   if (target_reached) {
     saved_state["dev_target_reached"] = dev["dev/pass@1"];
     run.finished = true;
@@ -420,8 +422,8 @@ bool finish_step(TrainingRun& run, const std::string& kind, const nlohmann::json
   if ((config.checkpoint.every_steps > 0 && run.step % config.checkpoint.every_steps == 0) || last || stop)
     save_training_checkpoint(run, kind, saved_state);
   if (target_reached)
-    log_info("dev pass@1 {:.3f} reached eval.stop_at_pass_at_1 {} at step {}: training ends here", dev["dev/pass@1"],
-             *config.eval.stop_at_pass_at_1, run.step);
+    log_info("dev pass@1 {:.3f} reached eval.stop_at_pass_at_1 {} at step {} ({} evaluation(s) in a row): training "
+             "ends here", dev["dev/pass@1"], *config.eval.stop_at_pass_at_1, run.step, run.dev->streak());
   else if (out_of_time)
     log_info("trainer.max_seconds reached after step {}", run.step);
   return stop;

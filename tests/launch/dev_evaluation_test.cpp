@@ -146,6 +146,32 @@ TEST(DevEvaluation, AReachedTargetEndsTheRunAndAResumeKeepsItEnded) {
   fs::remove_all(kWork);
 }
 
+// eval.stop_consecutive 2: the second evaluation in a row at the target ends the run, and the count
+// survives a resume (the first evaluation happened before it).
+TEST(DevEvaluation, ConsecutiveEvaluationsAtTheTargetAreCountedAcrossAResume) {
+  const std::string config = config_file("sft.yaml", kSft);
+  const fs::path dir = kWork / "consecutive";
+  const std::string args = "sft --config " + config + " trainer.run_dir=" + dir.string() + dev_keys(2) +
+                           " eval.stop_at_pass_at_1=0 eval.stop_consecutive=2";
+  testing::CommandResult r = grpo_on_ranks(1, args);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "at step 4 (2 evaluation(s) in a row)")) << r.output;
+  EXPECT_EQ(rows_of(dir / "metrics.jsonl").size(), 4u);
+
+  // Two steps (one evaluation), then a resume to six: the evaluation at step 4 is the second.
+  const fs::path resumed = kWork / "consecutive-resumed";
+  const std::string resumed_args = "sft --config " + config + " trainer.run_dir=" + resumed.string() + dev_keys(2) +
+                                   " eval.stop_at_pass_at_1=0 eval.stop_consecutive=2";
+  r = grpo_on_ranks(1, resumed_args + " trainer.steps=2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = grpo_on_ranks(1, resumed_args + " --resume auto");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::vector<nlohmann::json> rows = rows_of(resumed / "metrics.jsonl");
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows.back()["step"], 4);
+  fs::remove_all(kWork);
+}
+
 // With rollout ranks the trainers evaluate and tell the rollout ranks that the run ended; a resume
 // with nothing left to train tells them too (before, resuming a finished run left the rollout rank
 // waiting for a batch request forever: the job never ended).
