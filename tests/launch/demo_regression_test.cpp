@@ -60,6 +60,7 @@ std::string shortened_pipeline(const fs::path& dir) {
          "  - name: sft\n    verb: sft\n    config: " + demo + "sft.yaml\n    set:\n"
          "      data.train_path: \"builtin:addition?n=2000&digits=1-2&hard_digits=3-3&hard_fraction=0.2&seed=1\"\n"
          "      trainer.steps: 300\n      checkpoint.every_steps: 0\n"
+         "      data.dev_path: " + eval_set + "\n      eval.every_steps: 150\n      eval.stop_at_pass_at_1: null\n"
          "  - name: eval_sft\n    verb: eval\n    config: " + demo + "sft.yaml\n    set:\n"
          "      model.path: ${sft.final}\n      data.eval_path: " + eval_set + "\n"
          "  - name: grpo\n    verb: train\n    config: " + demo + "grpo.yaml\n    set:\n"
@@ -92,6 +93,12 @@ TEST(Demo, ShortenedPipelineRaisesRewardSkipsAndResumes) {
     EXPECT_EQ(stages[name]["outputs"]["output"], (dir / name / "eval.json").string());
   }
   EXPECT_NE(out.find("eval/pass@1"), std::string::npos) << out;
+  // SFT's own evaluation of the same set at its last step saw the weights eval_sft loads, with the
+  // same seeds: the same pass@1, above zero after 300 steps.
+  const nlohmann::json last_sft = nlohmann::json::parse(lines_of(dir / "sft" / "metrics.jsonl").back());
+  ASSERT_EQ(last_sft["step"], 300);
+  EXPECT_DOUBLE_EQ(last_sft["dev/pass@1"].get<double>(), stages["eval_sft"]["metrics"]["eval/pass@1"].get<double>());
+  EXPECT_GT(last_sft["dev/pass@1"].get<double>(), 0.0);
   const std::vector<std::string> grpo_metrics = lines_of(dir / "grpo" / "metrics.jsonl");
   EXPECT_EQ(stages["grpo"]["metrics"]["last_step"], 100);
   EXPECT_EQ(nlohmann::json::parse(grpo_metrics.back())["reward"], stages["grpo"]["metrics"]["reward"]);
