@@ -1,7 +1,5 @@
 // `grpo reward`: offline scoring of completions with the configured reward functions.
 
-#include <thread>
-
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -49,9 +47,7 @@ int run_reward(const Arguments& args, const Config& config) {
     samples.push_back(std::move(sample));
   }
 
-  const size_t threads = config.reward.threads > 0 ? static_cast<size_t>(config.reward.threads)
-                                                   : std::max(1u, std::thread::hardware_concurrency());
-  ThreadPool pool(threads);
+  ThreadPool pool(scoring_threads(config.reward));
   ScoringStats stats;
   const std::vector<SampleScores> scores = rewards->score(samples, config.reward, pool, &stats);
 

@@ -1,10 +1,12 @@
 #include "rewards/reward_set.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <future>
 #include <set>
 #include <stdexcept>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -42,6 +44,10 @@ std::pair<std::string, std::string> RewardSet::missing_field(const nlohmann::jso
     if (!missing.empty()) return {labels_[r], missing.front()};
   }
   return {};
+}
+
+size_t scoring_threads(const RewardConfig& reward) {
+  return reward.threads > 0 ? static_cast<size_t>(reward.threads) : std::max(1u, std::thread::hardware_concurrency());
 }
 
 std::vector<SampleScores> RewardSet::score(const std::vector<RewardSample>& samples, const RewardConfig& policy,

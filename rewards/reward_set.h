@@ -3,6 +3,7 @@
 // runs past the timeout or returns a non-finite score (NaN, Inf) either fails the batch with an error naming the sample and the reward,
 // or (on_error: score) gets the configured score; either way it is counted and reported.
 
+#include <cstddef>
 #include <map>
 #include <memory>
 #include <string>
@@ -28,6 +29,10 @@ struct ScoringStats {
   int64_t errors = 0;    // rewards that threw, timed out or returned a non-finite score
   int64_t timeouts = 0;  // rewards that ran past the timeout
 };
+
+// Threads of the pool that scores samples outside training (eval, dev evaluation, `grpo reward`):
+// reward.threads, or every core when it is 0.
+size_t scoring_threads(const RewardConfig& reward);
 
 class RewardSet {
  public:

@@ -1,8 +1,6 @@
 #include "trainer/dev_evaluation.h"
 
-#include <algorithm>
 #include <stdexcept>
-#include <thread>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -12,17 +10,9 @@
 #include "trainer/policy.h"
 
 namespace grpo {
-namespace {
-
-size_t reward_threads(const Config& config) {
-  return config.reward.threads > 0 ? static_cast<size_t>(config.reward.threads)
-                                   : std::max(1u, std::thread::hardware_concurrency());
-}
-
-}  // namespace
 
 DevEvaluation::DevEvaluation(const Config& config, EvalSet set)
-    : config_(config), set_(std::move(set)), reward_pool_(reward_threads(config)) {}
+    : config_(config), set_(std::move(set)), reward_pool_(scoring_threads(config.reward)) {}
 
 std::unique_ptr<DevEvaluation> DevEvaluation::from_config(const Config& config) {
   if (config.eval.every_steps == 0) {

@@ -6,7 +6,6 @@
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
-#include <thread>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -178,8 +177,7 @@ std::vector<EvalSummary> run_eval(const Config& config) {
   StatusOr<Policy> policy = load_policy(config.model, static_cast<uint64_t>(config.trainer.seed));
   if (!policy) throw std::runtime_error(policy.status().message());
   for (const EvalSet& set : *sets) check_prompt_lengths(config, *policy, set);
-  ThreadPool reward_pool(config.reward.threads > 0 ? static_cast<size_t>(config.reward.threads)
-                                                   : std::max(1u, std::thread::hardware_concurrency()));
+  ThreadPool reward_pool(scoring_threads(config.reward));
 
   std::vector<EvalSummary> summaries;
   nlohmann::json datasets = nlohmann::json::array();
