@@ -335,7 +335,6 @@ RunSummary run_grpo(const Config& config) {
   summary.first_step = run->step;
   std::optional<std::vector<std::string>> component_names;
   const auto started = std::chrono::steady_clock::now();
-  bool rollout_ranks_told_to_stop = false;
   while (steps_remain(*run)) {
     const auto step_start = std::chrono::steady_clock::now();
     set_collective_context(fmt::format("step {}", run->step + 1));
@@ -567,17 +566,13 @@ RunSummary run_grpo(const Config& config) {
     for (const char* key : {"accuracy", "distill/reverse_kl", "kl", "clip_frac", "entropy", "response_tokens", "truncated", "tokens_per_s"})
       console.push_back(key);
     const bool stop = finish_step(*run, "grpo", {{"data", scored.data_cursor}}, metrics, console, step_seconds);
-    // The rollout ranks learn that the run ends before they would send another batch.
-    if (run->layout && (stop || run->step == config.trainer.steps)) {
-      broadcast_control(host, {false, run->step});
-      rollout_ranks_told_to_stop = true;
-    }
     // After the step is logged, so its metrics row shows what tripped a guard.
     check_guards(guards, run->step, metrics, evaluations, updates, distill);
     if (stop) break;
   }
-  // A run resumed with nothing left to train never entered the loop; its rollout ranks still wait.
-  if (run->layout && !rollout_ranks_told_to_stop) broadcast_control(host, {false, run->step});
+  // The rollout ranks wait for the next batch request: the run has ended (its last step, a stop, or
+  // a resume with nothing left to train, which never entered the loop).
+  if (run->layout) broadcast_control(host, {false, run->step});
   export_final(*run);
   summary.last_step = run->step;
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

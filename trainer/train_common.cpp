@@ -155,8 +155,7 @@ std::unique_ptr<TrainingRun> start_training_run(const Config& config, const std:
   const bool rollout_role = config.trainer.rollout_ranks > 0 && comm.rank() >= comm.size() - config.trainer.rollout_ranks;
   // The dev set is read (and checked) before the model: a bad path fails at once. Rollout ranks do
   // not evaluate; the trainers do, with the weights they hold.
-  run->dev = DevEvaluation::from_config(config);
-  if (rollout_role) run->dev.reset();
+  if (!rollout_role) run->dev = DevEvaluation::from_config(config);
   // Stage 3 never materializes the model on a trainer: each copies only its shard out of the
   // mapped files. A rollout rank samples with the whole model.
   StatusOr<Policy> policy =
