@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/cpu_info.h"
+#include "core/heap.h"
 #include "rollout/engine.h"
 
 namespace {
@@ -62,6 +63,7 @@ int main(int argc, char** argv) {
   if (batches.empty()) batches = {1, 16, 64};
   const char* group_env = std::getenv("GRPO_BENCH_G");  // samples per prompt (default 8)
   const int64_t group = group_env ? std::atoll(group_env) : 8;
+  grpo::keep_freed_memory_in_heap();  // as the grpo executable does
   at::set_num_threads(threads);
   at::manual_seed(0);
   std::printf("compute: %s\n", grpo::compute_setup_line().c_str());

@@ -10,6 +10,7 @@
 #include <cstdlib>
 
 #include "core/cpu_info.h"
+#include "core/heap.h"
 #include "trainer/grpo_loss.h"
 
 namespace {
@@ -24,6 +25,7 @@ int main(int argc, char** argv) {
   const int64_t n = argc > 1 ? std::atoll(argv[1]) : 256;   // sequences (e.g. 32 prompts x G=8)
   const int64_t t = argc > 2 ? std::atoll(argv[2]) : 1024;  // response tokens
   const int iterations = argc > 3 ? std::atoi(argv[3]) : 20;
+  grpo::keep_freed_memory_in_heap();  // as the grpo executable does
   at::set_num_threads(1);
   at::manual_seed(0);
   std::printf("compute: %s\n", grpo::compute_setup_line().c_str());

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "core/heap.h"
 #include "trainer/grpo_loss.h"
 #include "trainer/optimizer.h"
 #include "trainer/policy.h"
@@ -69,6 +70,7 @@ int main(int argc, char** argv) {
   const int threads = argc > 2 ? std::atoi(argv[2]) : 2;
   const int steps = argc > 3 ? std::atoi(argv[3]) : 5;
   const int warmup = argc > 4 ? std::atoi(argv[4]) : 1;
+  grpo::keep_freed_memory_in_heap();  // as the grpo executable does
   at::set_num_threads(threads);
   at::manual_seed(0);
 

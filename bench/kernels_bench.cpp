@@ -21,6 +21,7 @@
 #include <string>
 
 #include "core/cpu_info.h"
+#include "core/heap.h"
 #include "kernels/attention.h"
 #include "kernels/token_logprobs.h"
 
@@ -63,6 +64,7 @@ at::Tensor bias_attention(const at::Tensor& q, const at::Tensor& k, const at::Te
 }  // namespace
 
 int main(int argc, char** argv) {
+  grpo::keep_freed_memory_in_heap();  // as the grpo executable does
   using namespace grpo;
   if (argc < 6) {
     std::fprintf(stderr, "usage: %s logprobs chunked|plain TOKENS VOCAB HIDDEN\n"

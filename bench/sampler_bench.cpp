@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "core/heap.h"
 #include "rollout/sampler.h"
 
 namespace {
@@ -42,6 +43,7 @@ int main(int argc, char** argv) {
   const int threads = argc > 3 ? std::atoi(argv[3]) : 2;
   const double top_p = argc > 4 ? std::atof(argv[4]) : 0.95;
   const int iterations = argc > 5 ? std::atoi(argv[5]) : 20;
+  grpo::keep_freed_memory_in_heap();  // as the grpo executable does
   at::set_num_threads(threads);
   at::manual_seed(0);
   const at::Tensor logits = 3 * at::randn({rows, vocab});

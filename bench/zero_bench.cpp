@@ -4,7 +4,6 @@
 // runs the three stages under mpirun and prints their ratios to stage 0.
 // Usage: mpirun -np 2 build/bench/bench_zero STAGE [MILLION_PARAMETERS] [STEPS]
 
-#include <malloc.h>
 #include <sys/resource.h>
 
 #include <ATen/ATen.h>
@@ -15,6 +14,7 @@
 #include <cstdlib>
 
 #include "core/cpu_info.h"
+#include "core/heap.h"
 #include "dist/communicator.h"
 #include "trainer/distributed_optimizer.h"
 
@@ -24,10 +24,7 @@ int main(int argc, char** argv) {
   const double millions = argc > 2 ? std::atof(argv[2]) : 50;
   const int steps = argc > 3 ? std::atoi(argv[3]) : 10;
   at::set_num_threads(1);
-  // As the grpo executable does (launch/main.cpp): freed buffers stay in the heap.
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  mallopt(M_TOP_PAD, 64 << 20);
+  keep_freed_memory_in_heap();  // as the grpo executable does
   Communicator& comm = world();
   if (comm.rank() == 0) std::printf("compute: %s\n", compute_setup_line().c_str());
   // Decoder-like tensors: 24 blocks of (4 x d*d) plus an embedding, about `millions` in all.

@@ -1,8 +1,8 @@
-#include <malloc.h>
 #include <unistd.h>
 
 #include <cstdlib>
 
+#include "core/heap.h"
 #include "launch/cli.h"
 
 namespace {
@@ -16,19 +16,10 @@ void ensure_passive_openmp(char** argv) {
   ::execv("/proc/self/exe", argv);  // returns only on failure; then run as we are
 }
 
-// LibTorch on CPU allocates and frees many medium-sized buffers per step. With glibc's defaults
-// each one is an mmap/munmap pair and fresh pages fault in every time; keeping freed memory in
-// the heap made a GRPO step of the CPU demo 1.9x faster (docs/performance.md).
-void keep_freed_memory() {
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's ceiling for this setting
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  mallopt(M_TOP_PAD, 64 << 20);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   ensure_passive_openmp(argv);
-  keep_freed_memory();
+  grpo::keep_freed_memory_in_heap();
   return grpo::run_cli(argc, argv);
 }
