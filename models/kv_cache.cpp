@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include "kernels/attention.h"
+#include "kernels/decode_attention.h"
 
 namespace grpo {
 
@@ -39,6 +40,26 @@ void KvCache::share_prefix(const KvCache& prefix, int64_t group) {
   prefix_group = group;
 }
 
+KvCache KvCache::rows(int64_t first, int64_t count) const {
+  TORCH_CHECK(first >= 0 && count >= 1 && first + count <= batch(), "KvCache::rows: rows [", first, ", ",
+              first + count, ") of ", batch());
+  KvCache view = *this;
+  for (auto* list : {&view.keys, &view.values})
+    for (at::Tensor& t : *list) t = t.narrow(0, first, count);
+  view.key_mask = key_mask.narrow(0, first, count);
+  view.next_position = next_position.narrow(0, first, count);
+  if (prefix_row.defined()) {
+    view.prefix_row = prefix_row.narrow(0, first, count);
+    view.prefix_group = 0;  // the view's rows need not start a group: they read the prefix by index
+  }
+  return view;
+}
+
+void KvCache::take_counters(const KvCache& view) {
+  length = view.length;
+  filled = view.filled;
+}
+
 void KvCache::reset_rows(int64_t first, int64_t count, const at::Tensor& positions) {
   key_mask.narrow(0, first, count).fill_(false);
   next_position.narrow(0, first, count).copy_(positions);
@@ -58,7 +79,7 @@ at::Tensor KvCache::begin_append(const at::Tensor& mask) {
 void KvCache::end_append(const at::Tensor& mask) {
   length += mask.size(1);
   filled = std::max(filled, length);
-  next_position = next_position + mask.to(at::kLong).sum(1);
+  next_position.add_(mask.to(at::kLong).sum(1));  // in place: row views (rows()) write through
 }
 
 at::Tensor KvCache::attention_bias(const at::Tensor& key_valid, int64_t t, at::ScalarType dtype) const {
@@ -93,8 +114,19 @@ at::Tensor KvCache::attend(size_t layer, const at::Tensor& q, const at::Tensor& 
   values[layer].narrow(2, length, t).copy_(v);
   const int64_t own = std::max(filled, length + t);
   const at::Tensor own_k = keys[layer].narrow(2, 0, own), own_v = values[layer].narrow(2, 0, own);
-  if (!bias.defined()) return attention(q, own_k, own_v, key_valid, length);
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  if (t == 1 && decode_attention_has_kernel(q, own_k)) {
+    // A decode step sees every real key, in whatever slot order: read them in place.
+    DecodeKeys cached{own_k, own_v, key_mask.narrow(1, 0, own)};
+    if (prefix_row.defined()) {
+      cached.prefix_keys = prefix_keys[layer];
+      cached.prefix_values = prefix_values[layer];
+      cached.prefix_mask = prefix_mask;
+      cached.prefix_row = prefix_row;
+    }
+    return decode_attention(q.select(2, 0), cached, scale).unsqueeze(2);
+  }
+  if (!bias.defined()) return attention(q, own_k, own_v, key_valid, length);
   // Query head h reads kv head h / group: fold the group into the query rows instead of copying
   // keys and values group times.
   const at::Tensor grouped_q = q.reshape({b, kv, group * t, hd});

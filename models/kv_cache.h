@@ -43,6 +43,12 @@ struct KvCache {
   // Makes the prefilled `prefix` (its first `prefix.length` slots) the shared prefix of this cache,
   // `group` consecutive rows per prefix row. Shares prefix's tensors: no copy.
   void share_prefix(const KvCache& prefix, int64_t group);
+  // Rows [first, first + count) as a cache of their own sharing this one's storage: a forward over
+  // it writes its tokens here. Views of disjoint rows may run at once (one decode step split over
+  // threads); after they all took the same steps, take_counters(any view) brings this cache's slot
+  // counters along (tensors need nothing: they were written in place).
+  KvCache rows(int64_t first, int64_t count) const;
+  void take_counters(const KvCache& view);
   // Rows [first, first + count) start over: no own tokens, next RoPE position `next_position`.
   void reset_rows(int64_t first, int64_t count, const at::Tensor& next_position);
 
