@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <sys/stat.h>
 
 #include <torch/torch.h>
@@ -11,6 +12,7 @@
 
 #include "core/atomic_file.h"
 #include "kernels/attention.h"
+#include "kernels/packed_linear.h"
 
 namespace grpo {
 namespace {
@@ -92,37 +94,46 @@ at::Tensor rotate_half(const at::Tensor& x) {
   return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
 
-// For inference only: the concatenation of linear layers' weights and biases along the output, so
-// that one GEMM reads the input once for all of them. Rebuilt when any part is another tensor or
-// was updated in place (optimizer step, loading) since it was built; drop() frees it.
-class FusedLinear {
+// For inference only: linear layers' weights and biases concatenated along the output and packed
+// for few-row products (kernels/packed_linear.h), so that one product reads the input once for
+// all of them and streams the weights once. Rebuilt when any part is another tensor or was updated
+// in place (optimizer step, loading) since it was built; drop() frees it. Where the pack does not
+// apply (another device or dtype) a single part is used as it is, without a copy.
+class InferenceLinear {
  public:
-  at::Tensor operator()(const at::Tensor& x, const std::vector<Linear>& parts) {
+  at::Tensor operator()(const at::Tensor& x, const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases) {
+    if (weights.size() == 1 && !packs(weights[0])) return at::linear(x, weights[0], biases.empty() ? at::Tensor() : biases[0]);
     std::vector<std::pair<const void*, int64_t>> stamp;
-    for (const auto& part : parts) {
-      stamp.emplace_back(part->weight.data_ptr(), part->weight._version());
-      if (part->bias.defined()) stamp.emplace_back(part->bias.data_ptr(), part->bias._version());
-    }
-    if (!weight_.defined() || stamp != stamp_) {
-      std::vector<at::Tensor> weights, biases;
-      for (const auto& part : parts) {
-        weights.push_back(part->weight);
-        if (part->bias.defined()) biases.push_back(part->bias);
-      }
-      weight_ = at::cat(weights, 0);
-      bias_ = biases.size() == parts.size() ? at::cat(biases, 0) : at::Tensor();
+    for (const auto* list : {&weights, &biases})
+      for (const at::Tensor& t : *list) stamp.emplace_back(t.data_ptr(), t._version());
+    std::lock_guard<std::mutex> lock(mutex_);  // rows of one step may run on several threads
+    if (!linear_.defined() || stamp != stamp_) {
+      linear_ = PackedLinear(weights.size() == 1 ? weights[0] : at::cat(weights, 0),
+                             biases.size() != weights.size() ? at::Tensor() : biases.size() == 1 ? biases[0] : at::cat(biases, 0));
       stamp_ = std::move(stamp);
     }
-    return at::linear(x, weight_, bias_);
+    return linear_(x);
+  }
+  at::Tensor operator()(const at::Tensor& x, const std::vector<Linear>& parts) {
+    std::vector<at::Tensor> weights, biases;
+    for (const auto& part : parts) {
+      weights.push_back(part->weight);
+      if (part->bias.defined()) biases.push_back(part->bias);
+    }
+    return (*this)(x, weights, biases);
   }
   void drop() {
-    weight_ = bias_ = at::Tensor();
+    linear_ = PackedLinear();
     stamp_.clear();
   }
 
  private:
-  at::Tensor weight_, bias_;
+  static bool packs(const at::Tensor& weight) {
+    return weight.is_cpu() && weight.scalar_type() == at::kFloat && packed_linear_supported();
+  }
+  PackedLinear linear_;
   std::vector<std::pair<const void*, int64_t>> stamp_;
+  std::mutex mutex_;
 };
 
 // RoPE of the fused path: `sin_signed` is (-sin, sin) by halves, so rotate_half(x) * sin is the
@@ -167,15 +178,18 @@ class AttentionImpl : public torch::nn::Module {
     const at::Tensor q = qk.narrow(2, 0, heads).transpose(1, 2), k = qk.narrow(2, heads, kv).transpose(1, 2);
     const at::Tensor v = qkv.narrow(2, heads + kv, kv).transpose(1, 2);
     const at::Tensor out = cache != nullptr ? cache->attend(layer, q, k, v, key_valid, bias) : attention(q, k, v, key_valid, 0);
-    return o_proj(out.transpose(1, 2).reshape({b, t, heads * hd}));
+    return out_(out.transpose(1, 2).reshape({b, t, heads * hd}), {o_proj});
   }
-  void drop_fused() { qkv_.drop(); }
+  void drop_fused() {
+    qkv_.drop();
+    out_.drop();
+  }
 
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
   DecoderOptions o_;
-  FusedLinear qkv_;
+  InferenceLinear qkv_, out_;
 };
 TORCH_MODULE(Attention);
 
@@ -191,13 +205,16 @@ class MlpImpl : public torch::nn::Module {
   at::Tensor forward_fused(const at::Tensor& x) {
     const at::Tensor gate_up = gate_up_(x, {gate_proj, up_proj});
     const int64_t size = gate_up.size(-1) / 2;
-    return down_proj(at::silu(gate_up.narrow(-1, 0, size)).mul_(gate_up.narrow(-1, size, size)));
+    return down_(at::silu(gate_up.narrow(-1, 0, size)).mul_(gate_up.narrow(-1, size, size)), {down_proj});
   }
-  void drop_fused() { gate_up_.drop(); }
+  void drop_fused() {
+    gate_up_.drop();
+    down_.drop();
+  }
   Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 
  private:
-  FusedLinear gate_up_;
+  InferenceLinear gate_up_, down_;
 };
 TORCH_MODULE(Mlp);
 
@@ -261,6 +278,7 @@ class TransformerImpl : public torch::nn::Module {
   torch::nn::ModuleList layers{nullptr};
   std::vector<DecoderLayer> decoder_layers;
   RmsNorm norm{nullptr};
+  InferenceLinear inference_head;  // the head of the fused path (DecoderImpl::set_fused_inference)
 };
 
 DecoderImpl::DecoderImpl(DecoderOptions options, ParameterStorage storage) : options_(std::move(options)) {
@@ -312,8 +330,7 @@ at::Tensor DecoderImpl::run(const at::Tensor& input_ids, const at::Tensor& atten
   }
 
   const at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_.to(device).view({1, 1, -1});
-  // Fused projections only where no wrapper (trainer/fsdp.h) owns the parameters' storage.
-  const bool fused = fused_inference_ && !unit_call_ && !at::GradMode::is_enabled();
+  const bool fused = fused_path();
   at::Tensor cos, sin;
   if (fused) {
     const at::Tensor half_sin = freqs.sin();
@@ -345,12 +362,19 @@ at::Tensor DecoderImpl::hidden(const at::Tensor& input_ids, const at::Tensor& at
 }
 
 at::Tensor DecoderImpl::logits_from_hidden(const at::Tensor& hidden) {
+  if (fused_path()) return model_->inference_head(hidden, {lm_head_weight_}, {}).to(at::kFloat);
   return call_unit(0, hidden, [this](const at::Tensor& x) { return at::linear(x, lm_head_weight_).to(at::kFloat); });
+}
+
+bool DecoderImpl::fused_path() const {
+  // Only where no wrapper (trainer/fsdp.h) owns the parameters' storage.
+  return fused_inference_ && !unit_call_ && !at::GradMode::is_enabled();
 }
 
 void DecoderImpl::set_fused_inference(bool on) {
   fused_inference_ = on;
   if (on) return;
+  model_->inference_head.drop();
   for (auto& layer : model_->decoder_layers) {
     layer->self_attn->drop_fused();
     layer->mlp->drop_fused();

@@ -71,10 +71,11 @@ class DecoderImpl : public torch::nn::Module {
 
   // The units, root first, then the layers in order; every parameter is in exactly one.
   std::vector<DecoderUnit> units();
-  // Inference (no grad, no unit call-out) through fused projections: q|k|v and gate|up as one GEMM
-  // each, over concatenated copies of their weights built on first use and rebuilt when the
-  // parameters change. Costs those copies' memory (about 2/3 of the layers' parameters) while on;
-  // off frees them. The rollout engine turns it on for the duration of a generate() call.
+  // Inference (no grad, no unit call-out) through fused projections: q|k|v and gate|up as one
+  // product each, and every projection and the head through copies of their weights packed for
+  // few-row products (kernels/packed_linear.h), built on first use and rebuilt when the parameters
+  // change. On a float32 CPU model the copies cost about the parameters' own memory (the tied head
+  // included) while on; off frees them. The rollout engine turns it on for a generate() call.
   void set_fused_inference(bool on);
   bool fused_inference() const { return fused_inference_; }
   // Routes every unit's computation through `call` (an empty function restores the default).
@@ -85,6 +86,7 @@ class DecoderImpl : public torch::nn::Module {
   at::Tensor call_unit(size_t unit, const at::Tensor& input, const UnitBody& body);
 
  private:
+  bool fused_path() const;  // fused_inference() and nothing (grad, a wrapper) rules it out
   at::Tensor run(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache,
                  std::vector<at::Tensor>* collect);
 
