@@ -4,8 +4,11 @@
 #include <map>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
 #include <fmt/format.h>
+
+#include "kernels/packed_linear.h"
 
 namespace grpo {
 
@@ -31,6 +34,10 @@ std::vector<uint64_t> rollout_seeds(uint64_t base_seed, const std::vector<uint64
 
 namespace {
 
+// Weights up to this size are split over threads by rows (decode_row_parts); larger ones by
+// output features, inside each product, so that each weight is read from memory once per step.
+constexpr int64_t kDecodeSplitMaxWeightBytes = 64ll << 20;
+
 // True when the newest tokens of `ids` complete one of the stop strings.
 bool hits_stop_string(const Tokenizer& tokenizer, const std::vector<int64_t>& ids, const std::vector<std::string>& stops,
                       size_t longest_stop) {
@@ -46,6 +53,17 @@ bool hits_stop_string(const Tokenizer& tokenizer, const std::vector<int64_t>& id
 std::vector<int64_t> to_vector(const at::Tensor& t) {
   const at::Tensor cpu = t.to(at::kCPU, at::kLong).contiguous();
   return {cpu.data_ptr<int64_t>(), cpu.data_ptr<int64_t>() + cpu.numel()};
+}
+
+// How many threads split a decode step's rows (GenerationRun::decode_forward): each part reads all
+// the weights, so only where they are few enough to be read again from cache, and only for
+// float32 CPU models whose step runs the packed kernels.
+int64_t decode_row_parts(Decoder& model) {
+  const at::Tensor first = model->parameters()[0];
+  if (!first.is_cpu() || first.scalar_type() != at::kFloat || !packed_linear_supported()) return 1;
+  int64_t bytes = 0;
+  for (const at::Tensor& p : model->parameters()) bytes += p.numel() * p.element_size();
+  return bytes <= kDecodeSplitMaxWeightBytes ? at::get_num_threads() : 1;
 }
 
 // One call of generate(). Cache rows are organized as slots of G rows, one prompt per slot; the
@@ -95,6 +113,7 @@ class GenerationRun {
       cache_ = model->make_cache(rows, std::max<int64_t>(max_new_ - 1, 1));
       cache_.ring = true;
     }
+    decode_parts_ = decode_row_parts(model);
     out_row_ = at::zeros({rows}, long_options);
     length_ = at::zeros({rows}, long_options);
     done_ = at::zeros({rows}, long_options.dtype(at::kBool));
@@ -232,7 +251,29 @@ class GenerationRun {
     }
     done_ |= length_ >= max_new_;
     ++step_;
-    if (feed) logits_ = model_->forward(next.view({-1, 1}), at::Tensor(), &cache_).select(1, 0);
+    if (feed) logits_ = decode_forward(next);
+  }
+
+  // The model's forward over one token per row. On a CPU the rows are split into one part per
+  // thread, each run whole on its own thread (docs/models.md, "Rollout engine"): one fork/join per
+  // step instead of one per operation, and the small operations of every layer run in parallel.
+  at::Tensor decode_forward(const at::Tensor& tokens) {
+    const int64_t rows = cache_.batch(), parts = decode_parts_ > 1 ? std::min(decode_parts_, rows / 8) : 1;
+    if (parts <= 1) return model_->forward(tokens.view({-1, 1}), at::Tensor(), &cache_).select(1, 0);
+    std::vector<KvCache> views(static_cast<size_t>(parts));
+    std::vector<at::Tensor> logits(static_cast<size_t>(parts));
+    at::parallel_for(0, parts, 1, [&](int64_t first_part, int64_t last_part) {
+      at::NoGradGuard no_grad;  // grad mode is per thread
+      for (int64_t part = first_part; part < last_part; ++part) {
+        const int64_t first = rows * part / parts, count = rows * (part + 1) / parts - first;
+        auto& view = views[static_cast<size_t>(part)];
+        view = cache_.rows(first, count);
+        logits[static_cast<size_t>(part)] =
+            model_->forward(tokens.narrow(0, first, count).view({-1, 1}), at::Tensor(), &view).select(1, 0);
+      }
+    });
+    cache_.take_counters(views[0]);
+    return at::cat(logits, 0);
   }
 
   // Reads the rows' state after `chunk` steps: records finished rows (checking stop strings on
@@ -318,6 +359,7 @@ class GenerationRun {
   at::Tensor stop_ids_;                  // [stops] on the device, undefined when none
   size_t longest_stop_ = 0;
 
+  int64_t decode_parts_ = 1;  // row parts of a decode step (decode_forward); 1: no split
   bool single_pass_ = false;  // G = 1, every prompt at once: cache_ holds prompt and tokens, no prefix_
   KvCache prefix_;  // [slots, P]: each slot's prompt, prefilled once
   KvCache cache_;   // [rows, max_new_tokens - 1] ring of the rows' own tokens, reading prefix_
