@@ -3,6 +3,7 @@
 #include "rollout/engine.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
@@ -13,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_file.h"
+#include "kernels/packed_linear.h"
 #include "tests/support/fixtures.h"
 
 namespace grpo {
@@ -100,6 +102,33 @@ TEST_F(EngineTest, SameSeedSameTokensWhateverTheBatchComposition) {
   // Different seeds give different samples.
   const RolloutBatch other = generate(model_, {prompt}, options, rollout_seeds(4, {77}, 2));
   EXPECT_FALSE(at::equal(alone.completion_ids, other.completion_ids));
+}
+
+// On a CPU with two threads a decode step runs its rows in two parts, one per thread (engine.cpp,
+// decode_forward); every row's arithmetic is its own, so the tokens and log-probs are those of the
+// step run whole on one thread. Shared-prefix (G = 8) and single-cache (G = 1) layouts.
+TEST_F(EngineTest, DecodeStepSplitOverThreadsEqualsTheWholeStep) {
+  if (!packed_linear_supported()) GTEST_SKIP() << "no AVX-512F: decode steps are not split on this CPU";
+  const int threads = at::get_num_threads();
+  for (const int64_t group : {8, 1}) {
+    GenerationOptions options;
+    options.max_new_tokens = 12;
+    options.group_size = group;
+    options.stop_token_ids = {5};
+    std::vector<std::vector<int64_t>> prompts;
+    std::vector<uint64_t> keys;
+    for (int64_t p = 0; p < 32 / group; ++p) {
+      prompts.push_back(std::vector<int64_t>(static_cast<size_t>(2 + p % 5), 30 + p));
+      keys.push_back(static_cast<uint64_t>(p));
+    }
+    at::set_num_threads(1);
+    const RolloutBatch whole = generate(model_, prompts, options, rollout_seeds(11, keys, group));
+    at::set_num_threads(2);
+    const RolloutBatch split = generate(model_, prompts, options, rollout_seeds(11, keys, group));
+    at::set_num_threads(threads);
+    EXPECT_TRUE(at::equal(whole.completion_ids, split.completion_ids)) << "G = " << group;
+    EXPECT_LE((whole.sampling_logp - split.sampling_logp).abs().max().item<double>(), 1e-6) << "G = " << group;
+  }
 }
 
 TEST_F(EngineTest, StopStringsEndASampleAndKeepTheCompletingToken) {
