@@ -1,0 +1,28 @@
+#pragma once
+// A decode step's draw in a few passes per row: softmax(logits / T), the top-p cut (radix search
+// over the probabilities' bit patterns, masses in float64), the min-p cut, an inverse-CDF draw
+// and the drawn token's log-prob under softmax(logits / T). The reference is rollout/sampler's
+// chain of ATen operations (sample_next_tokens + sampling_logprobs), which makes about 20 passes
+// over a [B, V] tensor and as many temporaries; this kernel makes three full passes per row and
+// keeps its scratch in cache. CPU, float32 logits, AVX-512F, temperature > 0, no top-k.
+
+#include <ATen/core/Tensor.h>
+
+namespace grpo {
+
+struct TokenDraw {
+  at::Tensor tokens;    // [B] long
+  at::Tensor logprobs;  // [B] float32: log softmax(logits / temperature)[token], before the cuts
+};
+
+// True when draw_tokens can run for these logits (see above).
+bool draw_tokens_has_kernel(const at::Tensor& logits);
+
+// logits [B, V] float32; uniforms [B] float64 in [0, 1). Keeps the tokens whose probability p
+// is at least the top-p threshold (the largest v such that the tokens with p >= v carry top_p of
+// the mass; 1 = off) and at least min_p times the largest p (0 = off), then returns the first
+// token whose running kept mass exceeds u times the kept total.
+TokenDraw draw_tokens(const at::Tensor& logits, double temperature, double top_p, double min_p,
+                      const at::Tensor& uniforms);
+
+}  // namespace grpo
