@@ -236,8 +236,9 @@ class GenerationRun {
 
   // Samples every row's next token and feeds it back, without reading anything to the host.
   void decode_step(const at::Tensor& uniforms, bool feed) {
-    const at::Tensor next = sample_next_tokens(logits_, options_.sampling, uniforms);
-    const at::Tensor logp = sampling_logprobs(logits_, next, options_.sampling.temperature);
+    const SampledTokens drawn = sample_tokens_with_logprobs(logits_, options_.sampling, uniforms);
+    const at::Tensor& next = drawn.tokens;
+    const at::Tensor& logp = drawn.logprobs;
     const at::Tensor active = ~done_;
     // Finished rows write to the discarded last column.
     const at::Tensor flat = out_row_ * (max_new_ + 1) + at::where(active, length_, at::full_like(length_, max_new_));

@@ -7,6 +7,8 @@
 
 #include <cmath>
 
+#include "kernels/token_sampling.h"
+
 namespace grpo {
 namespace {
 
@@ -158,6 +160,61 @@ TEST(Sampler, NonFiniteLogitsStillGiveTokenIdsInTheVocabulary) {
     const at::Tensor tokens = sample_next_tokens(logits, options, at::full({3}, 0.999, at::kDouble));
     EXPECT_TRUE((tokens >= 0).all().item<bool>() && (tokens < 50).all().item<bool>()) << tokens;
   }
+}
+
+}  // namespace
+}  // namespace grpo
+
+namespace grpo {
+namespace {
+
+// The fused draw (kernels/token_sampling.h) against the ATen chain it replaces, on the same
+// uniforms: the same token in every row and the same log-prob, over vocabularies that end
+// mid-vector and Qwen's, temperatures, top-p and min-p.
+TEST(SamplerKernel, DrawsTheTokensOfTheAtenChain) {
+  if (!draw_tokens_has_kernel(at::zeros({1, 16}))) GTEST_SKIP() << "no AVX-512F: the kernel does not run here";
+  at::manual_seed(12);
+  for (const int64_t vocab : {7, 64, 1000, 151936})
+    for (const double temperature : {1.0, 0.7})
+      for (const double top_p : {1.0, 0.95, 0.5})
+        for (const double min_p : {0.0, 0.05}) {
+          const int64_t rows = vocab > 10000 ? 4 : 64;
+          const at::Tensor logits = at::randn({rows, vocab}) * 3;
+          const at::Tensor uniforms = at::rand({rows}, at::kDouble);
+          SamplingOptions options;
+          options.temperature = temperature;
+          options.top_p = top_p;
+          options.min_p = min_p;
+          const TokenDraw fused = draw_tokens(logits, temperature, top_p, min_p, uniforms);
+          const at::Tensor tokens = sample_next_tokens(logits, options, uniforms);
+          const std::string name = "V " + std::to_string(vocab) + " T " + std::to_string(temperature) + " top-p " +
+                                   std::to_string(top_p) + " min-p " + std::to_string(min_p);
+          EXPECT_TRUE(at::equal(fused.tokens, tokens)) << name;
+          EXPECT_LE((fused.logprobs - sampling_logprobs(logits, tokens, temperature)).abs().max().item<double>(), 2e-5)
+              << name;
+        }
+}
+
+// The fused draw's frequencies match the filtered distribution (chi-square, 4 dof, critical
+// value 18.47 at p = 0.001). By hand: at temperature 0.9 the weights are w^(1/0.9) = 10.08, 4.66,
+// 2.16, 1, 1, 0.46, 0.21, 0.21 (sum 19.78); top-p 0.95 (18.79) is reached with the second 1.
+TEST(SamplerKernel, FrequenciesMatchTheFilteredDistribution) {
+  const int64_t rows = 40000;
+  const at::Tensor logits =
+      at::log(at::tensor({8.0, 4.0, 2.0, 1.0, 1.0, 0.5, 0.25, 0.25}, at::kFloat)).unsqueeze(0).expand({rows, 8});
+  if (!draw_tokens_has_kernel(logits)) GTEST_SKIP() << "no AVX-512F: the kernel does not run here";
+  SamplingOptions options;
+  options.temperature = 0.9;
+  options.top_p = 0.95;
+  std::vector<double> u(rows);
+  for (int64_t i = 0; i < rows; ++i) u[static_cast<size_t>(i)] = counter_uniform(2000 + static_cast<uint64_t>(i), 5);
+  const at::Tensor tokens = sample_tokens_with_logprobs(logits, options, at::tensor(u, at::kDouble)).tokens;
+  const at::Tensor weights = at::pow(at::tensor({8.0, 4.0, 2.0, 1.0, 1.0}, at::kDouble), 1 / 0.9);
+  const at::Tensor expected = weights / weights.sum() * rows;
+  const at::Tensor counts = at::bincount(tokens, {}, 8).to(at::kDouble);
+  EXPECT_EQ(counts.narrow(0, 5, 3).sum().item<double>(), 0.0);
+  const double chi2 = ((counts.narrow(0, 0, 5) - expected).pow(2) / expected).sum().item<double>();
+  EXPECT_LT(chi2, 18.47);
 }
 
 }  // namespace
