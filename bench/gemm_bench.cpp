@@ -52,7 +52,9 @@ int main(int argc, char** argv) {
   // Inference layout: x [M, K], W [N, K]; alternate the two so that drift hits both.
   const at::Tensor x = at::randn({m, k});
   const at::Tensor w = at::randn({n, k});
+  const auto pack_start = std::chrono::steady_clock::now();
   const grpo::PackedLinear packed(w, {});
+  const double pack_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - pack_start).count();
   const auto median_of = [&](auto&& body) {
     std::vector<double> s;
     for (int r = 0; r < repeats; ++r) {
@@ -70,9 +72,9 @@ int main(int argc, char** argv) {
     fast += median_of([&] { y_packed = packed(x); });
   }
   const double flop = 2.0 * m * k * n * 3;
-  std::printf("x W^T %lldx%lld times [%lld, %lld]: at::linear %.1f GFLOP/s, PackedLinear %.1f GFLOP/s (%s), ratio %.2f, max |diff| %.2e\n",
+  std::printf("x W^T %lldx%lld times [%lld, %lld]: at::linear %.1f GFLOP/s, PackedLinear %.1f GFLOP/s (%s), ratio %.2f, max |diff| %.2e; packing W took %.1f ms (%.2f GB/s)\n",
               (long long)m, (long long)k, (long long)n, (long long)k, flop / blas / 1e9, flop / fast / 1e9,
               packed.packed() ? "AVX-512 kernel" : "fallback: at::linear", blas / fast,
-              (y_blas - y_packed).abs().max().item<double>());
+              (y_blas - y_packed).abs().max().item<double>(), pack_s * 1e3, 4.0 * n * k / pack_s / 1e9);
   return 0;
 }

@@ -5,6 +5,9 @@
 // Usage: [GRPO_BENCH_G=8] [GRPO_BENCH_TOP_P=1] [GRPO_BENCH_DEVICE=cpu|cuda] [GRPO_BENCH_DTYPE=float32|bfloat16]
 //        bench_generation SHAPE [threads] [prompt_len] [new_tokens] [batches...]
 //   SHAPE: qwen2.5-0.5b | demo-2.9m | DIR (a Hugging Face model directory)
+// "decode" is the engine's generate() of new_tokens minus its generate() of one token (prefill,
+// the weights' packing for the decode kernels and the first draw), per token after each row's
+// first: the decode steps alone. "prefill" is the model's own prefill of the prompts.
 // The last line is the process's peak resident memory (e.g. to show it linear in new_tokens).
 // The "CPU" columns divide the same token counts by the process's CPU time (both threads) instead
 // of wall time: on a machine shared with other work they move far less than the wall figures.
@@ -130,13 +133,19 @@ int main(int argc, char** argv) {
       model->logits_from_hidden(h.narrow(1, prompt_len - 1, 1)).sum().item<double>();  // waits for the device
     }
     const double prefill_s = now() - t0, prefill_cpu = cpu_now() - c0;
+    grpo::GenerationOptions first_only = options;
+    first_only.max_new_tokens = 1;
+    t0 = now();
+    c0 = cpu_now();
+    grpo::generate(model, prompts, first_only, seeds);
+    const double first_s = now() - t0, first_cpu = cpu_now() - c0;
     t0 = now();
     c0 = cpu_now();
     const grpo::RolloutBatch out = grpo::generate(model, prompts, options, seeds);
     const double total_s = now() - t0, total_cpu = cpu_now() - c0;
-    const double decode_s = std::max(1e-9, total_s - prefill_s), decode_cpu = std::max(1e-9, total_cpu - prefill_cpu);
+    const double decode_s = std::max(1e-9, total_s - first_s), decode_cpu = std::max(1e-9, total_cpu - first_cpu);
     const double rows = static_cast<double>(b * group);
-    const double generated = out.completion_mask.sum().item<double>();
+    const double generated = std::max(1.0, out.completion_mask.sum().item<double>() - rows);
 
     // Baseline: a few steps of cache-free decoding of the same rows (full recompute per token).
     // GRPO_BENCH_BASELINE_STEPS=0 skips it (it is slow on large models by design).

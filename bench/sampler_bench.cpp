@@ -1,6 +1,7 @@
 // Time of one sampling step (filters + draw + the sampled tokens' log-probs) on [rows, vocab]
 // logits, against the previous sampler written inline: a float64 softmax, a full-vocabulary sort
-// for top-p, a float64 CDF and a [rows, vocab] log-softmax.
+// for top-p, a float64 CDF and a [rows, vocab] log-softmax; and the engine's draw
+// (sample_tokens_with_logprobs: kernels/token_sampling.h where it applies) against the ATen chain.
 //
 // Usage: bench_sampler [rows] [vocab] [threads] [top_p] [iterations]
 
@@ -49,7 +50,7 @@ int main(int argc, char** argv) {
   const at::Tensor logits = 3 * at::randn({rows, vocab});
   grpo::SamplingOptions options;
   options.top_p = top_p;
-  std::vector<double> previous, current;
+  std::vector<double> previous, current, engine;
   for (int i = 0; i < iterations; ++i) {
     const at::Tensor uniforms = at::rand({rows}, at::kDouble);
     double t0 = now();
@@ -60,11 +61,17 @@ int main(int argc, char** argv) {
     const at::Tensor tokens = grpo::sample_next_tokens(logits, options, uniforms);
     grpo::sampling_logprobs(logits, tokens, 1.0);
     current.push_back(now() - t0);
+    t0 = now();
+    grpo::sample_tokens_with_logprobs(logits, options, uniforms);
+    engine.push_back(now() - t0);
   }
   std::sort(previous.begin(), previous.end());
   std::sort(current.begin(), current.end());
-  const double p = previous[previous.size() / 2] * 1e3, c = current[current.size() / 2] * 1e3;
-  std::printf("sampling [%lld x %lld], top_p %.2f, %d thread(s): previous %.2f ms, now %.2f ms (%.1fx), medians of %d\n",
-              (long long)rows, (long long)vocab, top_p, threads, p, c, p / c, iterations);
+  std::sort(engine.begin(), engine.end());
+  const double p = previous[previous.size() / 2] * 1e3, c = current[current.size() / 2] * 1e3,
+               e = engine[engine.size() / 2] * 1e3;
+  std::printf("sampling [%lld x %lld], top_p %.2f, %d thread(s): previous %.2f ms, ATen chain %.2f ms (%.1fx), "
+              "engine's draw %.2f ms (%.1fx the chain), medians of %d\n",
+              (long long)rows, (long long)vocab, top_p, threads, p, c, p / c, e, c / e, iterations);
   return 0;
 }

@@ -76,11 +76,26 @@ PackedLinear::PackedLinear(const at::Tensor& weight, const at::Tensor& bias) {
   in_ = weight.size(1);
   const at::Tensor w = weight.detach();
   if (w.is_cpu() && w.scalar_type() == at::kFloat && packed_linear_supported()) {
-    const int64_t panels = (out_ + kWidth - 1) / kWidth;
-    const at::Tensor padded = at::zeros({panels * kWidth, in_}, w.options());
-    padded.narrow(0, 0, out_).copy_(w);
-    // [panels, 32, K] -> [panels, K, 32]: a panel's 32 weights of input feature i lie side by side.
-    panels_ = padded.view({panels, kWidth, in_}).transpose(1, 2).contiguous();
+    const int64_t panels = (out_ + kWidth - 1) / kWidth, k = in_, n = out_;
+    panels_ = at::empty({panels, k, kWidth}, w.options());
+    const at::Tensor source = w.contiguous();
+    const float* from = source.data_ptr<float>();
+    float* to = panels_.data_ptr<float>();
+    // One pass, panels in parallel: panel p's element (i, j) is W[32 p + j, i], 0 past N.
+    at::parallel_for(0, panels, 1, [&](int64_t first, int64_t last) {
+      for (int64_t p = first; p < last; ++p) {
+        float* panel = to + p * k * kWidth;
+        for (int64_t j = 0; j < kWidth; ++j) {
+          const int64_t row = p * kWidth + j;
+          if (row >= n) {
+            for (int64_t i = 0; i < k; ++i) panel[i * kWidth + j] = 0.0f;
+            continue;
+          }
+          const float* w_row = from + row * k;
+          for (int64_t i = 0; i < k; ++i) panel[i * kWidth + j] = w_row[i];
+        }
+      }
+    });
     if (bias.defined()) bias_ = bias.detach().to(at::kFloat).contiguous().clone();
   } else {
     weight_ = w.clone();
