@@ -7,7 +7,8 @@
 //   SHAPE: qwen2.5-0.5b | demo-2.9m | DIR (a Hugging Face model directory)
 // "decode" is the engine's generate() of new_tokens minus its generate() of one token (prefill,
 // the weights' packing for the decode kernels and the first draw), per token after each row's
-// first: the decode steps alone. "prefill" is the model's own prefill of the prompts.
+// first: the decode steps alone. "prefill" is the prompts' prefill through the engine's path.
+// Both run with the inference weights prepared beforehand (DecoderImpl::set_fused_inference).
 // The last line is the process's peak resident memory (e.g. to show it linear in new_tokens).
 // The "CPU" columns divide the same token counts by the process's CPU time (both threads) instead
 // of wall time: on a machine shared with other work they move far less than the wall figures.
@@ -122,6 +123,10 @@ int main(int argc, char** argv) {
     const auto seeds = grpo::rollout_seeds(1, keys, group);
 
     at::NoGradGuard no_grad;
+    // The engine's inference path for the whole measurement, its weights prepared (packed) once
+    // beforehand, as a trainer's generate() prepares them once per policy version.
+    model->set_fused_inference(true);
+    model->forward(at::zeros({1, 1}, at::kLong).to(device)).sum().item<double>();
     // Prefill alone, as the engine needs it (every position's keys and values, the last position's
     // logits), to split the engine's time into prefill and decode.
     double t0 = now(), c0 = cpu_now();
@@ -146,6 +151,7 @@ int main(int argc, char** argv) {
     const double decode_s = std::max(1e-9, total_s - first_s), decode_cpu = std::max(1e-9, total_cpu - first_cpu);
     const double rows = static_cast<double>(b * group);
     const double generated = std::max(1.0, out.completion_mask.sum().item<double>() - rows);
+    model->set_fused_inference(false);
 
     // Baseline: a few steps of cache-free decoding of the same rows (full recompute per token).
     // GRPO_BENCH_BASELINE_STEPS=0 skips it (it is slow on large models by design).
