@@ -180,7 +180,7 @@ RunSummary run_grpo(const Config& config) {
   if (!rewards) throw std::runtime_error(rewards.status().message());
   auto [data, order] = load_training_data(*run, &*rewards);
   TrainingGuards guards(config.trainer.guards, comm.rank() == 0);
-  ThreadPool reward_pool(config.reward.threads > 0 ? static_cast<size_t>(config.reward.threads) : 1);
+  ThreadPool reward_pool(scoring_threads(config.reward));
   const bool use_kl = config.grpo.kl.beta > 0;
   // trainer.rollout_ranks > 0: this rank only generates and scores (run_rollout_role below).
   const bool rollout_role = run->layout && run->layout->rollout;

@@ -219,7 +219,7 @@ SampleSummary run_rejection_sampling(const Config& config) {
              config.sample.samples_per_prompt, config.model.path, parts, per_part,
              parts - static_cast<int64_t>(pending.size()));
 
-  ThreadPool reward_pool(config.reward.threads > 0 ? static_cast<size_t>(config.reward.threads) : 1);
+  ThreadPool reward_pool(scoring_threads(config.reward));
   const SamplingContext ctx{config, *policy, prompts, rewards, *filter, reward_pool,
                             generation_options(config.rollout, *policy, config.sample.samples_per_prompt)};
   std::filesystem::create_directories(sample_parts_dir(config));
