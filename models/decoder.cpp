@@ -106,13 +106,17 @@ class InferenceLinear {
     std::vector<std::pair<const void*, int64_t>> stamp;
     for (const auto* list : {&weights, &biases})
       for (const at::Tensor& t : *list) stamp.emplace_back(t.data_ptr(), t._version());
-    std::lock_guard<std::mutex> lock(mutex_);  // rows of one step may run on several threads
-    if (!linear_.defined() || stamp != stamp_) {
-      linear_ = PackedLinear(weights.size() == 1 ? weights[0] : at::cat(weights, 0),
-                             biases.size() != weights.size() ? at::Tensor() : biases.size() == 1 ? biases[0] : at::cat(biases, 0));
-      stamp_ = std::move(stamp);
+    PackedLinear linear;  // a copy shares the packed tensors; the product runs outside the lock
+    {
+      std::lock_guard<std::mutex> lock(mutex_);  // rows of one step may run on several threads
+      if (!linear_.defined() || stamp != stamp_) {
+        linear_ = PackedLinear(weights.size() == 1 ? weights[0] : at::cat(weights, 0),
+                               biases.size() != weights.size() ? at::Tensor() : biases.size() == 1 ? biases[0] : at::cat(biases, 0));
+        stamp_ = std::move(stamp);
+      }
+      linear = linear_;
     }
-    return linear_(x);
+    return linear(x);
   }
   at::Tensor operator()(const at::Tensor& x, const std::vector<Linear>& parts) {
     std::vector<at::Tensor> weights, biases;
