@@ -10,7 +10,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include "core/cpu_info.h"
+#include "kernels/cpu_kernels.h"
 
 namespace grpo {
 namespace {
@@ -109,10 +109,8 @@ at::Tensor unit_inner_stride(const at::Tensor& t) { return t.stride(-1) == 1 ? t
 }  // namespace
 
 bool decode_attention_has_kernel(const at::Tensor& q, const at::Tensor& keys) {
-  static const bool avx512 = probe_cpu_features().avx512;
   const int64_t dim = q.size(-1);
-  return avx512 && q.is_cpu() && keys.is_cpu() && q.scalar_type() == at::kFloat && keys.scalar_type() == at::kFloat &&
-         dim % 16 == 0 && dim <= kMaxHeadDim;
+  return runs_on_cpu_kernels(q) && runs_on_cpu_kernels(keys) && dim % 16 == 0 && dim <= kMaxHeadDim;
 }
 
 at::Tensor decode_attention_reference(const at::Tensor& q, const DecodeKeys& k, double scale) {

@@ -7,7 +7,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include "core/cpu_info.h"
+#include "kernels/cpu_kernels.h"
 
 namespace grpo {
 namespace {
@@ -63,11 +63,6 @@ void multiply_panels(const float* x, int64_t m, int64_t k, const float* panels, 
 
 }  // namespace
 
-bool packed_linear_supported() {
-  static const bool supported = probe_cpu_features().avx512;
-  return supported;
-}
-
 PackedLinear::PackedLinear(const at::Tensor& weight, const at::Tensor& bias) {
   TORCH_CHECK(weight.dim() == 2, "PackedLinear: weight must be [N, K], got ", weight.sizes());
   TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(0)), "PackedLinear: bias ",
@@ -75,7 +70,7 @@ PackedLinear::PackedLinear(const at::Tensor& weight, const at::Tensor& bias) {
   out_ = weight.size(0);
   in_ = weight.size(1);
   const at::Tensor w = weight.detach();
-  if (w.is_cpu() && w.scalar_type() == at::kFloat && packed_linear_supported()) {
+  if (runs_on_cpu_kernels(w)) {
     const int64_t panels = (out_ + kWidth - 1) / kWidth, k = in_, n = out_;
     panels_ = at::empty({panels, k, kWidth}, w.options());
     const at::Tensor source = w.contiguous();

@@ -36,7 +36,4 @@ class PackedLinear {
   at::Tensor weight_;          // [N, K] (fallback path only)
 };
 
-// True when this CPU can run PackedLinear's kernel (AVX-512F usable by the OS).
-bool packed_linear_supported();
-
 }  // namespace grpo

@@ -11,7 +11,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include "core/cpu_info.h"
+#include "kernels/cpu_kernels.h"
 
 namespace grpo {
 namespace {
@@ -163,8 +163,7 @@ __attribute__((target("avx512f"))) RowDraw draw_row(const float* logits, int64_t
 }  // namespace
 
 bool draw_tokens_has_kernel(const at::Tensor& logits) {
-  static const bool avx512 = probe_cpu_features().avx512;
-  return avx512 && logits.is_cpu() && logits.scalar_type() == at::kFloat && logits.dim() == 2;
+  return runs_on_cpu_kernels(logits) && logits.dim() == 2;
 }
 
 TokenDraw draw_tokens(const at::Tensor& logits_in, double temperature, double top_p, double min_p,

@@ -12,6 +12,7 @@
 
 #include "core/atomic_file.h"
 #include "kernels/attention.h"
+#include "kernels/cpu_kernels.h"
 #include "kernels/packed_linear.h"
 
 namespace grpo {
@@ -102,7 +103,7 @@ at::Tensor rotate_half(const at::Tensor& x) {
 class InferenceLinear {
  public:
   at::Tensor operator()(const at::Tensor& x, const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases) {
-    if (weights.size() == 1 && !packs(weights[0])) return at::linear(x, weights[0], biases.empty() ? at::Tensor() : biases[0]);
+    if (weights.size() == 1 && !runs_on_cpu_kernels(weights[0])) return at::linear(x, weights[0], biases.empty() ? at::Tensor() : biases[0]);
     std::vector<std::pair<const void*, int64_t>> stamp;
     for (const auto* list : {&weights, &biases})
       for (const at::Tensor& t : *list) stamp.emplace_back(t.data_ptr(), t._version());
@@ -132,9 +133,6 @@ class InferenceLinear {
   }
 
  private:
-  static bool packs(const at::Tensor& weight) {
-    return weight.is_cpu() && weight.scalar_type() == at::kFloat && packed_linear_supported();
-  }
   PackedLinear linear_;
   std::vector<std::pair<const void*, int64_t>> stamp_;
   std::mutex mutex_;

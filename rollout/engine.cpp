@@ -8,7 +8,7 @@
 #include <ATen/core/grad_mode.h>
 #include <fmt/format.h>
 
-#include "kernels/packed_linear.h"
+#include "kernels/cpu_kernels.h"
 
 namespace grpo {
 
@@ -59,8 +59,7 @@ std::vector<int64_t> to_vector(const at::Tensor& t) {
 // the weights, so only where they are few enough to be read again from cache, and only for
 // float32 CPU models whose step runs the packed kernels.
 int64_t decode_row_parts(Decoder& model) {
-  const at::Tensor first = model->parameters()[0];
-  if (!first.is_cpu() || first.scalar_type() != at::kFloat || !packed_linear_supported()) return 1;
+  if (!runs_on_cpu_kernels(model->parameters()[0])) return 1;
   int64_t bytes = 0;
   for (const at::Tensor& p : model->parameters()) bytes += p.numel() * p.element_size();
   return bytes <= kDecodeSplitMaxWeightBytes ? at::get_num_threads() : 1;

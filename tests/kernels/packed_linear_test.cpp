@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "kernels/cpu_kernels.h"
 #include "kernels/packed_linear.h"
 
 namespace grpo {
@@ -66,8 +67,8 @@ TEST(PackedLinear, OtherDtypesTakeTheReferencePath) {
 
 TEST(PackedLinear, PacksFloat32WhereTheCpuHasAvx512) {
   const PackedLinear linear(at::randn({8, 8}), {});
-  EXPECT_EQ(linear.packed(), packed_linear_supported());
-  if (!packed_linear_supported()) GTEST_SKIP() << "this CPU has no AVX-512F: the kernel itself did not run";
+  EXPECT_EQ(linear.packed(), avx512_kernels_supported());
+  if (!avx512_kernels_supported()) GTEST_SKIP() << "this CPU has no AVX-512F: the kernel itself did not run";
 }
 
 }  // namespace

@@ -14,7 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_file.h"
-#include "kernels/packed_linear.h"
+#include "kernels/cpu_kernels.h"
 #include "tests/support/fixtures.h"
 
 namespace grpo {
@@ -108,7 +108,7 @@ TEST_F(EngineTest, SameSeedSameTokensWhateverTheBatchComposition) {
 // decode_forward); every row's arithmetic is its own, so the tokens and log-probs are those of the
 // step run whole on one thread. Shared-prefix (G = 8) and single-cache (G = 1) layouts.
 TEST_F(EngineTest, DecodeStepSplitOverThreadsEqualsTheWholeStep) {
-  if (!packed_linear_supported()) GTEST_SKIP() << "no AVX-512F: decode steps are not split on this CPU";
+  if (!avx512_kernels_supported()) GTEST_SKIP() << "no AVX-512F: decode steps are not split on this CPU";
   const int threads = at::get_num_threads();
   for (const int64_t group : {8, 1}) {
     GenerationOptions options;
