@@ -40,6 +40,10 @@ void KvCache::share_prefix(const KvCache& prefix, int64_t group) {
   prefix_group = group;
 }
 
+bool KvCache::decodes_in_place(int64_t t) const {
+  return t == 1 && !keys.empty() && decode_attention_has_kernel(keys[0], keys[0]);
+}
+
 KvCache KvCache::rows(int64_t first, int64_t count) const {
   TORCH_CHECK(first >= 0 && count >= 1 && first + count <= batch(), "KvCache::rows: rows [", first, ", ",
               first + count, ") of ", batch());
@@ -115,7 +119,7 @@ at::Tensor KvCache::attend(size_t layer, const at::Tensor& q, const at::Tensor& 
   const int64_t own = std::max(filled, length + t);
   const at::Tensor own_k = keys[layer].narrow(2, 0, own), own_v = values[layer].narrow(2, 0, own);
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  if (t == 1 && decode_attention_has_kernel(q, own_k)) {
+  if (decodes_in_place(t)) {
     // A decode step sees every real key, in whatever slot order: read them in place.
     DecodeKeys cached{own_k, own_v, key_mask.narrow(1, 0, own)};
     if (prefix_row.defined()) {

@@ -56,14 +56,18 @@ struct KvCache {
   // (wrapping a ring), and returns the keys the queries may see [B, prefix_width + own slots].
   at::Tensor begin_append(const at::Tensor& mask);
   void end_append(const at::Tensor& mask);
+  // True when a step of `t` tokens attends through kernels/decode_attention (one token, a float32
+  // cache on an AVX-512 CPU), which reads the slots in place and needs no bias.
+  bool decodes_in_place(int64_t t) const;
   // True when attention over this cache needs an explicit bias (after begin_append of t tokens):
   // with a shared prefix, or once a ring has wrapped, slot order is no longer time order.
-  bool needs_bias(int64_t t) const { return prefix_row.defined() || filled > length + t; }
+  bool needs_bias(int64_t t) const { return !decodes_in_place(t) && (prefix_row.defined() || filled > length + t); }
   // The additive bias [B, 1, t, S] for `key_valid` [B, S] from begin_append: only the tokens of this
   // call can lie in a query's future; padding keys are masked.
   at::Tensor attention_bias(const at::Tensor& key_valid, int64_t t, at::ScalarType dtype) const;
   // Writes k, v [B, KV, t, hd] of `layer` at the current slot and returns the causal attention of q
-  // over the prefix and own slots, [B, H, t, hd]. Without `bias` (needs_bias false) it is the
+  // over the prefix and own slots, [B, H, t, hd]. A step that decodes_in_place reads the slots
+  // through kernels/decode_attention. Otherwise, without `bias` (needs_bias false) it is the
   // memory-linear kernels/attention over own slots in time order; with `bias`
   // [B, 1, t, prefix_width + own slots], softmax(q k^T + bias) v over the prefix and own slots.
   at::Tensor attend(size_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
