@@ -30,7 +30,7 @@ struct ScoringStats {
   int64_t timeouts = 0;  // rewards that ran past the timeout
 };
 
-// Threads of the pool that scores samples outside training (eval, dev evaluation, `grpo reward`):
+// Threads of the pool that scores samples (GRPO, eval, dev evaluation, `grpo sample`, `grpo reward`):
 // reward.threads, or every core when it is 0.
 size_t scoring_threads(const RewardConfig& reward);
 

@@ -235,7 +235,7 @@ class GenerationRun {
 
   // Samples every row's next token and feeds it back, without reading anything to the host.
   void decode_step(const at::Tensor& uniforms, bool feed) {
-    const SampledTokens drawn = sample_tokens_with_logprobs(logits_, options_.sampling, uniforms);
+    const TokenDraw drawn = sample_tokens_with_logprobs(logits_, options_.sampling, uniforms);
     const at::Tensor& next = drawn.tokens;
     const at::Tensor& logp = drawn.logprobs;
     const at::Tensor active = ~done_;

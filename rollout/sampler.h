@@ -11,6 +11,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "kernels/token_sampling.h"
+
 namespace grpo {
 
 struct SamplingOptions {
@@ -48,12 +50,9 @@ at::Tensor sampling_logprobs(const at::Tensor& logits, const at::Tensor& tokens,
 // sample_next_tokens with the uniforms given, and sampling_logprobs of the drawn tokens, at once:
 // the engine's draw of every decode step. Where kernels/token_sampling.h applies (float32 logits
 // on an AVX-512 CPU, temperature > 0, no top-k) its fused kernel draws, which equals this chain
-// up to float32 rounding of the probabilities; elsewhere the chain itself runs.
-struct SampledTokens {
-  at::Tensor tokens;    // [B] long
-  at::Tensor logprobs;  // [B] float32, as sampling_logprobs
-};
-SampledTokens sample_tokens_with_logprobs(const at::Tensor& logits, const SamplingOptions& options,
+// up to float32 rounding of the probabilities; elsewhere the chain itself runs. The log-probs are
+// those of sampling_logprobs.
+TokenDraw sample_tokens_with_logprobs(const at::Tensor& logits, const SamplingOptions& options,
                                           const at::Tensor& uniforms);
 
 // The uniform number in [0, 1) of (seed, step): SplitMix64, 53 bits.
