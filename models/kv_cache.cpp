@@ -121,7 +121,10 @@ at::Tensor KvCache::attend(size_t layer, const at::Tensor& q, const at::Tensor& 
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   if (decodes_in_place(t)) {
     // A decode step sees every real key, in whatever slot order: read them in place.
-    DecodeKeys cached{own_k, own_v, key_mask.narrow(1, 0, own)};
+    DecodeKeys cached;
+    cached.keys = own_k;
+    cached.values = own_v;
+    cached.mask = key_mask.narrow(1, 0, own);
     if (prefix_row.defined()) {
       cached.prefix_keys = prefix_keys[layer];
       cached.prefix_values = prefix_values[layer];
