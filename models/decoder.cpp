@@ -14,6 +14,9 @@
 #include "kernels/attention.h"
 #include "kernels/cpu_kernels.h"
 #include "kernels/packed_linear.h"
+#include "kernels/rms_norm.h"
+#include "kernels/rotary.h"
+#include "kernels/swiglu.h"
 
 namespace grpo {
 namespace {
@@ -45,15 +48,7 @@ class RmsNormImpl : public torch::nn::Module {
   RmsNormImpl(int64_t size, double eps, ParameterMaker& make) : eps_(eps) {
     weight = register_parameter("weight", make({size}, [](at::Tensor& w) { w.fill_(1.0); }));
   }
-  at::Tensor forward(const at::Tensor& x) {
-    if (!at::GradMode::is_enabled() && x.scalar_type() == at::kFloat) {
-      // The same arithmetic with two temporaries fewer (decode runs it twice per layer per token).
-      return (x * x.pow(2).mean(-1, /*keepdim=*/true).add_(eps_).rsqrt_()).mul_(weight);
-    }
-    const at::Tensor x32 = x.to(at::kFloat);
-    const at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps_);
-    return weight * normed.to(x.scalar_type());
-  }
+  at::Tensor forward(const at::Tensor& x) { return rms_norm(x, weight, eps_); }
   at::Tensor weight;
 
  private:
@@ -89,11 +84,6 @@ class EmbeddingImpl : public torch::nn::Module {
 TORCH_MODULE(Embedding);
 
 Linear make_linear(int64_t in, int64_t out, bool bias, ParameterMaker& make) { return Linear(in, out, bias, make); }
-
-at::Tensor rotate_half(const at::Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-}
 
 // For inference only: linear layers' weights and biases concatenated along the output and packed
 // for few-row products (kernels/packed_linear.h), so that one product reads the input once for
@@ -163,9 +153,8 @@ class AttentionImpl : public torch::nn::Module {
     at::Tensor q = q_proj(x).view({b, t, o_.num_heads, hd}).transpose(1, 2);  // [B, H, T, hd]
     at::Tensor k = k_proj(x).view({b, t, kv, hd}).transpose(1, 2);           // [B, KV, T, hd]
     at::Tensor v = v_proj(x).view({b, t, kv, hd}).transpose(1, 2);
-    const at::Tensor c = cos.unsqueeze(1), s = sin.unsqueeze(1);
-    q = q * c + rotate_half(q) * s;
-    k = k * c + rotate_half(k) * s;
+    q = rotary_embedding(q, cos, sin);
+    k = rotary_embedding(k, cos, sin);
     // Causal, blockwise so memory stays linear in length; query head h reads kv head h / (heads / kv_heads).
     const at::Tensor out = cache != nullptr ? cache->attend(layer, q, k, v, key_valid, bias) : attention(q, k, v, key_valid, 0);
     return o_proj(out.transpose(1, 2).reshape({b, t, o_.num_heads * hd}));
@@ -202,12 +191,12 @@ class MlpImpl : public torch::nn::Module {
     up_proj = register_module("up_proj", make_linear(o.hidden_size, o.intermediate_size, o.mlp_bias, make));
     down_proj = register_module("down_proj", make_linear(o.intermediate_size, o.hidden_size, o.mlp_bias, make));
   }
-  at::Tensor forward(const at::Tensor& x) { return down_proj(at::silu(gate_proj(x)) * up_proj(x)); }
+  at::Tensor forward(const at::Tensor& x) { return down_proj(swiglu(gate_proj(x), up_proj(x))); }
   // forward for inference with gate|up as one GEMM.
   at::Tensor forward_fused(const at::Tensor& x) {
     const at::Tensor gate_up = gate_up_(x, {gate_proj, up_proj});
     const int64_t size = gate_up.size(-1) / 2;
-    return down_(at::silu(gate_up.narrow(-1, 0, size)).mul_(gate_up.narrow(-1, size, size)), {down_proj});
+    return down_(swiglu(gate_up.narrow(-1, 0, size), gate_up.narrow(-1, size, size)), {down_proj});
   }
   void drop_fused() {
     gate_up_.drop();
