@@ -49,7 +49,9 @@ struct Grads {
   at::Tensor out, dq, dk, dv;
 };
 
-Grads run(const Case& c, bool blockwise, at::ScalarType dtype = at::kFloat) {
+enum class Path { kBias, kReference, kDispatch };
+
+Grads run(const Case& c, Path path, at::ScalarType dtype = at::kFloat) {
   const int64_t b = static_cast<int64_t>(c.left_pad.size()), d = 8;
   at::manual_seed(11);
   at::Tensor q = at::randn({b, c.heads, c.queries, d}).to(dtype).requires_grad_(true);
@@ -65,11 +67,12 @@ Grads run(const Case& c, bool blockwise, at::ScalarType dtype = at::kFloat) {
   const at::Tensor sees_key = allowed_pairs(key_mask, c.queries, c.offset).any(-1).unsqueeze(1).unsqueeze(-1);
   const at::Tensor upstream = at::randn({b, c.heads, c.queries, d}) * sees_key;
   Grads g;
-  if (blockwise) {
+  if (path != Path::kBias) {
     AttentionOptions options;
     options.query_block = c.query_block;
     options.key_block = c.key_block;
-    g.out = attention_reference(q, k, v, key_mask, c.offset, options);
+    g.out = path == Path::kReference ? attention_reference(q, k, v, key_mask, c.offset, options)
+                                     : attention(q, k, v, key_mask, c.offset, options);
     EXPECT_EQ(max_abs_diff(g.out * sees_key.logical_not(), at::zeros({}, at::kFloat)), 0.0) << "blind rows are zero";
   } else {
     g.out = bias_attention(q, k, v, key_mask, c.offset);
@@ -84,18 +87,24 @@ Grads run(const Case& c, bool blockwise, at::ScalarType dtype = at::kFloat) {
 
 class AttentionCases : public ::testing::TestWithParam<Case> {};
 
+// The reference, and `attention` as this build dispatches it (on float32 CPU inputs that fit one
+// block: the softmax kernel where the CPU has AVX-512F).
 TEST_P(AttentionCases, ValuesAndGradientsEqualTheBiasPath) {
   const Case c = GetParam();
-  const Grads got = run(c, true), want = run(c, false);
-  EXPECT_LE(max_abs_diff(got.out, want.out), 1e-5);
-  EXPECT_LE(max_abs_diff(got.dq, want.dq), 1e-5);
-  EXPECT_LE(max_abs_diff(got.dk, want.dk), 1e-5);
-  EXPECT_LE(max_abs_diff(got.dv, want.dv), 1e-5);
+  const Grads want = run(c, Path::kBias);
+  for (const Path path : {Path::kReference, Path::kDispatch}) {
+    const Grads got = run(c, path);
+    const char* name = path == Path::kReference ? "reference" : "dispatch";
+    EXPECT_LE(max_abs_diff(got.out, want.out), 1e-5) << name;
+    EXPECT_LE(max_abs_diff(got.dq, want.dq), 1e-5) << name;
+    EXPECT_LE(max_abs_diff(got.dk, want.dk), 1e-5) << name;
+    EXPECT_LE(max_abs_diff(got.dv, want.dv), 1e-5) << name;
+  }
 }
 
 TEST_P(AttentionCases, Bfloat16WithinTolerance) {
   const Case c = GetParam();
-  const Grads got = run(c, true, at::kBFloat16), want = run(c, false, at::kFloat);
+  const Grads got = run(c, Path::kReference, at::kBFloat16), want = run(c, Path::kBias, at::kFloat);
   EXPECT_LE(max_abs_diff(got.out, want.out), 3e-2);
   EXPECT_LE(max_abs_diff(got.dv, want.dv), 6e-2);
 }
@@ -110,6 +119,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"RightPadding", 4, 2, 13, 13, 0, {0, 0, 0}, {0, 3, 9}, 5, 4},
                       Case{"LeftAndRightPadding", 6, 2, 10, 10, 0, {2, 0}, {3, 1}, 3, 4},
                       Case{"GroupOfThreeOneBlock", 6, 2, 9, 9, 0, {3, 0}, {0, 2}, 64, 64},
+                      Case{"OneBlockManyKeys", 4, 2, 37, 37, 0, {0, 6, 37}, {0, 4, 0}, 256, 512},
+                      Case{"OneBlockAfterCache", 4, 2, 20, 45, 25, {3, 0}, {0, 5}, 256, 512},
                       Case{"PrefillAfterCache", 4, 1, 5, 12, 7, {2, 0}, {0, 0}, 2, 5},
                       Case{"SingleQueryDecode", 4, 2, 1, 9, 8, {3, 0}, {0, 0}, 1, 4}),
     case_name);
