@@ -4,14 +4,11 @@
 #include <cmath>
 #include <limits>
 
-#include <immintrin.h>
-
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/autograd.h>
 #include <torch/version.h>
 
-#include "kernels/avx512_math.h"
+#include "kernels/attention_cpu.h"
 #include "kernels/cpu_kernels.h"
 
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
@@ -162,105 +159,6 @@ class BlockwiseAttention : public torch::autograd::Function<BlockwiseAttention> 
   }
 };
 
-// One query's row of a single block on the CPU kernels: p_j = softmax(x_j * scale + key_bias_j)
-// over the keys j < visible it may see under the causal mask, 0 beyond; no key at all gives 0s.
-__attribute__((target("avx512f"))) void causal_softmax_row(const float* x, const float* key_bias, float* p,
-                                                           int64_t visible, int64_t keys, float scale) {
-  const __m512 scale16 = _mm512_set1_ps(scale);
-  __m512 max16 = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  for (int64_t j = 0; j < visible; j += 16) {
-    const __mmask16 m = lanes_before(j, visible);
-    const __m512 z = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + j), scale16), _mm512_maskz_loadu_ps(m, key_bias + j));
-    _mm512_mask_storeu_ps(p + j, m, z);
-    max16 = _mm512_mask_max_ps(max16, m, max16, z);
-  }
-  const float max = _mm512_reduce_max_ps(max16);
-  std::fill(p + visible, p + keys, 0.0f);
-  if (max == -std::numeric_limits<float>::infinity()) {
-    std::fill(p, p + visible, 0.0f);
-    return;
-  }
-  const __m512 shift = _mm512_set1_ps(max);
-  __m512 sum16 = _mm512_setzero_ps();
-  for (int64_t j = 0; j < visible; j += 16) {
-    const __mmask16 m = lanes_before(j, visible);
-    const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, p + j), shift));
-    _mm512_mask_storeu_ps(p + j, m, e);
-    sum16 = _mm512_mask_add_ps(sum16, m, sum16, e);
-  }
-  const __m512 inverse = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum16));
-  for (int64_t j = 0; j < visible; j += 16) {
-    const __mmask16 m = lanes_before(j, visible);
-    _mm512_mask_storeu_ps(p + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p + j), inverse));
-  }
-}
-
-// d x_j = scale * p_j * (d p_j - sum_k p_k d p_k); 0 past the visible keys, where p is 0.
-__attribute__((target("avx512f"))) void causal_softmax_row_backward(const float* p, const float* dp, float* dx,
-                                                                    int64_t visible, int64_t keys, float scale) {
-  __m512 dot16 = _mm512_setzero_ps();
-  for (int64_t j = 0; j < visible; j += 16) {
-    const __mmask16 m = lanes_before(j, visible);
-    dot16 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p + j), _mm512_maskz_loadu_ps(m, dp + j), dot16);
-  }
-  const __m512 dot = _mm512_set1_ps(_mm512_reduce_add_ps(dot16)), scale16 = _mm512_set1_ps(scale);
-  for (int64_t j = 0; j < visible; j += 16) {
-    const __mmask16 m = lanes_before(j, visible);
-    const __m512 centered = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, dp + j), dot);
-    _mm512_mask_storeu_ps(dx + j, m, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, p + j), centered), scale16));
-  }
-  std::fill(dx + visible, dx + keys, 0.0f);
-}
-
-// The softmax of a single block on the CPU kernels: scores [B * KV * G * T, S] (rows in that
-// order), key_bias [B, S] 0 for a real key and -inf for padding. One pass each way that skips the
-// keys the causal mask hides, where the ATen chain masks, fills and keeps masks for autograd.
-class CausalSoftmax : public torch::autograd::Function<CausalSoftmax> {
- public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& scores, const at::Tensor& key_bias,
-                            int64_t query_offset, int64_t queries, double scale) {
-    at::Tensor probs = at::empty_like(scores);
-    for_each_row(scores, key_bias, query_offset, queries, [&](int64_t row, int64_t batch, int64_t visible, int64_t keys) {
-      causal_softmax_row(scores.data_ptr<float>() + row * keys, key_bias.data_ptr<float>() + batch * keys,
-                         probs.data_ptr<float>() + row * keys, visible, keys, static_cast<float>(scale));
-    });
-    ctx->save_for_backward({probs, key_bias});
-    ctx->saved_data["query_offset"] = query_offset;
-    ctx->saved_data["queries"] = queries;
-    ctx->saved_data["scale"] = scale;
-    return probs;
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor &probs = saved[0], &key_bias = saved[1];
-    const at::Tensor grad_probs = grad_outputs[0].contiguous();
-    const float scale = static_cast<float>(ctx->saved_data["scale"].toDouble());
-    at::Tensor grad_scores = at::empty_like(probs);
-    for_each_row(probs, key_bias, ctx->saved_data["query_offset"].toInt(), ctx->saved_data["queries"].toInt(),
-                 [&](int64_t row, int64_t, int64_t visible, int64_t keys) {
-                   causal_softmax_row_backward(probs.data_ptr<float>() + row * keys,
-                                               grad_probs.data_ptr<float>() + row * keys,
-                                               grad_scores.data_ptr<float>() + row * keys, visible, keys, scale);
-                 });
-    return {grad_scores, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-  }
-
- private:
-  // body(row, batch, visible keys, keys) for every row, in parallel.
-  template <typename Body>
-  static void for_each_row(const at::Tensor& scores, const at::Tensor& key_bias, int64_t query_offset, int64_t queries,
-                           const Body& body) {
-    const int64_t rows = scores.size(0), keys = scores.size(1), rows_per_batch = rows / key_bias.size(0);
-    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(keys, 1)), [&](int64_t begin, int64_t end) {
-      for (int64_t row = begin; row < end; ++row) {
-        const int64_t visible = std::min(keys, std::max<int64_t>(0, query_offset + row % queries + 1));
-        body(row, row / rows_per_batch, visible, keys);
-      }
-    });
-  }
-};
-
 // Everything fits one block: a plain masked softmax, differentiated by autograd.
 at::Tensor single_block_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                   const at::Tensor& key_mask, int64_t query_offset, double scale, const Shape& s) {
@@ -273,18 +171,6 @@ at::Tensor single_block_attention(const at::Tensor& q, const at::Tensor& k, cons
                                .view({s.batch, s.kv_heads, s.group * s.queries, s.keys})
                                .to(v.scalar_type());
   return at::matmul(probs, v).view({s.batch, s.heads, s.queries, s.head_dim});
-}
-
-// single_block_attention with the softmax on the CPU kernels (CausalSoftmax).
-at::Tensor single_block_attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                      const at::Tensor& key_mask, int64_t query_offset, double scale, const Shape& s) {
-  const at::Tensor q_flat = q.reshape({s.batch, s.kv_heads, s.group * s.queries, s.head_dim});
-  const at::Tensor scores = at::matmul(q_flat, k.transpose(2, 3)).reshape({-1, s.keys});
-  const at::Tensor key_bias = at::zeros({s.batch, s.keys}, scores.options().requires_grad(false))
-                                  .masked_fill_(key_mask.logical_not(), kMinusInf);
-  const at::Tensor probs = CausalSoftmax::apply(scores, key_bias, query_offset, s.queries, scale);
-  return at::matmul(probs.view({s.batch, s.kv_heads, s.group * s.queries, s.keys}), v)
-      .view({s.batch, s.heads, s.queries, s.head_dim});
 }
 
 at::Tensor defined_key_mask(const at::Tensor& key_mask, const at::Tensor& k) {
@@ -335,8 +221,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 #else
   const bool one_block = s.queries <= options.query_block && s.keys <= options.key_block;
   if (one_block && s.keys > 0 && runs_on_cpu_kernels(q) && runs_on_cpu_kernels(k) && runs_on_cpu_kernels(v))
-    return single_block_attention_cpu(q, k, v, defined_key_mask(key_mask, k), query_offset,
-                                      scale_for(options, s.head_dim), s);
+    return one_block_attention_cpu(q, k, v, defined_key_mask(key_mask, k), query_offset, scale_for(options, s.head_dim));
   return attention_reference(q, k, v, key_mask, query_offset, options);
 #endif
 }

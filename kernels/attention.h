@@ -5,8 +5,8 @@
 // Padding is a per-row key mask [B, S]; no [B, 1, T, S] bias is ever built by the reference.
 // LibTorch >= 2.1 builds also have at::scaled_dot_product_attention, which `attention` uses
 // there (chosen at compile time); `attention_reference` is always the ATen version. Without it,
-// float32 CPU inputs that fit one block (training and prefill at up to 256 tokens) run their
-// softmax on an AVX-512 kernel that skips the keys the causal mask hides, one pass each way.
+// float32 CPU inputs that fit one block (training and prefill at up to 256 tokens) run on an
+// AVX-512 kernel (kernels/attention_cpu.h) that skips the tiles the causal mask hides.
 
 #include <cstdint>
 

@@ -43,6 +43,7 @@ struct Case {
   int64_t heads, kv_heads, queries, keys, offset;
   std::vector<int64_t> left_pad, right_pad;  // per row
   int64_t query_block, key_block;
+  int64_t dim = 8;
 };
 
 struct Grads {
@@ -52,7 +53,7 @@ struct Grads {
 enum class Path { kBias, kReference, kDispatch };
 
 Grads run(const Case& c, Path path, at::ScalarType dtype = at::kFloat) {
-  const int64_t b = static_cast<int64_t>(c.left_pad.size()), d = 8;
+  const int64_t b = static_cast<int64_t>(c.left_pad.size()), d = c.dim;
   at::manual_seed(11);
   at::Tensor q = at::randn({b, c.heads, c.queries, d}).to(dtype).requires_grad_(true);
   at::Tensor k = at::randn({b, c.kv_heads, c.keys, d}).to(dtype).requires_grad_(true);
@@ -121,6 +122,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"GroupOfThreeOneBlock", 6, 2, 9, 9, 0, {3, 0}, {0, 2}, 64, 64},
                       Case{"OneBlockManyKeys", 4, 2, 37, 37, 0, {0, 6, 37}, {0, 4, 0}, 256, 512},
                       Case{"OneBlockAfterCache", 4, 2, 20, 45, 25, {3, 0}, {0, 5}, 256, 512},
+                      Case{"OneBlockHeadDim64", 4, 2, 45, 45, 0, {0, 7}, {3, 0}, 256, 512, 64},
+                      Case{"OneBlockHeadDim40AfterCache", 6, 2, 19, 70, 51, {5, 0}, {0, 9}, 256, 512, 40},
                       Case{"PrefillAfterCache", 4, 1, 5, 12, 7, {2, 0}, {0, 0}, 2, 5},
                       Case{"SingleQueryDecode", 4, 2, 1, 9, 8, {3, 0}, {0, 0}, 1, 4}),
     case_name);
