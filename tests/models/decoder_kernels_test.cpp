@@ -1,0 +1,78 @@
+// The decoder in float32, where the CPU kernels run (AVX-512F: RMSNorm, SwiGLU, RoPE, one-block
+// attention), against the same weights in float64, where only the ATen expressions run: logits
+// and every parameter's gradient, on shapes whose widths end mid-vector and batches with right
+// and left padding.
+
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "kernels/cpu_kernels.h"
+#include "models/decoder.h"
+
+namespace grpo {
+namespace {
+
+struct Shape {
+  const char* name;
+  int64_t hidden, intermediate, layers, heads, kv_heads;
+};
+
+double relative_error(const at::Tensor& got, const at::Tensor& truth) {
+  return ((got.to(at::kDouble) - truth).abs().max() / (truth.abs().max() + 1e-12)).item<double>();
+}
+
+class DecoderKernels : public ::testing::TestWithParam<Shape> {};
+
+TEST_P(DecoderKernels, LogitsAndGradientsEqualFloat64Expressions) {
+  if (!avx512_kernels_supported()) GTEST_SKIP() << "no AVX-512F: the decoder runs the ATen expressions here";
+  const Shape s = GetParam();
+  DecoderOptions o;
+  o.vocab_size = 37;
+  o.hidden_size = s.hidden;
+  o.intermediate_size = s.intermediate;
+  o.num_layers = s.layers;
+  o.num_heads = s.heads;
+  o.num_kv_heads = s.kv_heads;
+  o.head_dim = s.hidden / s.heads;
+  o.qkv_bias = true;
+  o.tie_word_embeddings = true;
+  at::manual_seed(21);
+  Decoder fast(o), exact(o);
+  {
+    at::NoGradGuard no_grad;
+    for (auto& p : fast->parameters()) p.normal_(0, 0.3);
+    exact->to(at::kDouble);
+    auto from = fast->parameters(), to = exact->parameters();
+    for (size_t i = 0; i < from.size(); ++i) to[i].copy_(from[i]);
+  }
+  const int64_t batch = 3, length = 29;
+  const at::Tensor ids = at::randint(0, o.vocab_size, {batch, length}, at::kLong);
+  at::Tensor mask = at::ones({batch, length}, at::kLong);
+  mask[1].narrow(0, 20, 9).fill_(0);  // right padding
+  mask[2].narrow(0, 0, 6).fill_(0);   // left padding
+  const at::Tensor upstream = at::randn({batch, length, o.vocab_size}) * mask.unsqueeze(-1);
+  const at::Tensor logits = fast->forward(ids, mask);
+  const at::Tensor truth = exact->forward(ids, mask);
+  (logits * upstream).sum().backward();
+  (truth.to(at::kDouble) * upstream.to(at::kDouble)).sum().backward();
+  const at::Tensor real = mask.to(at::kBool).unsqueeze(-1);
+  EXPECT_LE(relative_error(logits * real, truth.to(at::kDouble) * real), 1e-5) << s.name;
+  const auto fast_params = fast->named_parameters(), exact_params = exact->named_parameters();
+  for (size_t i = 0; i < fast_params.size(); ++i) {
+    const std::string& name = fast_params[i].key();
+    EXPECT_LE(relative_error(fast_params[i].value().grad(), exact_params[i].value().grad()), 1e-4) << s.name << " " << name;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, DecoderKernels,
+                         ::testing::Values(Shape{"Width96HeadDim24", 96, 256, 2, 4, 2},
+                                           Shape{"Width128HeadDim32", 128, 344, 2, 4, 2},
+                                           Shape{"Width40HeadDim10", 40, 72, 1, 4, 1}),
+                         [](const ::testing::TestParamInfo<Shape>& info) { return std::string(info.param.name); });
+
+}  // namespace
+}  // namespace grpo
