@@ -7,14 +7,46 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include "kernels/avx512_math.h"
 #include "kernels/cpu_kernels.h"
 
 namespace grpo {
 namespace {
 
 constexpr int64_t kWidth = PackedLinear::kPanelWidth;
-static_assert(kWidth == kTileColumns, "a panel is one tile wide");
+constexpr int64_t kTileRows = 8;  // rows per tile: 16 accumulators of the 32 vector registers
+
+// One tile: rows [0, R) of `x` (row stride ldx) times one panel [k, 32], plus the panel's bias
+// (or 0), into `y` (row stride ldy), of which only the first `columns` (<= 32) are written.
+template <int R>
+__attribute__((target("avx512f"))) void panel_tile(const float* x, int64_t ldx, const float* panel, int64_t k,
+                                                   const float* bias, float* y, int64_t ldy, int64_t columns) {
+  __m512 low[R], high[R];
+  const __mmask16 low_mask = columns >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << columns) - 1);
+  const __mmask16 high_mask = columns >= 32 ? __mmask16(0xFFFF) : columns <= 16 ? __mmask16(0) : __mmask16((1u << (columns - 16)) - 1);
+  const __m512 bias_low = bias ? _mm512_maskz_loadu_ps(low_mask, bias) : _mm512_setzero_ps();
+  const __m512 bias_high = bias ? _mm512_maskz_loadu_ps(high_mask, bias + 16) : _mm512_setzero_ps();
+  for (int r = 0; r < R; ++r) {
+    low[r] = bias_low;
+    high[r] = bias_high;
+  }
+  for (int64_t i = 0; i < k; ++i) {
+    const __m512 w_low = _mm512_loadu_ps(panel + i * kWidth);
+    const __m512 w_high = _mm512_loadu_ps(panel + i * kWidth + 16);
+    for (int r = 0; r < R; ++r) {
+      const __m512 a = _mm512_set1_ps(x[r * ldx + i]);
+      low[r] = _mm512_fmadd_ps(a, w_low, low[r]);
+      high[r] = _mm512_fmadd_ps(a, w_high, high[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm512_mask_storeu_ps(y + r * ldy, low_mask, low[r]);
+    _mm512_mask_storeu_ps(y + r * ldy + 16, high_mask, high[r]);
+  }
+}
+
+using TileFunction = void (*)(const float*, int64_t, const float*, int64_t, const float*, float*, int64_t, int64_t);
+constexpr TileFunction kTiles[kTileRows + 1] = {nullptr,          panel_tile<1>, panel_tile<2>, panel_tile<3>, panel_tile<4>,
+                                                panel_tile<5>, panel_tile<6>, panel_tile<7>, panel_tile<8>};
 
 // Rows [0, m) of x [m, k] against panels [first, last), into y [m, n].
 void multiply_panels(const float* x, int64_t m, int64_t k, const float* panels, const float* bias, int64_t n,
@@ -24,8 +56,7 @@ void multiply_panels(const float* x, int64_t m, int64_t k, const float* panels, 
     const int64_t column = p * kWidth, columns = std::min(kWidth, n - column);
     for (int64_t row = 0; row < m; row += kTileRows) {
       const int64_t rows = std::min(kTileRows, m - row);
-      tile_for_rows(rows)(x + row * k, k, 1, panel, kWidth, k, bias ? bias + column : nullptr, false, y + row * n + column, n,
-                          columns);
+      kTiles[rows](x + row * k, k, panel, k, bias ? bias + column : nullptr, y + row * n + column, n, columns);
     }
   }
 }
