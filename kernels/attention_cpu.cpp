@@ -72,28 +72,20 @@ __attribute__((target("avx512f"))) void causal_softmax_row_backward(const float*
   std::fill(dx + visible, dx + keys, 0.0f);
 }
 
-// One tile of a product (PackedLinear's tile, generalized to panels read in place, accumulation
-// and a transposed x): rows r < R of y (row stride ldy), columns [0, columns) with columns <= 32,
-// = (accumulate ? y : bias, or 0 without one) + sum over i < k of x(r, i) * panel[i * ldp + c],
-// where x(r, i) = x[r * ldx + i] (row-major), or with kTransposedX x[r + i * ldx] (x^T read in
-// place). The panel is k rows of 32 (or `columns`) contiguous floats ldp apart: a packed weight
-// panel, or 32 columns of a row-major matrix read in place. 16 accumulators, the panel's row
-// loaded once for the R rows.
+// One tile of a product, PackedLinear's tile generalized to panels read in place, accumulation
+// and a transposed x: rows r < R of y (row stride ldy), columns [0, columns) with columns <= 32,
+// = (accumulate ? y : 0) + sum over i < k of x(r, i) * panel[i * ldp + c], where x(r, i) is
+// x[r * ldx + i] (row-major) or, with kTransposedX, x[r + i * ldx] (x^T read in place). The panel
+// is k rows of `columns` contiguous floats ldp apart: 32 columns of a row-major matrix read in
+// place, or of a packed transpose. 16 accumulators, the panel's row loaded once for the R rows.
+// This file is built at -O2 (kernels/CMakeLists.txt says why).
 template <int R, bool kTransposedX>
 __attribute__((target("avx512f"))) void multiply_tile(const float* x, int64_t ldx, const float* panel, int64_t ldp,
-                                                      int64_t k, const float* bias, bool accumulate, float* y,
-                                                      int64_t ldy, int64_t columns) {
+                                                      int64_t k, bool accumulate, float* y, int64_t ldy,
+                                                      int64_t columns) {
   const __mmask16 low_mask = lanes_before(0, columns), high_mask = columns <= 16 ? 0 : lanes_before(16, columns);
-  // No branch anywhere, so that GCC keeps the 16 accumulators in registers: with a branch on
-  // `accumulate` or on full columns it stored them to the stack at every step (2.5x slower in
-  // bench_gemm).
-  const __m512 bias_low = bias ? _mm512_maskz_loadu_ps(low_mask, bias) : _mm512_setzero_ps();
-  const __m512 bias_high = bias ? _mm512_maskz_loadu_ps(high_mask, bias + 16) : _mm512_setzero_ps();
   __m512 low[R], high[R];
-  for (int r = 0; r < R; ++r) {
-    low[r] = bias_low;
-    high[r] = bias_high;
-  }
+  for (int r = 0; r < R; ++r) low[r] = high[r] = _mm512_setzero_ps();
   for (int64_t i = 0; i < k; ++i) {
     const float* p = panel + i * ldp;
     const __m512 w_low = _mm512_maskz_loadu_ps(low_mask, p), w_high = _mm512_maskz_loadu_ps(high_mask, p + 16);
@@ -114,8 +106,7 @@ __attribute__((target("avx512f"))) void multiply_tile(const float* x, int64_t ld
 constexpr int64_t kTileRows = 8;     // rows per tile: 16 accumulators of the 32 vector registers
 constexpr int64_t kTileColumns = 32;  // columns per tile: two vectors
 
-using TileFunction = void (*)(const float*, int64_t, const float*, int64_t, int64_t, const float*, bool, float*, int64_t,
-                              int64_t);
+using TileFunction = void (*)(const float*, int64_t, const float*, int64_t, int64_t, bool, float*, int64_t, int64_t);
 
 // multiply_tile for 1..kTileRows rows of a row-major x, or of x^T read in place.
 template <bool kTransposedX = false>
@@ -150,7 +141,7 @@ void multiply(const float* x, int64_t ldx, int64_t m, const float* b, int64_t ld
           for (int64_t r = 0; r < rows; ++r) std::fill(out + r * ldy, out + r * ldy + std::min(kTileColumns, n - column), 0.0f);
         continue;
       }
-      tile_for_rows(rows)(x + row * ldx, ldx, b + column, ldb, k, nullptr, accumulate, out, ldy,
+      tile_for_rows(rows)(x + row * ldx, ldx, b + column, ldb, k, accumulate, out, ldy,
                           std::min(kTileColumns, n - column));
     }
   }
@@ -168,7 +159,7 @@ void head_scores(const Geometry& g, const float* q_h, const float* keys_t, float
   for (int64_t row = 0; row < g.queries; row += kTileRows) {
     const int64_t rows = std::min(kTileRows, g.queries - row), seen = g.visible(row + rows - 1);
     for (int64_t column = 0; column < seen; column += kTileColumns)
-      tile_for_rows(rows)(q_h + row * g.dim, g.dim, keys_t + column, g.keys, g.dim, nullptr, false,
+      tile_for_rows(rows)(q_h + row * g.dim, g.dim, keys_t + column, g.keys, g.dim, false,
                           scores + row * g.keys + column, g.keys, std::min(kTileColumns, g.keys - column));
   }
 }
@@ -255,7 +246,7 @@ class OneBlockAttention : public torch::autograd::Function<OneBlockAttention> {
       if (start >= g.queries) continue;
       for (int64_t column = 0; column < g.dim; column += kTileColumns)
         tile_for_rows<true>(rows)(x + start * g.keys + row, g.keys, m + start * g.dim + column, g.dim, g.queries - start,
-                            nullptr, true, y + row * g.dim + column, g.dim, std::min(kTileColumns, g.dim - column));
+                                  true, y + row * g.dim + column, g.dim, std::min(kTileColumns, g.dim - column));
     }
   }
 };
