@@ -17,7 +17,7 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// One head's row: out1 = x1 c1 + (-x2) s1, out2 = x2 c2 + x1 s2. `sign` -1 gives the inverse
+// One head's row: out1 = x1 c1 + (-x2) s1, out2 = x2 c2 + x1 s2. `inverse` gives the inverse
 // rotation, which is the backward: dx1 = dy1 c1 + dy2 s2, dx2 = dy2 c2 + (-dy1) s1.
 __attribute__((target("avx512f"))) void rotate_row(const float* x, const float* c, const float* s, float* out,
                                                    int64_t half, bool inverse) {

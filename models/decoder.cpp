@@ -128,14 +128,6 @@ class InferenceLinear {
   std::mutex mutex_;
 };
 
-// RoPE of the fused path: `sin_signed` is (-sin, sin) by halves, so rotate_half(x) * sin is the
-// halves of x swapped (one flip) times sin_signed, with the same bits as the training path.
-at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed) {
-  const int64_t half = x.size(-1) / 2;
-  at::Tensor swapped = x.unflatten(-1, {2, half}).flip(-2).flatten(-2);
-  return (x * cos).add_(swapped.mul_(sin_signed));
-}
-
 class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(const DecoderOptions& o, ParameterMaker& make) : o_(o) {
@@ -161,12 +153,12 @@ class AttentionImpl : public torch::nn::Module {
   }
 
   // forward for inference with q|k|v as one GEMM and RoPE applied to q and k at once.
-  at::Tensor forward_fused(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed,
+  at::Tensor forward_fused(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                            const at::Tensor& key_valid, const at::Tensor& bias, KvCache* cache, size_t layer) {
     const int64_t b = x.size(0), t = x.size(1), hd = o_.head_dim, heads = o_.num_heads, kv = o_.num_kv_heads;
     const at::Tensor qkv = qkv_(x, {q_proj, k_proj, v_proj}).view({b, t, heads + 2 * kv, hd});
-    const at::Tensor qk = apply_rope(qkv.narrow(2, 0, heads + kv), cos.unsqueeze(2), sin_signed.unsqueeze(2));
-    const at::Tensor q = qk.narrow(2, 0, heads).transpose(1, 2), k = qk.narrow(2, heads, kv).transpose(1, 2);
+    const at::Tensor qk = rotary_embedding(qkv.narrow(2, 0, heads + kv).transpose(1, 2), cos, sin);  // [B, H + KV, T, hd]
+    const at::Tensor q = qk.narrow(1, 0, heads), k = qk.narrow(1, heads, kv);
     const at::Tensor v = qkv.narrow(2, heads + kv, kv).transpose(1, 2);
     const at::Tensor out = cache != nullptr ? cache->attend(layer, q, k, v, key_valid, bias) : attention(q, k, v, key_valid, 0);
     return out_(out.transpose(1, 2).reshape({b, t, heads * hd}), {o_proj});
@@ -222,11 +214,11 @@ class DecoderLayerImpl : public torch::nn::Module {
     h = h + self_attn->forward(input_layernorm(h), cos, sin, key_valid, bias, cache, layer);
     return h + mlp(post_attention_layernorm(h));
   }
-  // forward for inference through the fused projections; `sin_signed` as apply_rope.
-  at::Tensor forward_fused(const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin_signed,
+  // forward for inference through the fused projections.
+  at::Tensor forward_fused(const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin,
                            const at::Tensor& key_valid, const at::Tensor& bias, KvCache* cache, size_t layer) {
     const at::Tensor mid =
-        self_attn->forward_fused(input_layernorm(h), cos, sin_signed, key_valid, bias, cache, layer).add_(h);
+        self_attn->forward_fused(input_layernorm(h), cos, sin, key_valid, bias, cache, layer).add_(h);
     return mlp->forward_fused(post_attention_layernorm(mid)).add_(mid);
   }
   Attention self_attn{nullptr};
@@ -321,17 +313,9 @@ at::Tensor DecoderImpl::run(const at::Tensor& input_ids, const at::Tensor& atten
   }
 
   const at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_.to(device).view({1, 1, -1});
+  const at::Tensor emb = at::cat({freqs, freqs}, -1);
+  const at::Tensor cos = emb.cos().to(act_dtype), sin = emb.sin().to(act_dtype);
   const bool fused = fused_path();
-  at::Tensor cos, sin;
-  if (fused) {
-    const at::Tensor half_sin = freqs.sin();
-    cos = at::cat({freqs, freqs}, -1).cos().to(act_dtype);
-    sin = at::cat({-half_sin, half_sin}, -1).to(act_dtype);  // sin_signed of apply_rope
-  } else {
-    const at::Tensor emb = at::cat({freqs, freqs}, -1);
-    cos = emb.cos().to(act_dtype);
-    sin = emb.sin().to(act_dtype);
-  }
 
   at::Tensor h = call_unit(0, input_ids, [this](const at::Tensor& ids) { return model_->embed_tokens(ids); });
   if (collect != nullptr) collect->push_back(h);
