@@ -32,4 +32,8 @@ __attribute__((target("avx512f"))) inline __mmask16 lanes_before(int64_t i, int6
   return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
 }
 
+// Rows per at::parallel_for task for row-wise kernels over rows of `width` floats: ~16K floats a
+// task, so that waking a thread pays for itself.
+inline int64_t rows_per_task(int64_t width) { return width >= 16384 ? 1 : 16384 / (width > 0 ? width : 1); }
+
 }  // namespace grpo

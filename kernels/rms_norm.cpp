@@ -23,10 +23,6 @@ using torch::autograd::variable_list;
 // added in order, so the gradient does not depend on the thread count.
 constexpr int64_t kRowsPerBlock = 32;
 
-int64_t row_grain(int64_t width) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(width, 1)); }
-
-__attribute__((target("avx512f"))) float sum16(__m512 v) { return _mm512_reduce_add_ps(v); }
-
 // y = w * (x * r), r = 1 / sqrt(mean(x^2) + eps); returns r.
 __attribute__((target("avx512f"))) float normalize_row(const float* x, const float* w, float* y, int64_t width,
                                                        float eps) {
@@ -35,7 +31,7 @@ __attribute__((target("avx512f"))) float normalize_row(const float* x, const flo
     const __m512 v = _mm512_maskz_loadu_ps(lanes_before(i, width), x + i);
     squares = _mm512_fmadd_ps(v, v, squares);
   }
-  const float r = 1.0f / std::sqrt(sum16(squares) / static_cast<float>(width) + eps);
+  const float r = 1.0f / std::sqrt(_mm512_reduce_add_ps(squares) / static_cast<float>(width) + eps);
   const __m512 r16 = _mm512_set1_ps(r);
   for (int64_t i = 0; i < width; i += 16) {
     const __mmask16 m = lanes_before(i, width);
@@ -57,7 +53,7 @@ __attribute__((target("avx512f"))) void normalize_row_backward(const float* x, c
     dot = _mm512_fmadd_ps(_mm512_mul_ps(gv, _mm512_maskz_loadu_ps(m, w + i)), xhat, dot);
     _mm512_mask_storeu_ps(grad_w + i, m, _mm512_fmadd_ps(gv, xhat, _mm512_maskz_loadu_ps(m, grad_w + i)));
   }
-  const __m512 mean_dot = _mm512_set1_ps(sum16(dot) / static_cast<float>(width));
+  const __m512 mean_dot = _mm512_set1_ps(_mm512_reduce_add_ps(dot) / static_cast<float>(width));
   for (int64_t i = 0; i < width; i += 16) {
     const __mmask16 m = lanes_before(i, width);
     const __m512 xhat = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), r16);
@@ -75,7 +71,7 @@ class FusedRmsNorm : public torch::autograd::Function<FusedRmsNorm> {
     const float *xp = x2.data_ptr<float>(), *wp = w.data_ptr<float>();
     float *yp = y.data_ptr<float>(), *rp = inverse_rms.data_ptr<float>();
     const float eps32 = static_cast<float>(eps);
-    at::parallel_for(0, rows, row_grain(width), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, rows, rows_per_task(width), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) rp[row] = normalize_row(xp + row * width, wp, yp + row * width, width, eps32);
     });
     ctx->save_for_backward({x2, w, inverse_rms});
@@ -92,7 +88,7 @@ class FusedRmsNorm : public torch::autograd::Function<FusedRmsNorm> {
     const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>(), *gp = g.data_ptr<float>(),
                 *rp = inverse_rms.data_ptr<float>();
     float *dxp = dx.data_ptr<float>(), *pw = partial_w.data_ptr<float>();
-    at::parallel_for(0, blocks, std::max<int64_t>(1, row_grain(width) / kRowsPerBlock), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, blocks, std::max<int64_t>(1, rows_per_task(width) / kRowsPerBlock), [&](int64_t begin, int64_t end) {
       for (int64_t block = begin; block < end; ++block)
         for (int64_t row = block * kRowsPerBlock; row < std::min(rows, (block + 1) * kRowsPerBlock); ++row)
           normalize_row_backward(xp + row * width, wp, gp + row * width, rp[row], dxp + row * width, pw + block * width,

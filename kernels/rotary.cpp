@@ -45,7 +45,7 @@ at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& 
   const float *xp = input.data_ptr<float>(), *cp = cos.data_ptr<float>(), *sp = sin.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const int64_t sb = input.stride(0), sn = input.stride(1), st = input.stride(2);
-  at::parallel_for(0, b * n * t, std::max<int64_t>(1, 16384 / d), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, b * n * t, rows_per_task(d), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t bi = row / (n * t), ni = row / t % n, ti = row % t;
       const int64_t position = (bi * t + ti) * d;

@@ -61,15 +61,13 @@ __attribute__((target("avx512f"))) void swiglu_row_backward(const float* gate, c
   }
 }
 
-int64_t row_grain(int64_t width) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(width, 1)); }
-
 class FusedSwiglu : public torch::autograd::Function<FusedSwiglu> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gate, const at::Tensor& up) {
     const Rows g = as_rows(gate), u = as_rows(up);
     at::Tensor out = at::empty({g.count, g.width}, gate.options());
     float* op = out.data_ptr<float>();
-    at::parallel_for(0, g.count, row_grain(g.width), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.count, rows_per_task(g.width), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row)
         swiglu_row(g.data + row * g.stride, u.data + row * u.stride, op + row * g.width, g.width);
     });
@@ -86,7 +84,7 @@ class FusedSwiglu : public torch::autograd::Function<FusedSwiglu> {
     const float *gp = gate.data_ptr<float>(), *up_p = up.data_ptr<float>(), *dyp = dy.data_ptr<float>();
     float *dgp = d_gate.data_ptr<float>(), *dup = d_up.data_ptr<float>();
     const int64_t gs = gate.stride(0), us = up.stride(0);
-    at::parallel_for(0, rows, row_grain(width), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, rows, rows_per_task(width), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row)
         swiglu_row_backward(gp + row * gs, up_p + row * us, dyp + row * width, dgp + row * width, dup + row * width,
                             width);

@@ -164,7 +164,7 @@ TokenDraw draw_tokens(const at::Tensor& logits_in, double temperature, double to
   int64_t* tokens = out.tokens.data_ptr<int64_t>();
   float* logprobs = out.logprobs.data_ptr<float>();
   // A row is ~3 passes over V: worth a thread from a few thousand tokens on.
-  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, vocab)), [&](int64_t first, int64_t last) {
+  at::parallel_for(0, rows, rows_per_task(vocab), [&](int64_t first, int64_t last) {
     std::vector<float> probs(static_cast<size_t>(vocab));
     std::vector<double> histogram(top_p >= 1.0 ? 0 : vocab >= kLargeVocabulary ? size_t{1} << 16 : size_t{1} << 11);
     for (int64_t r = first; r < last; ++r) {
