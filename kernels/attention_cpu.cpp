@@ -78,8 +78,10 @@ __attribute__((target("avx512f"))) void causal_softmax_row_backward(const float*
 // x[r * ldx + i] (row-major) or, with kTransposedX, x[r + i * ldx] (x^T read in place). The panel
 // is k rows of `columns` contiguous floats ldp apart: 32 columns of a row-major matrix read in
 // place, or of a packed transpose. 16 accumulators, the panel's row loaded once for the R rows.
-// This file is built at -O2 (kernels/CMakeLists.txt says why).
-template <int R, bool kTransposedX>
+// kFull (columns == 32) loads the panel without masks: with masked loads in the loop, GCC 12 kept
+// the accumulators in memory (at -O2 and, by details as small as declaration order, at -O3), 2-4x
+// slower; the masked variant only serves the last columns of a row.
+template <int R, bool kTransposedX, bool kFull>
 __attribute__((target("avx512f"))) void multiply_tile(const float* x, int64_t ldx, const float* panel, int64_t ldp,
                                                       int64_t k, bool accumulate, float* y, int64_t ldy,
                                                       int64_t columns) {
@@ -88,7 +90,8 @@ __attribute__((target("avx512f"))) void multiply_tile(const float* x, int64_t ld
   for (int r = 0; r < R; ++r) low[r] = high[r] = _mm512_setzero_ps();
   for (int64_t i = 0; i < k; ++i) {
     const float* p = panel + i * ldp;
-    const __m512 w_low = _mm512_maskz_loadu_ps(low_mask, p), w_high = _mm512_maskz_loadu_ps(high_mask, p + 16);
+    const __m512 w_low = kFull ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(low_mask, p);
+    const __m512 w_high = kFull ? _mm512_loadu_ps(p + 16) : _mm512_maskz_loadu_ps(high_mask, p + 16);
     for (int r = 0; r < R; ++r) {
       const __m512 a = _mm512_set1_ps(kTransposedX ? x[r + i * ldx] : x[r * ldx + i]);
       low[r] = _mm512_fmadd_ps(a, w_low, low[r]);
@@ -108,14 +111,16 @@ constexpr int64_t kTileColumns = 32;  // columns per tile: two vectors
 
 using TileFunction = void (*)(const float*, int64_t, const float*, int64_t, int64_t, bool, float*, int64_t, int64_t);
 
-// multiply_tile for 1..kTileRows rows of a row-major x, or of x^T read in place.
+template <bool kTransposedX, bool kFull>
+constexpr TileFunction kTiles[kTileRows + 1] = {
+    nullptr, multiply_tile<1, kTransposedX, kFull>, multiply_tile<2, kTransposedX, kFull>,
+    multiply_tile<3, kTransposedX, kFull>, multiply_tile<4, kTransposedX, kFull>, multiply_tile<5, kTransposedX, kFull>,
+    multiply_tile<6, kTransposedX, kFull>, multiply_tile<7, kTransposedX, kFull>, multiply_tile<8, kTransposedX, kFull>};
+
+// multiply_tile for 1..kTileRows rows of a row-major x, or of x^T read in place, and `columns` columns.
 template <bool kTransposedX = false>
-TileFunction tile_for_rows(int64_t rows) {
-  static constexpr TileFunction tiles[kTileRows + 1] = {
-      nullptr, multiply_tile<1, kTransposedX>, multiply_tile<2, kTransposedX>, multiply_tile<3, kTransposedX>,
-      multiply_tile<4, kTransposedX>, multiply_tile<5, kTransposedX>, multiply_tile<6, kTransposedX>,
-      multiply_tile<7, kTransposedX>, multiply_tile<8, kTransposedX>};
-  return tiles[rows];
+TileFunction tile_for(int64_t rows, int64_t columns) {
+  return columns == kTileColumns ? kTiles<kTransposedX, true>[rows] : kTiles<kTransposedX, false>[rows];
 }
 
 // The sizes of one call and the causal geometry: query t sees keys [0, visible(t)).
@@ -141,8 +146,8 @@ void multiply(const float* x, int64_t ldx, int64_t m, const float* b, int64_t ld
           for (int64_t r = 0; r < rows; ++r) std::fill(out + r * ldy, out + r * ldy + std::min(kTileColumns, n - column), 0.0f);
         continue;
       }
-      tile_for_rows(rows)(x + row * ldx, ldx, b + column, ldb, k, accumulate, out, ldy,
-                          std::min(kTileColumns, n - column));
+      const int64_t columns = std::min(kTileColumns, n - column);
+      tile_for(rows, columns)(x + row * ldx, ldx, b + column, ldb, k, accumulate, out, ldy, columns);
     }
   }
 }
@@ -158,9 +163,11 @@ void transpose(const float* from, int64_t rows, int64_t cols, float* to) {
 void head_scores(const Geometry& g, const float* q_h, const float* keys_t, float* scores) {
   for (int64_t row = 0; row < g.queries; row += kTileRows) {
     const int64_t rows = std::min(kTileRows, g.queries - row), seen = g.visible(row + rows - 1);
-    for (int64_t column = 0; column < seen; column += kTileColumns)
-      tile_for_rows(rows)(q_h + row * g.dim, g.dim, keys_t + column, g.keys, g.dim, false,
-                          scores + row * g.keys + column, g.keys, std::min(kTileColumns, g.keys - column));
+    for (int64_t column = 0; column < seen; column += kTileColumns) {
+      const int64_t columns = std::min(kTileColumns, g.keys - column);
+      tile_for(rows, columns)(q_h + row * g.dim, g.dim, keys_t + column, g.keys, g.dim, false,
+                              scores + row * g.keys + column, g.keys, columns);
+    }
   }
 }
 
@@ -244,9 +251,11 @@ class OneBlockAttention : public torch::autograd::Function<OneBlockAttention> {
     for (int64_t row = 0; row < g.keys; row += kTileRows) {
       const int64_t rows = std::min(kTileRows, g.keys - row), start = g.first_query_seeing(row);
       if (start >= g.queries) continue;
-      for (int64_t column = 0; column < g.dim; column += kTileColumns)
-        tile_for_rows<true>(rows)(x + start * g.keys + row, g.keys, m + start * g.dim + column, g.dim, g.queries - start,
-                                  true, y + row * g.dim + column, g.dim, std::min(kTileColumns, g.dim - column));
+      for (int64_t column = 0; column < g.dim; column += kTileColumns) {
+        const int64_t columns = std::min(kTileColumns, g.dim - column);
+        tile_for<true>(rows, columns)(x + start * g.keys + row, g.keys, m + start * g.dim + column, g.dim,
+                                      g.queries - start, true, y + row * g.dim + column, g.dim, columns);
+      }
     }
   }
 };
