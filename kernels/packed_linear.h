@@ -12,6 +12,15 @@
 
 namespace grpo {
 
+// The product tile's operand layout, shared with the training linear (kernels/linear.h): b [K, N]
+// (any strides; a weight [N, K] is passed as weight.t()) as panels [ceil(N / 32), K, 32] of 32
+// output columns laid out k-major, zero past N. float32 CPU only (runs_on_cpu_kernels).
+at::Tensor pack_panels(const at::Tensor& b);
+
+// x [M, K] (float32, unit column stride) times the packed b, plus bias [N] (float32, contiguous)
+// or undefined: [M, N]. Each output is one sum over k in order, whatever the thread count.
+at::Tensor multiply_packed(const at::Tensor& x, const at::Tensor& panels, int64_t n, const at::Tensor& bias);
+
 class PackedLinear {
  public:
   PackedLinear() = default;

@@ -13,6 +13,7 @@
 #include "core/atomic_file.h"
 #include "kernels/attention.h"
 #include "kernels/cpu_kernels.h"
+#include "kernels/linear.h"
 #include "kernels/packed_linear.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rotary.h"
@@ -67,7 +68,7 @@ class LinearImpl : public torch::nn::Module {
       bias = register_parameter("bias", make({out}, [bound](at::Tensor& b) { torch::nn::init::uniform_(b, -bound, bound); }));
     }
   }
-  at::Tensor forward(const at::Tensor& x) { return at::linear(x, weight, bias); }
+  at::Tensor forward(const at::Tensor& x) { return grpo::linear(x, weight, bias); }
   at::Tensor weight, bias;
 };
 TORCH_MODULE(Linear);
