@@ -139,18 +139,22 @@ class AttentionImpl : public torch::nn::Module {
   }
 
   // x [B, T, hidden]; cos/sin [B, T, hd]; key_valid [B, S] marks real keys; bias: see KvCache::attend;
-  // layer's cache slice or none.
+  // layer's cache slice or none. Without a cache, queries may start at position `first` (the output
+  // is then [B, T - first, hidden]); keys and values cover all T.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& key_valid,
-                     const at::Tensor& bias, KvCache* cache, size_t layer) {
-    const int64_t b = x.size(0), t = x.size(1), hd = o_.head_dim, kv = o_.num_kv_heads;
-    at::Tensor q = q_proj(x).view({b, t, o_.num_heads, hd}).transpose(1, 2);  // [B, H, T, hd]
-    at::Tensor k = k_proj(x).view({b, t, kv, hd}).transpose(1, 2);           // [B, KV, T, hd]
+                     const at::Tensor& bias, KvCache* cache, size_t layer, int64_t first = 0) {
+    const int64_t b = x.size(0), t = x.size(1), queries = t - first, hd = o_.head_dim, kv = o_.num_kv_heads;
+    TORCH_CHECK(first == 0 || cache == nullptr, "attention: queries from a later position need no cache");
+    at::Tensor q = q_proj(first == 0 ? x : x.narrow(1, first, queries)).view({b, queries, o_.num_heads, hd}).transpose(1, 2);
+    at::Tensor k = k_proj(x).view({b, t, kv, hd}).transpose(1, 2);  // [B, KV, T, hd]
     at::Tensor v = v_proj(x).view({b, t, kv, hd}).transpose(1, 2);
-    q = rotary_embedding(q, cos, sin);
+    q = first == 0 ? rotary_embedding(q, cos, sin)  // [B, H, T - first, hd]
+                   : rotary_embedding(q, cos.narrow(1, first, queries), sin.narrow(1, first, queries));
     k = rotary_embedding(k, cos, sin);
     // Causal, blockwise so memory stays linear in length; query head h reads kv head h / (heads / kv_heads).
-    const at::Tensor out = cache != nullptr ? cache->attend(layer, q, k, v, key_valid, bias) : attention(q, k, v, key_valid, 0);
-    return o_proj(out.transpose(1, 2).reshape({b, t, o_.num_heads * hd}));
+    const at::Tensor out =
+        cache != nullptr ? cache->attend(layer, q, k, v, key_valid, bias) : attention(q, k, v, key_valid, first);
+    return o_proj(out.transpose(1, 2).reshape({b, queries, o_.num_heads * hd}));
   }
 
   // forward for inference with q|k|v as one GEMM and RoPE applied to q and k at once.
@@ -210,9 +214,11 @@ class DecoderLayerImpl : public torch::nn::Module {
     input_layernorm = register_module("input_layernorm", RmsNorm(o.hidden_size, o.rms_norm_eps, make));
     post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(o.hidden_size, o.rms_norm_eps, make));
   }
+  // h [B, T, hidden] -> [B, T - first, hidden]: positions from `first` on (see Attention::forward).
   at::Tensor forward(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& key_valid,
-                     const at::Tensor& bias, KvCache* cache, size_t layer) {
-    h = h + self_attn->forward(input_layernorm(h), cos, sin, key_valid, bias, cache, layer);
+                     const at::Tensor& bias, KvCache* cache, size_t layer, int64_t first = 0) {
+    const at::Tensor attended = self_attn->forward(input_layernorm(h), cos, sin, key_valid, bias, cache, layer, first);
+    h = (first == 0 ? h : h.narrow(1, first, h.size(1) - first)) + attended;
     return h + mlp(post_attention_layernorm(h));
   }
   // forward for inference through the fused projections.
@@ -292,9 +298,11 @@ KvCache DecoderImpl::make_cache(int64_t batch, int64_t capacity) const {
 }
 
 at::Tensor DecoderImpl::run(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache,
-                            std::vector<at::Tensor>* collect) {
+                            int64_t first_position, std::vector<at::Tensor>* collect) {
   TORCH_CHECK(input_ids.dim() == 2, "decoder: input_ids must be [B, T], got ", input_ids.sizes());
   const int64_t b = input_ids.size(0), t = input_ids.size(1);
+  TORCH_CHECK(first_position >= 0 && first_position < std::max<int64_t>(t, 1) && (first_position == 0 || cache == nullptr),
+              "decoder: first_position ", first_position, " must lie in [0, ", t, ") and comes without a cache");
   const auto device = input_ids.device();
   const at::Tensor mask = attention_mask.defined() ? attention_mask.to(at::kBool)
                                                    : at::ones({b, t}, at::TensorOptions().dtype(at::kBool).device(device));
@@ -321,9 +329,12 @@ at::Tensor DecoderImpl::run(const at::Tensor& input_ids, const at::Tensor& atten
   at::Tensor h = call_unit(0, input_ids, [this](const at::Tensor& ids) { return model_->embed_tokens(ids); });
   if (collect != nullptr) collect->push_back(h);
   for (size_t i = 0; i < model_->decoder_layers.size(); ++i) {
-    h = call_unit(i + 1, h, [this, cos, sin, key_valid, bias, cache, i, fused](const at::Tensor& x) {
-      if (fused) return model_->decoder_layers[i]->forward_fused(x, cos, sin, key_valid, bias, cache, i);
-      return model_->decoder_layers[i]->forward(x, cos, sin, key_valid, bias, cache, i);
+    // Positions before first_position feed later ones only through keys and values, which the
+    // last layer's own output does not produce: it starts its queries there.
+    const int64_t first = i + 1 == model_->decoder_layers.size() ? first_position : 0;
+    h = call_unit(i + 1, h, [this, cos, sin, key_valid, bias, cache, i, fused, first](const at::Tensor& x) {
+      if (fused && first == 0) return model_->decoder_layers[i]->forward_fused(x, cos, sin, key_valid, bias, cache, i);
+      return model_->decoder_layers[i]->forward(x, cos, sin, key_valid, bias, cache, i, first);
     });
     if (collect != nullptr && i + 1 < model_->decoder_layers.size()) collect->push_back(h);
   }
@@ -333,8 +344,9 @@ at::Tensor DecoderImpl::run(const at::Tensor& input_ids, const at::Tensor& atten
   return h;
 }
 
-at::Tensor DecoderImpl::hidden(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache) {
-  return run(input_ids, attention_mask, cache, nullptr);
+at::Tensor DecoderImpl::hidden(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache,
+                               int64_t first_position) {
+  return run(input_ids, attention_mask, cache, first_position, nullptr);
 }
 
 at::Tensor DecoderImpl::logits_from_hidden(const at::Tensor& hidden) {
@@ -378,12 +390,12 @@ std::vector<DecoderUnit> DecoderImpl::units() {
 }
 
 at::Tensor DecoderImpl::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache) {
-  return logits_from_hidden(run(input_ids, attention_mask, cache, nullptr));
+  return logits_from_hidden(run(input_ids, attention_mask, cache, 0, nullptr));
 }
 
 std::vector<at::Tensor> DecoderImpl::hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
   std::vector<at::Tensor> states;
-  run(input_ids, attention_mask, nullptr, &states);
+  run(input_ids, attention_mask, nullptr, 0, &states);
   return states;
 }
 

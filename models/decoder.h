@@ -52,8 +52,13 @@ class DecoderImpl : public torch::nn::Module {
   // positions count real tokens only. With a cache, the tokens are appended to it.
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask = {}, KvCache* cache = nullptr);
 
-  // Final normed hidden states [B, T, hidden] (before the head), same arguments as forward.
-  at::Tensor hidden(const at::Tensor& input_ids, const at::Tensor& attention_mask = {}, KvCache* cache = nullptr);
+  // Final normed hidden states [B, T, hidden] (before the head), same arguments as forward. With
+  // first_position > 0 (no cache), only positions [first_position, T): [B, T - first_position,
+  // hidden], the same values as the full result's slice. The last layer then computes its queries,
+  // attention output, MLP and norms for those positions alone (its keys and values, and every
+  // earlier layer, still cover all T): what a caller that reads the completion's log-probs needs.
+  at::Tensor hidden(const at::Tensor& input_ids, const at::Tensor& attention_mask = {}, KvCache* cache = nullptr,
+                    int64_t first_position = 0);
   at::Tensor logits_from_hidden(const at::Tensor& hidden);
   // The head's weight [V, hidden]: lm_head.weight, or the embeddings when tied.
   const at::Tensor& head_weight() const { return lm_head_weight_; }
@@ -87,7 +92,7 @@ class DecoderImpl : public torch::nn::Module {
 
  private:
   bool fused_path() const;  // fused_inference() and nothing (grad, a wrapper) rules it out
-  at::Tensor run(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache,
+  at::Tensor run(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache, int64_t first_position,
                  std::vector<at::Tensor>* collect);
 
   DecoderOptions options_;

@@ -236,9 +236,10 @@ at::Tensor completion_logprobs(Decoder& model, const at::Tensor& prompt_ids, con
   const at::Device device = model->parameters().front().device();  // batches are built on the host
   const at::Tensor ids = at::cat({prompt_ids, completion_ids}, 1).to(device);
   const at::Tensor mask = at::cat({prompt_mask, completion_mask}, 1).to(device);
-  // Only the positions that predict completion tokens go through the head, in chunks of tokens
-  // (kernels/token_logprobs): the [N, C, V] float32 logits never exist at once.
-  const at::Tensor hidden = model->hidden(ids, mask).narrow(1, p - 1, c);
+  // Only the positions that predict completion tokens go through the last layer's queries and MLP
+  // and the head, the head in chunks of tokens (kernels/token_logprobs): the [N, C, V] float32
+  // logits never exist at once.
+  const at::Tensor hidden = model->hidden(ids, mask, nullptr, p - 1).narrow(1, 0, c);
   TokenLogprobsOptions options;
   options.temperature = temperature > 0 ? temperature : 1.0;
   options.with_entropy = entropy != nullptr;

@@ -74,5 +74,55 @@ INSTANTIATE_TEST_SUITE_P(Shapes, DecoderKernels,
                                            Shape{"Width40HeadDim10", 40, 72, 1, 4, 1}),
                          [](const ::testing::TestParamInfo<Shape>& info) { return std::string(info.param.name); });
 
+// hidden(ids, mask, nullptr, first) skips the last layer's queries and MLP before `first` (what
+// completion_logprobs asks for): values and every gradient equal the full pass's slice, in float32
+// (kernels) and float64 (ATen), with left-padded prompts and right-padded completions.
+TEST(DecoderSuffix, HiddenFromAPositionEqualsTheFullPassesSlice) {
+  DecoderOptions o;
+  o.vocab_size = 37;
+  o.hidden_size = 64;
+  o.intermediate_size = 96;
+  o.num_layers = 2;
+  o.num_heads = 4;
+  o.num_kv_heads = 2;
+  o.head_dim = 16;
+  o.qkv_bias = true;
+  o.tie_word_embeddings = true;
+  const int64_t batch = 3, length = 23, first = 9;
+  for (const at::ScalarType type : {at::kFloat, at::kDouble}) {
+    at::manual_seed(22);
+    Decoder model(o);
+    {
+      at::NoGradGuard no_grad;
+      model->to(type);
+      for (auto& p : model->parameters()) p.normal_(0, 0.3);
+    }
+    const at::Tensor ids = at::randint(0, o.vocab_size, {batch, length}, at::kLong);
+    at::Tensor mask = at::ones({batch, length}, at::kLong);
+    mask[1].narrow(0, 0, 4).fill_(0);    // a left-padded prompt
+    mask[2].narrow(0, 18, 5).fill_(0);   // a right-padded completion
+    const at::Tensor upstream = at::randn({batch, length - first, o.hidden_size}, type);
+    const auto gradients = [&](const at::Tensor& hidden) {
+      model->zero_grad();
+      (hidden * upstream).sum().backward();
+      std::vector<at::Tensor> out;
+      for (const auto& p : model->parameters()) out.push_back(p.grad().clone());
+      return out;
+    };
+    const at::Tensor full = model->hidden(ids, mask).narrow(1, first, length - first);
+    const std::vector<at::Tensor> full_grads = gradients(full);
+    const at::Tensor suffix = model->hidden(ids, mask, nullptr, first);
+    const std::vector<at::Tensor> suffix_grads = gradients(suffix);
+    ASSERT_EQ(suffix.sizes(), full.sizes());
+    const double tolerance = type == at::kFloat ? 1e-5 : 1e-12;
+    EXPECT_LE(relative_error(suffix.detach(), full.detach().to(at::kDouble)), tolerance) << type;
+    const auto names = model->named_parameters();
+    for (size_t i = 0; i < full_grads.size(); ++i)
+      EXPECT_LE(relative_error(suffix_grads[i], full_grads[i].to(at::kDouble)), 10 * tolerance) << type << " " << names[i].key();
+  }
+  Decoder model(o);
+  EXPECT_THROW(model->hidden(at::zeros({1, 4}, at::kLong), {}, nullptr, 4), c10::Error);
+}
+
 }  // namespace
 }  // namespace grpo
