@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -60,7 +61,7 @@ constexpr GradientTile kGradientTiles[kGradientRows + 1] = {
 // dW [N, K] = dy [M, N]^T x [M, K]. Tasks are blocks of 8 rows of dW; each walks m in slices of
 // 256 (that slice of x and of dy, some 256 x (K + N) floats, stays in L2 across the block's tiles)
 // and adds each slice's sum into dW in m order, so every element is the same sum whatever the
-// thread count. OpenBLAS ran this reduction at ~140 GFLOP/s inside the demo's step; this at ~195.
+// thread count. OpenBLAS ran this reduction at ~140 GFLOP/s inside the demo's step; this at ~180.
 at::Tensor weight_gradient(const at::Tensor& dy, const at::Tensor& x) {
   const int64_t m = dy.size(0), n = dy.size(1), k = x.size(1);
   at::Tensor dw = at::zeros({n, k}, dy.options());

@@ -2,7 +2,7 @@
 // at::linear evaluated in float64: values and the gradients w.r.t. x, the weight and the bias, over
 // row counts on both of multiply_packed's schedules (panel tasks below 128 rows, row blocks above)
 // and feature counts that end mid-panel; and the invariants the header promises: a row alone equals
-// the same row in a batch, and the thread count does not change the bits.
+// the same row in a batch, and the thread count changes no bit of y, dx or dW.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -70,7 +70,7 @@ TEST(Linear, ARowAloneEqualsTheSameRowInABatch) {
     EXPECT_TRUE(at::equal(linear(x.narrow(0, row, 1), w, b), batch.narrow(0, row, 1))) << row;  // panel tasks
 }
 
-TEST(Linear, ThreadCountDoesNotChangeValuesOrInputGradient) {
+TEST(Linear, ThreadCountDoesNotChangeValuesOrGradients) {
   at::manual_seed(13);
   const at::Tensor x = at::randn({520, 96}), w = at::randn({200, 96}), b = at::randn({200}), upstream = at::randn({520, 200});
   const int threads = at::get_num_threads();
@@ -81,6 +81,7 @@ TEST(Linear, ThreadCountDoesNotChangeValuesOrInputGradient) {
   at::set_num_threads(threads);
   EXPECT_TRUE(at::equal(one.y, two.y));
   EXPECT_TRUE(at::equal(one.dx, two.dx));
+  EXPECT_TRUE(at::equal(one.dw, two.dw));
 }
 
 TEST(Linear, StridedInputAndNoGradientEqualTheGraphPath) {
