@@ -25,11 +25,8 @@ double relative_error(const at::Tensor& got, const at::Tensor& truth) {
   return ((got.to(at::kDouble) - truth).abs().max() / (truth.abs().max() + 1e-12)).item<double>();
 }
 
-class DecoderKernels : public ::testing::TestWithParam<Shape> {};
-
-TEST_P(DecoderKernels, LogitsAndGradientsEqualFloat64Expressions) {
-  if (!avx512_kernels_supported()) GTEST_SKIP() << "no AVX-512F: the decoder runs the ATen expressions here";
-  const Shape s = GetParam();
+// A Qwen2-like decoder (q/k/v biases, tied head) over 37 tokens.
+DecoderOptions options_of(const Shape& s) {
   DecoderOptions o;
   o.vocab_size = 37;
   o.hidden_size = s.hidden;
@@ -40,6 +37,15 @@ TEST_P(DecoderKernels, LogitsAndGradientsEqualFloat64Expressions) {
   o.head_dim = s.hidden / s.heads;
   o.qkv_bias = true;
   o.tie_word_embeddings = true;
+  return o;
+}
+
+class DecoderKernels : public ::testing::TestWithParam<Shape> {};
+
+TEST_P(DecoderKernels, LogitsAndGradientsEqualFloat64Expressions) {
+  if (!avx512_kernels_supported()) GTEST_SKIP() << "no AVX-512F: the decoder runs the ATen expressions here";
+  const Shape s = GetParam();
+  const DecoderOptions o = options_of(s);
   at::manual_seed(21);
   Decoder fast(o), exact(o);
   {
@@ -78,16 +84,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, DecoderKernels,
 // completion_logprobs asks for): values and every gradient equal the full pass's slice, in float32
 // (kernels) and float64 (ATen), with left-padded prompts and right-padded completions.
 TEST(DecoderSuffix, HiddenFromAPositionEqualsTheFullPassesSlice) {
-  DecoderOptions o;
-  o.vocab_size = 37;
-  o.hidden_size = 64;
-  o.intermediate_size = 96;
-  o.num_layers = 2;
-  o.num_heads = 4;
-  o.num_kv_heads = 2;
-  o.head_dim = 16;
-  o.qkv_bias = true;
-  o.tie_word_embeddings = true;
+  const DecoderOptions o = options_of(Shape{"Width64HeadDim16", 64, 96, 2, 4, 2});
   const int64_t batch = 3, length = 23, first = 9;
   for (const at::ScalarType type : {at::kFloat, at::kDouble}) {
     at::manual_seed(22);
