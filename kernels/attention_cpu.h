@@ -3,7 +3,7 @@
 // (training and prefill at up to 256 queries x 512 keys) on CPUs with AVX-512F. Internal: the
 // dispatch and its checks live in attention.cpp.
 //
-// Per (row, KV head) it multiplies in 8 x 32 register tiles (kernels/avx512_math.h), K and V read
+// Per (row, KV head) it multiplies in 8 x 32 register tiles (kernels/product_tile.h), K and V read
 // in place or packed once for the group of query heads; tiles the causal mask hides entirely are
 // never computed, in any of the forward's two products or the backward's four. The probabilities
 // [B, H, T, S] are kept for backward, as autograd keeps them on the ATen path; nothing else of

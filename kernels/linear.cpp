@@ -1,7 +1,5 @@
 #include "kernels/linear.h"
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <vector>
 
@@ -11,6 +9,7 @@
 
 #include "kernels/cpu_kernels.h"
 #include "kernels/packed_linear.h"
+#include "kernels/product_tile.h"
 
 namespace grpo {
 namespace {
@@ -18,68 +17,41 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-at::Tensor rows_of(const at::Tensor& t) { return t.reshape({-1, t.size(-1)}); }
+// [..., K] as rows [M, K] with unit column stride, the tiles' operand layout: a view where one
+// exists, else a copy.
+at::Tensor rows_of(const at::Tensor& t) {
+  const at::Tensor rows = t.reshape({-1, t.size(-1)});
+  return rows.stride(1) == 1 ? rows : rows.contiguous();
+}
 
 at::Tensor product(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   return multiply_packed(rows_of(x), pack_panels(weight.t()), weight.size(0), bias);
 }
 
-// dW tile: rows [n, n + R) by columns [k, k + 32) of dW += the sum of dy[m, n + r] * x[m, k:k+32]
-// over m in [0, rows), read in place (row strides ldd, ldx). Full tiles load without masks: with
-// masked loads in its loop GCC 12 stored all 16 accumulators to the stack at every step.
-template <int R, bool kFull>
-__attribute__((target("avx512f"))) void gradient_tile(const float* dy, int64_t ldd, const float* x, int64_t ldx,
-                                                      int64_t rows, float* dw, int64_t ldw, int64_t columns) {
-  const __mmask16 low_mask = columns >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << columns) - 1);
-  const __mmask16 high_mask =
-      columns >= 32 ? __mmask16(0xFFFF) : columns <= 16 ? __mmask16(0) : __mmask16((1u << (columns - 16)) - 1);
-  __m512 low[R], high[R];
-  for (int r = 0; r < R; ++r) low[r] = high[r] = _mm512_setzero_ps();
-  for (int64_t m = 0; m < rows; ++m) {
-    const __m512 x_low = kFull ? _mm512_loadu_ps(x + m * ldx) : _mm512_maskz_loadu_ps(low_mask, x + m * ldx);
-    const __m512 x_high = kFull ? _mm512_loadu_ps(x + m * ldx + 16) : _mm512_maskz_loadu_ps(high_mask, x + m * ldx + 16);
-    for (int r = 0; r < R; ++r) {
-      const __m512 d = _mm512_set1_ps(dy[m * ldd + r]);
-      low[r] = _mm512_fmadd_ps(d, x_low, low[r]);
-      high[r] = _mm512_fmadd_ps(d, x_high, high[r]);
-    }
-  }
-  for (int r = 0; r < R; ++r) {  // the slice's sum joins dW's running one
-    _mm512_mask_storeu_ps(dw + r * ldw, low_mask, _mm512_add_ps(_mm512_maskz_loadu_ps(low_mask, dw + r * ldw), low[r]));
-    _mm512_mask_storeu_ps(dw + r * ldw + 16, high_mask,
-                          _mm512_add_ps(_mm512_maskz_loadu_ps(high_mask, dw + r * ldw + 16), high[r]));
-  }
-}
-
-using GradientTile = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t, int64_t);
-constexpr int64_t kGradientRows = 8;  // dW rows per tile: 16 accumulators
-template <bool kFull>
-constexpr GradientTile kGradientTiles[kGradientRows + 1] = {
-    nullptr, gradient_tile<1, kFull>, gradient_tile<2, kFull>, gradient_tile<3, kFull>, gradient_tile<4, kFull>,
-    gradient_tile<5, kFull>, gradient_tile<6, kFull>, gradient_tile<7, kFull>, gradient_tile<8, kFull>};
-
-// dW [N, K] = dy [M, N]^T x [M, K]. Tasks are blocks of 8 rows of dW; each walks m in slices of
-// 256 (that slice of x and of dy, some 256 x (K + N) floats, stays in L2 across the block's tiles)
-// and adds each slice's sum into dW in m order, so every element is the same sum whatever the
-// thread count. OpenBLAS ran this reduction at ~140 GFLOP/s inside the demo's step; this at ~180.
+// dW [N, K] = dy [M, N]^T x [M, K] on the product tile, dy^T read in place: tasks are blocks of 8
+// rows of dW; each walks m in slices of 256 (that slice of x and of dy, some 256 x (K + N) floats,
+// stays in L2 across the block's tiles) and adds each slice's sum into dW in m order, so every
+// element is the same sum whatever the thread count. OpenBLAS ran this reduction at ~140 GFLOP/s
+// inside the demo's step; this at ~180.
 at::Tensor weight_gradient(const at::Tensor& dy, const at::Tensor& x) {
   const int64_t m = dy.size(0), n = dy.size(1), k = x.size(1);
-  at::Tensor dw = at::zeros({n, k}, dy.options());
-  if (m == 0 || n == 0 || k == 0) return dw;
+  if (m == 0 || n == 0 || k == 0) return at::zeros({n, k}, dy.options());
+  at::Tensor dw = at::empty({n, k}, dy.options());  // the first slice writes it, later ones add
   const float* d = dy.data_ptr<float>();
   const float* xs = x.data_ptr<float>();
   float* out = dw.data_ptr<float>();
   const int64_t ldd = dy.stride(0), ldx = x.stride(0);
   constexpr int64_t kSlice = 256;
-  at::parallel_for(0, (n + kGradientRows - 1) / kGradientRows, 1, [&](int64_t first, int64_t last) {
+  at::parallel_for(0, (n + tile::kTileRows - 1) / tile::kTileRows, 1, [&](int64_t first, int64_t last) {
     for (int64_t m0 = 0; m0 < m; m0 += kSlice) {
       const int64_t rows = std::min(kSlice, m - m0);
       for (int64_t block = first; block < last; ++block) {
-        const int64_t row = block * kGradientRows, tile_rows = std::min(kGradientRows, n - row);
-        for (int64_t column = 0; column < k; column += 32)
-          (k - column >= 32 ? kGradientTiles<true> : kGradientTiles<false>)[tile_rows](
-              d + m0 * ldd + row, ldd, xs + m0 * ldx + column, ldx, rows, out + row * k + column, k,
-              std::min<int64_t>(32, k - column));
+        const int64_t row = block * tile::kTileRows, tile_rows = std::min(tile::kTileRows, n - row);
+        for (int64_t column = 0; column < k; column += tile::kTileColumns) {
+          const int64_t columns = std::min(tile::kTileColumns, k - column);
+          tile::tile_for<true>(tile_rows, columns)(d + m0 * ldd + row, ldd, xs + m0 * ldx + column, ldx, rows, m0 > 0,
+                                                   out + row * k + column, k, columns);
+        }
       }
     }
   });
@@ -96,14 +68,11 @@ std::vector<int64_t> output_shape(const at::Tensor& x, int64_t features) {
 variable_list linear_backward(AutogradContext* ctx, const at::Tensor& upstream, bool with_bias) {
   const auto saved = ctx->get_saved_variables();
   const at::Tensor &x = saved[0], &weight = saved[1];
-  const at::Tensor dy = rows_of(upstream).contiguous();
+  const at::Tensor dy = rows_of(upstream);
   at::Tensor dx, dw, db;
   if (ctx->needs_input_grad(0))  // dY [M, N] times W [N, K]: W is already the tile's [K, N] operand
     dx = multiply_packed(dy, pack_panels(weight), weight.size(1), at::Tensor()).view(x.sizes());
-  if (ctx->needs_input_grad(1)) {
-    const at::Tensor x_rows = rows_of(x);
-    dw = weight_gradient(dy, x_rows.stride(1) == 1 ? x_rows : x_rows.contiguous());
-  }
+  if (ctx->needs_input_grad(1)) dw = weight_gradient(dy, rows_of(x));
   if (with_bias && ctx->needs_input_grad(2)) db = dy.sum(0);
   return with_bias ? variable_list{dx, dw, db} : variable_list{dx, dw};
 }

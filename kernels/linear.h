@@ -3,7 +3,8 @@
 // input gradient dY W run on the packed product tile (kernels/packed_linear.h): the weight is
 // packed per call (K x N floats, ~1% of the product's time at the decoder's shapes), the
 // activations are read in place by row blocks, and the output is written once. The weight
-// gradient dY^T x, a reduction over all rows, has a tile of its own that reads both in place.
+// gradient dY^T x, a reduction over all rows, runs on one-block attention's tile
+// (kernels/product_tile.h), which reads both in place.
 // OpenBLAS, which at::linear calls, packs the activations too and clears the output before
 // accumulating: on the demo's training shapes ([10240, 256] x [256, 128..688] and down_proj's
 // [10240, 688] x [688, 256]) it ran 97-150 GFLOP/s against 175-206 for the tile (bench_gemm).
