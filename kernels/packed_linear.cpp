@@ -72,7 +72,7 @@ at::Tensor pack_panels(const at::Tensor& b) {
   TORCH_CHECK(b.dim() == 2 && runs_on_cpu_kernels(b), "pack_panels: needs a float32 CPU matrix [K, N], got ",
               b.sizes(), " ", b.scalar_type());
   const int64_t k = b.size(0), n = b.size(1), panels = (n + kWidth - 1) / kWidth;
-  at::Tensor packed = at::empty({panels, k, kWidth}, b.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor packed = at::empty({panels, k, kWidth}, b.options());
   // Read along whichever dimension of b is contiguous: a weight [N, K] comes as its transpose.
   const at::Tensor source = b.stride(0) == 1 || b.stride(1) == 1 ? b : b.contiguous();
   const float* from = source.data_ptr<float>();

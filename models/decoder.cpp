@@ -144,12 +144,10 @@ class AttentionImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& key_valid,
                      const at::Tensor& bias, KvCache* cache, size_t layer, int64_t first = 0) {
     const int64_t b = x.size(0), t = x.size(1), queries = t - first, hd = o_.head_dim, kv = o_.num_kv_heads;
-    TORCH_CHECK(first == 0 || cache == nullptr, "attention: queries from a later position need no cache");
-    at::Tensor q = q_proj(first == 0 ? x : x.narrow(1, first, queries)).view({b, queries, o_.num_heads, hd}).transpose(1, 2);
+    at::Tensor q = q_proj(x.narrow(1, first, queries)).view({b, queries, o_.num_heads, hd}).transpose(1, 2);
     at::Tensor k = k_proj(x).view({b, t, kv, hd}).transpose(1, 2);  // [B, KV, T, hd]
     at::Tensor v = v_proj(x).view({b, t, kv, hd}).transpose(1, 2);
-    q = first == 0 ? rotary_embedding(q, cos, sin)  // [B, H, T - first, hd]
-                   : rotary_embedding(q, cos.narrow(1, first, queries), sin.narrow(1, first, queries));
+    q = rotary_embedding(q, cos.narrow(1, first, queries), sin.narrow(1, first, queries));  // [B, H, T - first, hd]
     k = rotary_embedding(k, cos, sin);
     // Causal, blockwise so memory stays linear in length; query head h reads kv head h / (heads / kv_heads).
     const at::Tensor out =
@@ -218,7 +216,7 @@ class DecoderLayerImpl : public torch::nn::Module {
   at::Tensor forward(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& key_valid,
                      const at::Tensor& bias, KvCache* cache, size_t layer, int64_t first = 0) {
     const at::Tensor attended = self_attn->forward(input_layernorm(h), cos, sin, key_valid, bias, cache, layer, first);
-    h = (first == 0 ? h : h.narrow(1, first, h.size(1) - first)) + attended;
+    h = h.narrow(1, first, h.size(1) - first) + attended;
     return h + mlp(post_attention_layernorm(h));
   }
   // forward for inference through the fused projections.
