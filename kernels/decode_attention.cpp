@@ -11,6 +11,7 @@
 #include <ATen/Parallel.h>
 
 #include "kernels/cpu_kernels.h"
+#include "kernels/cuda_kernels.h"
 
 namespace grpo {
 namespace {
@@ -132,6 +133,10 @@ at::Tensor decode_attention_reference(const at::Tensor& q, const DecodeKeys& k, 
 }
 
 at::Tensor decode_attention(const at::Tensor& q_in, const DecodeKeys& k, double scale) {
+  const auto same_dtype = [&](const at::Tensor& t) { return !t.defined() || t.scalar_type() == q_in.scalar_type(); };
+  if (runs_on_cuda_kernels(q_in) && q_in.dim() == 3 && q_in.size(2) <= 256 && same_dtype(k.keys) &&
+      same_dtype(k.values) && same_dtype(k.prefix_keys) && same_dtype(k.prefix_values))
+    return decode_attention_cuda(q_in, k, scale);
   if (!decode_attention_has_kernel(q_in, k.keys) ||
       (k.prefix_keys.defined() && !decode_attention_has_kernel(q_in, k.prefix_keys)))
     return decode_attention_reference(q_in, k, scale);

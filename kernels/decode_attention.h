@@ -26,6 +26,12 @@ struct DecodeKeys {
 at::Tensor decode_attention(const at::Tensor& q, const DecodeKeys& keys, double scale);
 at::Tensor decode_attention_reference(const at::Tensor& q, const DecodeKeys& keys, double scale);
 
+// The CUDA kernel (kernels/cuda), float32 or bfloat16 CUDA tensors; `decode_attention` dispatches to it when
+// runs_on_cuda_kernels (kernels/cuda_kernels.h). Its test compares it with the reference per dtype.
+// Keys and values in q's dtype, head_dim <= 256. A (row, head) per block, long caches split into
+// key ranges merged afterwards; the prefix read in place.
+at::Tensor decode_attention_cuda(const at::Tensor& q, const DecodeKeys& keys, double scale);
+
 // True when decode_attention runs the CPU kernel for these inputs (not the reference).
 bool decode_attention_has_kernel(const at::Tensor& q, const at::Tensor& keys);
 

@@ -15,4 +15,8 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 // The ATen expression `rms_norm` must match, on every device and dtype.
 at::Tensor rms_norm_reference(const at::Tensor& x, const at::Tensor& weight, double eps);
 
+// The CUDA kernel (kernels/cuda), float32 or bfloat16 CUDA tensors; `rms_norm` dispatches to it when
+// runs_on_cuda_kernels (kernels/cuda_kernels.h). Its test compares it with the reference per dtype.
+at::Tensor rms_norm_cuda(const at::Tensor& x, const at::Tensor& weight, double eps);
+
 }  // namespace grpo

@@ -16,4 +16,9 @@ at::Tensor rotary_embedding(const at::Tensor& x, const at::Tensor& cos, const at
 // The ATen expression `rotary_embedding` must match, on every device and dtype.
 at::Tensor rotary_embedding_reference(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
+// The CUDA kernel (kernels/cuda), float32 or bfloat16 CUDA tensors; `rotary_embedding` dispatches to it when
+// runs_on_cuda_kernels (kernels/cuda_kernels.h). Its test compares it with the reference per dtype.
+// cos and sin in x's dtype.
+at::Tensor rotary_embedding_cuda(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
 }  // namespace grpo

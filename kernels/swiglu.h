@@ -14,4 +14,8 @@ at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up);
 // The ATen expression `swiglu` must match, on every device and dtype.
 at::Tensor swiglu_reference(const at::Tensor& gate, const at::Tensor& up);
 
+// The CUDA kernel (kernels/cuda), float32 or bfloat16 CUDA tensors; `swiglu` dispatches to it when
+// runs_on_cuda_kernels (kernels/cuda_kernels.h). Its test compares it with the reference per dtype.
+at::Tensor swiglu_cuda(const at::Tensor& gate, const at::Tensor& up);
+
 }  // namespace grpo

@@ -13,6 +13,7 @@
 
 #include "kernels/avx512_math.h"
 #include "kernels/cpu_kernels.h"
+#include "kernels/cuda_kernels.h"
 
 namespace grpo {
 namespace {
@@ -146,11 +147,12 @@ __attribute__((target("avx512f"))) RowDraw draw_row(const float* logits, int64_t
 }  // namespace
 
 bool draw_tokens_has_kernel(const at::Tensor& logits) {
-  return runs_on_cpu_kernels(logits) && logits.dim() == 2;
+  return (runs_on_cpu_kernels(logits) || runs_on_cuda_kernels(logits)) && logits.dim() == 2;
 }
 
 TokenDraw draw_tokens(const at::Tensor& logits_in, double temperature, double top_p, double min_p,
                       const at::Tensor& uniforms_in) {
+  if (logits_in.is_cuda()) return draw_tokens_cuda(logits_in, temperature, top_p, min_p, uniforms_in);
   TORCH_CHECK(draw_tokens_has_kernel(logits_in), "draw_tokens: needs [B, V] float32 logits on an AVX-512 CPU");
   TORCH_CHECK(temperature > 0, "draw_tokens: temperature must be > 0");
   TORCH_CHECK(uniforms_in.numel() == logits_in.size(0), "draw_tokens: ", uniforms_in.numel(), " uniforms for ",

@@ -4,7 +4,8 @@
 // and the drawn token's log-prob under softmax(logits / T). The reference is rollout/sampler's
 // chain of ATen operations (sample_next_tokens + sampling_logprobs), which makes about 20 passes
 // over a [B, V] tensor and as many temporaries; this kernel makes three full passes per row and
-// keeps its scratch in cache. CPU, float32 logits, AVX-512F, temperature > 0, no top-k.
+// keeps its scratch in cache. CPU: float32 logits, AVX-512F; CUDA (draw_tokens_cuda): float32 or
+// bfloat16 logits. Both: temperature > 0, no top-k.
 
 #include <ATen/core/Tensor.h>
 
@@ -24,5 +25,12 @@ bool draw_tokens_has_kernel(const at::Tensor& logits);
 // token whose running kept mass exceeds u times the kept total.
 TokenDraw draw_tokens(const at::Tensor& logits, double temperature, double top_p, double min_p,
                       const at::Tensor& uniforms);
+
+// The CUDA kernel (kernels/cuda), float32 or bfloat16 CUDA tensors; `draw_tokens` dispatches to it when
+// runs_on_cuda_kernels (kernels/cuda_kernels.h). Its test compares it with the reference per dtype.
+// One block per row; masses are exact 64-bit fixed-point sums, so a row's draw does not depend on
+// thread scheduling. Tokens and log-probs come back on the logits' device.
+TokenDraw draw_tokens_cuda(const at::Tensor& logits, double temperature, double top_p, double min_p,
+                           const at::Tensor& uniforms);
 
 }  // namespace grpo

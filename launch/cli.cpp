@@ -22,6 +22,7 @@
 #include "core/version.h"
 #include "launch/commands.h"
 #include "dist/communicator.h"
+#include "kernels/cuda_kernels.h"
 #include "trainer/reward_model_reward.h"
 #include "trainer/toy_policy.h"
 
@@ -105,6 +106,9 @@ int run_version(const Arguments&) {
   fmt::print("LibTorch {}.{}.{}\n", TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH);
   fmt::print("CUDA: {}\n", kBuiltWithCuda ? (at::hasCUDA() ? "built, device available" : "built, no device")
                                           : "not built (CPU LibTorch)");
+  fmt::print("CUDA kernels: {}\n", !cuda_kernels_built()     ? "not compiled (no CUDA compiler)"
+                                   : cuda_kernels_enabled() ? "compiled, on (GRPO_CUDA_KERNELS=1)"
+                                                            : "compiled, off (GRPO_CUDA_KERNELS=1 turns them on)");
   fmt::print("NCCL: {}\n", nccl_build_summary());
   fmt::print("MPI: {}\n", mpi_library_version());
   const TorchParallelism torch = probe_torch_parallelism();

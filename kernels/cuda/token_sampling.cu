@@ -1,0 +1,195 @@
+// draw_tokens on CUDA (kernels/token_sampling.h): one block per row, a few passes over its logits
+// (from L2 at decode sizes), no sort and no [B, V] temporary. Probabilities are recomputed in each
+// pass as exp(logit / T - max) / sum, exactly as in the first. Masses are sums of p * 2^56 in
+// 64-bit integers: exact whatever the order the threads add in, so a row's draw does not depend
+// on scheduling. The top-p threshold is a radix search over the probabilities' bit patterns
+// (8, 8, 8 and 7 bits), as the CPU kernel's; the draw is the first token in vocabulary order whose
+// running kept mass exceeds u times the kept total.
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#include <cub/block/block_reduce.cuh>
+#include <cub/block/block_scan.cuh>
+
+#include "kernels/cuda/common.cuh"
+
+namespace grpo {
+namespace cuda_kernels {
+namespace {
+
+constexpr int kThreads = 512;
+constexpr int kWarps = kThreads / 32;
+constexpr int kRadixLevels = 4;  // 8, 8, 8 and 7 of the 31 bits of a positive float, high to low
+constexpr int kMostBins = 256;
+constexpr double kFixedOne = 0x1p56;  // mass 1 as an integer; a row's total mass is ~1
+
+using Mass = unsigned long long;
+
+struct Larger {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+__device__ __forceinline__ Mass fixed_mass(float p) { return __double2ull_rz(static_cast<double>(p) * kFixedOne); }
+__device__ __forceinline__ double real_mass(Mass m) { return static_cast<double>(m) / kFixedOne; }
+
+template <typename T>
+struct Row {
+  const T* logits;
+  int64_t vocab;
+  float temperature;
+  bool scale;
+  float max = 0, inverse = 0;  // set after the first two passes
+
+  __device__ float scaled(int64_t i) const {
+    const float x = to_float(logits[i]);
+    return scale ? x / temperature : x;
+  }
+  __device__ float probability(int64_t i) const { return expf(scaled(i) - max) * inverse; }
+};
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) draw_tokens_kernel(const T* logits, int64_t vocab, float temperature,
+                                                               double top_p, double min_p, const double* uniforms,
+                                                               int64_t* tokens, float* logprobs) {
+  __shared__ union {
+    typename cub::BlockReduce<float, kThreads>::TempStorage reduce_float;
+    typename cub::BlockReduce<double, kThreads>::TempStorage reduce_double;
+    typename cub::BlockReduce<Mass, kThreads>::TempStorage reduce_mass;
+    typename cub::BlockScan<Mass, kThreads>::TempStorage scan_mass;
+  } storage;
+  __shared__ Mass warp_histograms[kWarps][kMostBins];
+  __shared__ Mass bin_mass[kMostBins];
+  __shared__ float shared_max;
+  __shared__ double shared_sum;
+  __shared__ Mass shared_mass, shared_above;
+  __shared__ unsigned shared_prefix;
+  __shared__ int64_t shared_token;
+
+  const int64_t r = blockIdx.x;
+  Row<T> row{logits + r * vocab, vocab, temperature, temperature != 1.0f};
+  const int tid = threadIdx.x, warp = tid / 32;
+
+  // max of the scaled logits, then the float64 sum of exp(x - max)
+  float local_max = -INFINITY;
+  for (int64_t i = tid; i < vocab; i += kThreads) local_max = fmaxf(local_max, row.scaled(i));
+  const float block_max = cub::BlockReduce<float, kThreads>(storage.reduce_float).Reduce(local_max, Larger{});
+  if (tid == 0) shared_max = block_max;
+  __syncthreads();
+  row.max = shared_max;
+  double local_sum = 0;
+  for (int64_t i = tid; i < vocab; i += kThreads) local_sum += static_cast<double>(expf(row.scaled(i) - row.max));
+  const double block_sum = cub::BlockReduce<double, kThreads>(storage.reduce_double).Sum(local_sum);
+  if (tid == 0) shared_sum = block_sum;
+  __syncthreads();
+  const double sum = shared_sum;
+  row.inverse = static_cast<float>(1.0 / sum);
+
+  // The kept range: p >= threshold, the top-p threshold found bin by bin from the high bits.
+  unsigned prefix = 0;
+  if (top_p < 1.0) {
+    Mass local_mass = 0;
+    for (int64_t i = tid; i < vocab; i += kThreads) local_mass += fixed_mass(row.probability(i));
+    const Mass mass = cub::BlockReduce<Mass, kThreads>(storage.reduce_mass).Sum(local_mass);
+    if (tid == 0) {
+      shared_mass = mass;
+      shared_above = 0;
+      shared_prefix = 0;
+    }
+    __syncthreads();
+    const double target = top_p * real_mass(shared_mass);
+    int remaining = 31;
+    for (int level = 0; level < kRadixLevels; ++level) {
+      const int width = level + 1 < kRadixLevels ? 8 : 7;
+      const int shift = remaining - width;
+      const unsigned bins = 1u << width;
+      for (int k = tid; k < kWarps * kMostBins; k += kThreads) warp_histograms[k / kMostBins][k % kMostBins] = 0;
+      __syncthreads();
+      const unsigned level_prefix = shared_prefix;
+      for (int64_t i = tid; i < vocab; i += kThreads) {
+        const float p = row.probability(i);
+        const unsigned bits = __float_as_uint(p);
+        if ((bits >> remaining) != level_prefix) continue;  // outside the chosen bin of the level above
+        atomicAdd(&warp_histograms[warp][(bits >> shift) & (bins - 1)], fixed_mass(p));
+      }
+      __syncthreads();
+      for (unsigned bin = tid; bin < bins; bin += kThreads) {
+        Mass total = 0;
+        for (int w = 0; w < kWarps; ++w) total += warp_histograms[w][bin];
+        bin_mass[bin] = total;
+      }
+      __syncthreads();
+      if (tid == 0) {  // the highest bin where the mass at or above first reaches the target
+        Mass at_or_above = shared_above;
+        unsigned chosen = 0;
+        for (unsigned bin = bins; bin-- > 0;) {
+          at_or_above += bin_mass[bin];
+          if (real_mass(at_or_above) >= target) {
+            chosen = bin;
+            break;
+          }
+        }
+        shared_above = at_or_above - bin_mass[chosen];
+        shared_prefix = (level_prefix << width) | chosen;
+      }
+      __syncthreads();
+      remaining = shift;
+    }
+    prefix = shared_prefix;
+  }
+  float threshold = __uint_as_float(prefix);
+  if (min_p > 0.0) threshold = fmaxf(threshold, static_cast<float>(min_p) * row.inverse);  // p of the max is 1 / sum
+
+  // The draw: each thread owns a contiguous run of tokens; a scan of the runs' kept masses finds
+  // the run where the running mass first exceeds the target, and its thread walks it.
+  const int64_t run = ceil_div(vocab, kThreads);
+  const int64_t run_first = min(vocab, tid * run), run_last = min(vocab, run_first + run);
+  Mass run_mass = 0;
+  for (int64_t i = run_first; i < run_last; ++i) {
+    const float p = row.probability(i);
+    if (p >= threshold) run_mass += fixed_mass(p);
+  }
+  Mass before = 0, kept = 0;
+  cub::BlockScan<Mass, kThreads>(storage.scan_mass).ExclusiveSum(run_mass, before, kept);
+  const float total = static_cast<float>(real_mass(kept));
+  const float target = fminf(static_cast<float>(uniforms[r] * static_cast<double>(total)), nextafterf(total, 0.0f));
+  if (tid == 0) shared_token = vocab - 1;
+  __syncthreads();
+  if (!(static_cast<float>(real_mass(before)) > target) && static_cast<float>(real_mass(before + run_mass)) > target) {
+    Mass running = before;
+    for (int64_t i = run_first; i < run_last; ++i) {
+      const float p = row.probability(i);
+      if (!(p >= threshold)) continue;
+      running += fixed_mass(p);
+      if (static_cast<float>(real_mass(running)) > target) {
+        shared_token = i;
+        break;
+      }
+    }
+  }
+  __syncthreads();
+  if (tid == 0) {
+    const int64_t token = shared_token;
+    tokens[r] = token;
+    logprobs[r] = static_cast<float>(static_cast<double>(row.scaled(token)) - static_cast<double>(row.max) - log(sum));
+  }
+}
+
+}  // namespace
+
+int draw_tokens(Dtype dtype, const void* logits, int64_t rows, int64_t vocab, float temperature, double top_p,
+                double min_p, const double* uniforms, int64_t* tokens, float* logprobs, void* stream) {
+  if (rows == 0) return 0;
+  if (vocab <= 0 || !(temperature > 0.0f)) return static_cast<int>(cudaErrorInvalidValue);
+  auto launch = [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    draw_tokens_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, as_stream(stream)>>>(
+        static_cast<const T*>(logits), vocab, temperature, top_p, min_p, uniforms, tokens, logprobs);
+    return launched();
+  };
+  return GRPO_CUDA_DISPATCH(dtype, launch);
+}
+
+}  // namespace cuda_kernels
+}  // namespace grpo

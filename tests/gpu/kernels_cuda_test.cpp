@@ -1,0 +1,207 @@
+// The CUDA kernels of kernels/cuda (the ops' `_cuda` functions, called directly) against their
+// references, per dtype (float32 ~1e-5, bfloat16 ~1e-2): values and gradients of rms_norm, swiglu
+// and rotary_embedding against the ATen expressions in float64; decode attention against its
+// reference with grouped heads, masked slots, a row with no real key, a shared prefix and a cache
+// long enough to be split into key ranges; draw_tokens against the CPU kernel's draws from the same
+// logits and uniforms, token for token. Every case skips without a CUDA LibTorch, a device or a
+// build that compiled the kernels (CI has none of the first two).
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/autograd.h>
+
+#include "kernels/cpu_kernels.h"
+#include "kernels/cuda_kernels.h"
+#include "kernels/decode_attention.h"
+#include "kernels/rms_norm.h"
+#include "kernels/rotary.h"
+#include "kernels/swiglu.h"
+#include "kernels/token_sampling.h"
+
+namespace grpo {
+namespace {
+
+#define SKIP_WITHOUT_CUDA_KERNELS()                                                               \
+  do {                                                                                            \
+    if (!at::hasCUDA()) GTEST_SKIP() << "LibTorch without CUDA, or no CUDA device";               \
+    if (!cuda_kernels_built()) GTEST_SKIP() << "built without a CUDA compiler: no kernels/cuda here"; \
+  } while (false)
+
+const at::Device kCuda(at::kCUDA, 0);
+
+double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kCPU, at::kDouble) - b.to(at::kCPU, at::kDouble)).abs().max().item<double>();
+}
+
+// |a - b| relative to the truth's largest magnitude (bfloat16 keeps ~3 significant digits).
+double relative_diff(const at::Tensor& got, const at::Tensor& truth) {
+  return max_abs_diff(got, truth) / (1.0 + truth.to(at::kDouble).abs().max().item<double>());
+}
+
+double tolerance(at::ScalarType type) { return type == at::kFloat ? 2e-5 : 1.5e-2; }
+
+std::string name_of(at::IntArrayRef shape, at::ScalarType type) {
+  std::string name = std::string(c10::toString(type)) + " [";
+  for (const int64_t size : shape) name += std::to_string(size) + " ";
+  return name + "]";
+}
+
+// Runs op on inputs converted to `type` on `device` with gradients, returns the output and the
+// inputs' gradients for upstream gradient `upstream`.
+template <typename Op>
+std::vector<at::Tensor> values_and_gradients(Op op, const std::vector<at::Tensor>& inputs, const at::Tensor& upstream,
+                                             at::ScalarType type, at::Device device) {
+  std::vector<at::Tensor> leaves;
+  for (const auto& input : inputs) leaves.push_back(input.to(device, type).clone().requires_grad_(true));
+  const at::Tensor y = op(leaves);
+  (y * upstream.to(device, type)).sum().backward();
+  std::vector<at::Tensor> out{y.detach()};
+  for (const auto& leaf : leaves) out.push_back(leaf.grad());
+  return out;
+}
+
+TEST(CudaKernels, RmsNormEqualsTheExpressionInFloat64) {
+  SKIP_WITHOUT_CUDA_KERNELS();
+  at::manual_seed(1);
+  for (const auto type : {at::kFloat, at::kBFloat16})
+    for (const std::vector<int64_t>& shape : std::vector<std::vector<int64_t>>{{1, 5}, {7, 20}, {2, 5, 33}, {130, 896}}) {
+      const at::Tensor x = at::randn(shape) * 3, w = at::randn({shape.back()}), up = at::randn(shape);
+      const auto got = values_and_gradients([](auto& t) { return rms_norm_cuda(t[0], t[1], 1e-6); }, {x, w}, up, type, kCuda);
+      const auto truth = values_and_gradients([](auto& t) { return rms_norm_reference(t[0], t[1], 1e-6); }, {x, w}, up,
+                                              at::kDouble, at::kCPU);
+      for (size_t i = 0; i < got.size(); ++i)
+        EXPECT_LE(relative_diff(got[i], truth[i]), tolerance(type)) << name_of(shape, type) << " output " << i;
+    }
+}
+
+TEST(CudaKernels, SwigluEqualsTheExpressionInFloat64) {
+  SKIP_WITHOUT_CUDA_KERNELS();
+  at::manual_seed(2);
+  for (const auto type : {at::kFloat, at::kBFloat16})
+    for (const std::vector<int64_t>& shape : std::vector<std::vector<int64_t>>{{1, 7}, {9, 40}, {2, 3, 4864}}) {
+      const at::Tensor gate = at::randn(shape) * 3, value = at::randn(shape), up = at::randn(shape);
+      const auto got = values_and_gradients([](auto& t) { return swiglu_cuda(t[0], t[1]); }, {gate, value}, up, type, kCuda);
+      const auto truth = values_and_gradients([](auto& t) { return swiglu_reference(t[0], t[1]); }, {gate, value}, up,
+                                              at::kDouble, at::kCPU);
+      for (size_t i = 0; i < got.size(); ++i)
+        EXPECT_LE(relative_diff(got[i], truth[i]), tolerance(type)) << name_of(shape, type) << " output " << i;
+    }
+  // gate and up as the two halves of one product's rows (a strided slice, read in place)
+  const at::Tensor both = at::randn({6, 2 * 48}).to(kCuda);
+  EXPECT_LE(max_abs_diff(swiglu_cuda(both.narrow(1, 0, 48), both.narrow(1, 48, 48)),
+                         swiglu_reference(both.narrow(1, 0, 48), both.narrow(1, 48, 48))),
+            1e-6);
+}
+
+TEST(CudaKernels, RotaryEqualsTheExpression) {
+  SKIP_WITHOUT_CUDA_KERNELS();
+  at::manual_seed(3);
+  for (const auto type : {at::kFloat, at::kBFloat16}) {
+    const int64_t b = 2, heads = 3, length = 5, dim = 64;
+    const at::Tensor angles = at::rand({b, length, dim / 2}) * 6;
+    const at::Tensor cos = at::cat({angles.cos(), angles.cos()}, -1), sin = at::cat({angles.sin(), angles.sin()}, -1);
+    // x as a transposed view [B, N, T, D] of [B, T, N, D], as the decoder passes it
+    const at::Tensor x = at::randn({b, length, heads, dim}), up = at::randn({b, heads, length, dim});
+    auto run = [&](bool kernel, at::ScalarType t, at::Device device) {
+      at::Tensor leaf = x.to(device, t).clone().requires_grad_(true);
+      const at::Tensor c = cos.to(device, t), s = sin.to(device, t), view = leaf.transpose(1, 2);
+      const at::Tensor y = kernel ? rotary_embedding_cuda(view, c, s) : rotary_embedding_reference(view, c, s);
+      (y * up.to(device, t)).sum().backward();
+      return std::vector<at::Tensor>{y.detach(), leaf.grad()};
+    };
+    const auto got = run(true, type, kCuda), truth = run(false, at::kDouble, at::kCPU);
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_LE(relative_diff(got[i], truth[i]), tolerance(type)) << i;
+  }
+}
+
+// Keys for `rows` rows in `groups` prompt groups: own slots with holes, one row with no real
+// key at all, and (with_prefix) a prefix per group, also with holes.
+DecodeKeys decode_keys(int64_t rows, int64_t kv, int64_t own, int64_t prefix, int64_t dim, bool with_prefix,
+                       at::ScalarType type) {
+  const int64_t groups = 2;
+  DecodeKeys k;
+  k.keys = at::randn({rows, kv, own, dim}).to(kCuda, type);
+  k.values = at::randn({rows, kv, own, dim}).to(kCuda, type);
+  k.mask = (at::rand({rows, own}) > 0.2).to(kCuda);
+  if (!with_prefix) k.mask[rows - 1].fill_(false);  // a row that sees nothing gets zeros
+  if (with_prefix) {
+    k.prefix_keys = at::randn({groups, kv, prefix, dim}).to(kCuda, type);
+    k.prefix_values = at::randn({groups, kv, prefix, dim}).to(kCuda, type);
+    k.prefix_mask = (at::rand({groups, prefix}) > 0.1).to(kCuda);
+    k.prefix_row = (at::arange(rows) % groups).to(kCuda);
+  }
+  return k;
+}
+
+TEST(CudaKernels, DecodeAttentionEqualsTheReference) {
+  SKIP_WITHOUT_CUDA_KERNELS();
+  at::manual_seed(4);
+  struct Case {
+    int64_t rows, heads, kv, own, prefix, dim;
+    bool with_prefix;
+  };
+  for (const auto type : {at::kFloat, at::kBFloat16})
+    for (const Case& c : {Case{5, 4, 2, 33, 0, 64, false}, Case{8, 14, 2, 129, 32, 64, true},
+                          Case{2, 8, 8, 3000, 0, 128, false}, Case{3, 4, 1, 700, 4100, 32, true},
+                          Case{4, 2, 1, 17, 0, 80, false}}) {
+      const DecodeKeys k = decode_keys(c.rows, c.kv, c.own, c.prefix, c.dim, c.with_prefix, type);
+      const at::Tensor q = at::randn({c.rows, c.heads, c.dim}).to(kCuda, type);
+      const double scale = 1.0 / std::sqrt(static_cast<double>(c.dim));
+      const at::Tensor got = decode_attention_cuda(q, k, scale);
+      DecodeKeys k64 = k;
+      for (at::Tensor* t : {&k64.keys, &k64.values, &k64.prefix_keys, &k64.prefix_values})
+        if (t->defined()) *t = t->to(at::kDouble);
+      const at::Tensor truth = decode_attention_reference(q.to(at::kDouble), k64, scale);
+      EXPECT_EQ(got.scalar_type(), type);
+      EXPECT_LE(relative_diff(got, truth), tolerance(type))
+          << c10::toString(type) << " rows " << c.rows << " heads " << c.heads << "/" << c.kv << " slots " << c.own
+          << " + prefix " << c.prefix << " dim " << c.dim;
+      if (!c.with_prefix) {
+        EXPECT_EQ(got[c.rows - 1].abs().max().item<float>(), 0.0f) << "a row with no real key";
+      }
+    }
+}
+
+TEST(CudaKernels, DrawTokensDrawsTheCpuKernelsTokens) {
+  SKIP_WITHOUT_CUDA_KERNELS();
+  if (!avx512_kernels_supported()) GTEST_SKIP() << "the CPU kernel, the truth here, needs AVX-512F";
+  at::manual_seed(5);
+  struct Case {
+    int64_t rows, vocab;
+    double temperature, top_p, min_p;
+  };
+  for (const auto type : {at::kFloat, at::kBFloat16})
+    for (const Case& c : {Case{64, 151936, 1.0, 1.0, 0.0}, Case{64, 151936, 1.0, 0.95, 0.0},
+                          Case{16, 151936, 0.7, 0.9, 0.05}, Case{32, 1000, 1.3, 0.5, 0.0}, Case{8, 37, 1.0, 0.8, 0.1}}) {
+      // Peaked rows (a few large logits) and flat ones, as a model's are.
+      const at::Tensor logits = (at::randn({c.rows, c.vocab}) * 2 + (at::rand({c.rows, c.vocab}) > 0.999) * 8).to(type);
+      const at::Tensor uniforms = at::rand({c.rows}, at::kDouble);
+      const TokenDraw got = draw_tokens_cuda(logits.to(kCuda), c.temperature, c.top_p, c.min_p, uniforms);
+      const TokenDraw truth = draw_tokens(logits.to(at::kFloat), c.temperature, c.top_p, c.min_p, uniforms);
+      const std::string name = std::string(c10::toString(type)) + " V " + std::to_string(c.vocab) + " T " +
+                               std::to_string(c.temperature) + " top_p " + std::to_string(c.top_p);
+      EXPECT_TRUE(at::equal(got.tokens.cpu(), truth.tokens)) << name;
+      EXPECT_LE(max_abs_diff(got.logprobs, truth.logprobs), 2e-5) << name;
+      // A row's draw does not depend on the rows beside it.
+      const TokenDraw alone = draw_tokens_cuda(logits.narrow(0, 1, 1).to(kCuda), c.temperature, c.top_p, c.min_p,
+                                               uniforms.narrow(0, 1, 1));
+      EXPECT_EQ(alone.tokens.item<int64_t>(), got.tokens[1].item<int64_t>()) << name;
+    }
+}
+
+TEST(CudaKernels, BadInputsAreRefusedBeforeALaunch) {
+  SKIP_WITHOUT_CUDA_KERNELS();
+  const at::Tensor x = at::randn({4, 8}, at::TensorOptions(kCuda));
+  EXPECT_THROW(rms_norm_cuda(x, at::randn({7}, at::TensorOptions(kCuda)), 1e-6), c10::Error);
+  EXPECT_THROW(rms_norm_cuda(x.to(at::kDouble), at::randn({8}, at::TensorOptions(kCuda).dtype(at::kDouble)), 1e-6),
+               c10::Error);
+  EXPECT_THROW(draw_tokens_cuda(x, 0.0, 1.0, 0.0, at::rand({4}, at::kDouble)), c10::Error);
+  EXPECT_THROW(draw_tokens_cuda(x, 1.0, 1.0, 0.0, at::rand({3}, at::kDouble)), c10::Error);
+}
+
+}  // namespace
+}  // namespace grpo
