@@ -21,6 +21,7 @@
 #include "kernels/rms_norm.h"
 #include "kernels/rotary.h"
 #include "kernels/swiglu.h"
+#include "kernels/token_logprobs.h"
 #include "kernels/token_sampling.h"
 
 namespace grpo {
@@ -236,6 +237,47 @@ at::Tensor decode_attention_cuda(const at::Tensor& q_in, const DecodeKeys& k, do
                                     current_stream(q)),
                "decode_attention_cuda");
   return out;
+}
+
+TokenStatistics token_statistics_cuda(const at::Tensor& logits_in, const at::Tensor& targets_in, double temperature) {
+  TORCH_CHECK(logits_in.dim() == 2 && targets_in.numel() == logits_in.size(0), "token_statistics_cuda: logits ",
+              logits_in.sizes(), " and targets ", targets_in.sizes(), " do not fit");
+  TORCH_CHECK(temperature > 0, "token_statistics_cuda: temperature must be > 0");
+  const c10::DeviceGuard guard(logits_in.device());
+  const at::Tensor logits = logits_in.contiguous(), targets = targets_in.to(logits.device(), at::kLong).contiguous();
+  const int64_t rows = logits.size(0);
+  const auto f32 = logits.options().dtype(at::kFloat);
+  TokenStatistics s{at::empty({rows}, f32), at::empty({rows}, f32), at::empty({rows}, f32)};
+  check_launch(ck::token_statistics(dtype_of(logits, "token_statistics_cuda"), logits.data_ptr(), rows, logits.size(1),
+                                    static_cast<float>(temperature), targets.data_ptr<int64_t>(),
+                                    s.logsumexp.data_ptr<float>(), s.logprobs.data_ptr<float>(),
+                                    s.entropy.data_ptr<float>(), current_stream(logits)),
+               "token_statistics_cuda");
+  return s;
+}
+
+at::Tensor token_logit_gradients_cuda(const at::Tensor& logits_in, const at::Tensor& targets_in,
+                                      const TokenStatistics& statistics, const at::Tensor& grad_logprobs,
+                                      const at::Tensor& grad_entropy, double temperature) {
+  const int64_t rows = logits_in.dim() == 2 ? logits_in.size(0) : -1;
+  TORCH_CHECK(rows >= 0 && targets_in.numel() == rows && statistics.logsumexp.numel() == rows &&
+                  statistics.entropy.numel() == rows && grad_logprobs.numel() == rows &&
+                  (!grad_entropy.defined() || grad_entropy.numel() == rows),
+              "token_logit_gradients_cuda: logits ", logits_in.sizes(), " and per-row inputs do not fit");
+  TORCH_CHECK(temperature > 0, "token_logit_gradients_cuda: temperature must be > 0");
+  const c10::DeviceGuard guard(logits_in.device());
+  const at::Tensor logits = logits_in.contiguous(), targets = targets_in.to(logits.device(), at::kLong).contiguous();
+  const auto per_row = [&](const at::Tensor& t) { return t.to(logits.device(), at::kFloat).contiguous(); };
+  const at::Tensor lse = per_row(statistics.logsumexp), entropy = per_row(statistics.entropy), g = per_row(grad_logprobs);
+  const at::Tensor g_entropy = grad_entropy.defined() ? per_row(grad_entropy) : at::Tensor();
+  at::Tensor grad_logits = at::empty({rows, logits.size(1)}, logits.options().dtype(at::kFloat));
+  check_launch(ck::token_logit_gradients(dtype_of(logits, "token_logit_gradients_cuda"), logits.data_ptr(), rows,
+                                         logits.size(1), static_cast<float>(temperature), targets.data_ptr<int64_t>(),
+                                         lse.data_ptr<float>(), entropy.data_ptr<float>(), g.data_ptr<float>(),
+                                         g_entropy.defined() ? g_entropy.data_ptr<float>() : nullptr,
+                                         grad_logits.data_ptr<float>(), current_stream(logits)),
+               "token_logit_gradients_cuda");
+  return grad_logits;
 }
 
 TokenDraw draw_tokens_cuda(const at::Tensor& logits_in, double temperature, double top_p, double min_p,

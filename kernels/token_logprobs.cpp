@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 
+#include "kernels/cuda_kernels.h"
+
 namespace grpo {
 namespace {
 
@@ -26,6 +28,29 @@ at::Tensor chunk_log_softmax(const at::Tensor& hidden, const at::Tensor& weight,
   return z.sub_(lse);
 }
 
+// d(g . logprob + g_H . entropy) / dz of one chunk, z = h . W^T / temperature, float32 [rows, V]:
+// dz = -p * (g + g_H * (log p + H)) + onehot(target) * g, built in place over log p and p.
+at::Tensor logit_gradients(const at::Tensor& h, const at::Tensor& weight, const at::Tensor& targets,
+                           const at::Tensor& lse, const at::Tensor& grad_logp, const at::Tensor& grad_entropy,
+                           double temperature) {
+  at::Tensor z = at::linear(h, weight).to(at::kFloat);
+  if (temperature != 1.0) z.div_(temperature);
+  at::Tensor logp = z.sub_(lse.unsqueeze(1));
+  at::Tensor p = logp.exp();
+  const at::Tensor g = grad_logp.unsqueeze(1);
+  at::Tensor factor;
+  if (grad_entropy.defined()) {
+    const at::Tensor entropy = (p * logp).sum(-1, /*keepdim=*/true).neg_();
+    factor = logp.add_(entropy).mul_(grad_entropy.unsqueeze(1)).add_(g);
+  } else {
+    factor = g;
+  }
+  at::Tensor dz = p.mul_(factor).neg_();
+  dz.scatter_add_(1, targets.unsqueeze(1), g);
+  if (temperature != 1.0) dz.div_(temperature);
+  return dz;
+}
+
 class ChunkedTokenLogprobs : public torch::autograd::Function<ChunkedTokenLogprobs> {
  public:
   // hidden [M, H], weight [V, H], targets [M] long, mask [M] bool -> {logprobs [M], entropy [M]}.
@@ -37,18 +62,30 @@ class ChunkedTokenLogprobs : public torch::autograd::Function<ChunkedTokenLogpro
     at::Tensor logprobs = at::empty({rows}, f32);
     at::Tensor entropy = with_entropy ? at::empty({rows}, f32) : at::Tensor();
     at::Tensor lse = at::empty({rows}, f32);
+    // On the CUDA kernels backward needs each row's entropy, unmasked; the ATen path recomputes it.
+    const bool fused = runs_on_cuda_kernels(hidden) && weight.scalar_type() == hidden.scalar_type();
+    at::Tensor row_entropy = fused ? at::empty({rows}, f32) : at::Tensor();
     for (int64_t start = 0; start < rows; start += chunk) {
       const int64_t len = std::min(chunk, rows - start);
+      if (fused) {
+        const TokenStatistics s = token_statistics_cuda(at::linear(hidden.narrow(0, start, len), weight),
+                                                        targets.narrow(0, start, len), temperature);
+        lse.narrow(0, start, len).copy_(s.logsumexp);
+        logprobs.narrow(0, start, len).copy_(s.logprobs);
+        row_entropy.narrow(0, start, len).copy_(s.entropy);
+        continue;
+      }
       at::Tensor chunk_lse;
       const at::Tensor logp = chunk_log_softmax(hidden.narrow(0, start, len), weight, temperature, &chunk_lse);
       lse.narrow(0, start, len).copy_(chunk_lse);
       logprobs.narrow(0, start, len).copy_(logp.gather(1, targets.narrow(0, start, len).unsqueeze(1)).squeeze(1));
       if (with_entropy) entropy.narrow(0, start, len).copy_(logp.exp().mul_(logp).sum(-1).neg_());
     }
+    if (fused && with_entropy) entropy.copy_(row_entropy);
     const at::Tensor masked_out = mask.logical_not();
     logprobs.masked_fill_(masked_out, 0.0);
     if (with_entropy) entropy.masked_fill_(masked_out, 0.0);
-    ctx->save_for_backward({hidden, weight, targets, mask, lse});
+    ctx->save_for_backward({hidden, weight, targets, mask, lse, row_entropy});
     ctx->saved_data["temperature"] = temperature;
     ctx->saved_data["chunk"] = chunk;
     return {logprobs, with_entropy ? entropy : at::zeros({rows}, f32)};
@@ -58,6 +95,7 @@ class ChunkedTokenLogprobs : public torch::autograd::Function<ChunkedTokenLogpro
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &hidden = saved[0], &weight = saved[1], &targets = saved[2], &mask = saved[3], &lse = saved[4];
+    const at::Tensor& row_entropy = saved[5];  // defined when forward ran on the CUDA kernels
     const double temperature = ctx->saved_data["temperature"].toDouble();
     const int64_t chunk = ctx->saved_data["chunk"].toInt();
     const int64_t rows = hidden.size(0);
@@ -72,22 +110,15 @@ class ChunkedTokenLogprobs : public torch::autograd::Function<ChunkedTokenLogpro
     for (int64_t start = 0; start < rows; start += chunk) {
       const int64_t len = std::min(chunk, rows - start);
       const at::Tensor h = hidden.narrow(0, start, len);
-      at::Tensor z = at::linear(h, weight).to(at::kFloat);
-      if (temperature != 1.0) z.div_(temperature);
-      at::Tensor logp = z.sub_(lse.narrow(0, start, len).unsqueeze(1));
-      at::Tensor p = logp.exp();
-      const at::Tensor g = grad_logp.narrow(0, start, len).unsqueeze(1);
-      // dz = -p * (g + ge * (log p + H)) + onehot(target) * g, built in place over logp and p.
-      at::Tensor factor;
-      if (grad_entropy.defined()) {
-        const at::Tensor entropy = (p * logp).sum(-1, /*keepdim=*/true).neg_();
-        factor = logp.add_(entropy).mul_(grad_entropy.narrow(0, start, len).unsqueeze(1)).add_(g);
-      } else {
-        factor = g;
-      }
-      at::Tensor dz = p.mul_(factor).neg_();
-      dz.scatter_add_(1, targets.narrow(0, start, len).unsqueeze(1), g);
-      if (temperature != 1.0) dz.div_(temperature);
+      const at::Tensor t = targets.narrow(0, start, len), chunk_lse = lse.narrow(0, start, len);
+      const at::Tensor g = grad_logp.narrow(0, start, len);
+      const at::Tensor g_entropy = grad_entropy.defined() ? grad_entropy.narrow(0, start, len) : at::Tensor();
+      const at::Tensor dz =
+          row_entropy.defined()
+              ? token_logit_gradients_cuda(at::linear(h, weight), t,
+                                           {chunk_lse, at::Tensor(), row_entropy.narrow(0, start, len)}, g, g_entropy,
+                                           temperature)
+              : logit_gradients(h, weight, t, chunk_lse, g, g_entropy, temperature);
       if (want_hidden) grad_hidden.narrow(0, start, len).copy_(at::matmul(dz.to(weight.scalar_type()), weight));
       if (want_weight) grad_weight.addmm_(dz.t(), h.to(at::kFloat));
     }

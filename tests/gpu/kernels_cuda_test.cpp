@@ -1,18 +1,23 @@
-// The CUDA kernels of kernels/cuda (the ops' `_cuda` functions, called directly) against their
-// references, per dtype (float32 ~1e-5, bfloat16 ~1e-2): values and gradients of rms_norm, swiglu
-// and rotary_embedding against the ATen expressions in float64; decode attention against its
-// reference with grouped heads, masked slots, a row with no real key, a shared prefix and a cache
-// long enough to be split into key ranges; draw_tokens against the CPU kernel's draws from the same
-// logits and uniforms, token for token. Every case skips without a CUDA LibTorch, a device or a
-// build that compiled the kernels (CI has none of the first two).
+// The CUDA kernels of kernels/cuda against their references, per dtype (float32 ~1e-5, bfloat16
+// ~1e-2). Each `_cuda` function called directly: values and gradients of rms_norm, swiglu and
+// rotary_embedding against the ATen expressions in float64; decode attention against its reference
+// with grouped heads, masked slots, a row with no real key, a shared prefix and caches long enough
+// to be split into key ranges; token statistics and logit gradients against log_softmax and
+// autograd in float64; draw_tokens against the CPU kernel's draws from the same logits and
+// uniforms, token for token. Then through the ops' dispatch (GRPO_CUDA_KERNELS=1, set before
+// main): token_logprobs, a whole decoder's logits and gradients against float64 on the CPU, and
+// sampled generation against the same model on the CPU. Every case skips without a CUDA LibTorch,
+// a device or a build that compiled the kernels (CI has none of the first two).
 
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/autograd.h>
+#include <torch/torch.h>
 
 #include "kernels/cpu_kernels.h"
 #include "kernels/cuda_kernels.h"
@@ -20,10 +25,17 @@
 #include "kernels/rms_norm.h"
 #include "kernels/rotary.h"
 #include "kernels/swiglu.h"
+#include "kernels/token_logprobs.h"
 #include "kernels/token_sampling.h"
+#include "models/decoder.h"
+#include "rollout/engine.h"
 
 namespace grpo {
 namespace {
+
+// The dispatch cases need the ops to choose the kernels; the switch is read once, at the first
+// dispatch, so it is set before main.
+const bool kKernelsSwitchedOn = [] { return setenv("GRPO_CUDA_KERNELS", "1", 1) == 0; }();
 
 #define SKIP_WITHOUT_CUDA_KERNELS()                                                               \
   do {                                                                                            \
@@ -191,6 +203,132 @@ TEST(CudaKernels, DrawTokensDrawsTheCpuKernelsTokens) {
                                                uniforms.narrow(0, 1, 1));
       EXPECT_EQ(alone.tokens.item<int64_t>(), got.tokens[1].item<int64_t>()) << name;
     }
+}
+
+TEST(CudaKernels, TokenStatisticsEqualLogSoftmaxInFloat64) {
+  SKIP_WITHOUT_CUDA_KERNELS();
+  at::manual_seed(6);
+  for (const auto type : {at::kFloat, at::kBFloat16})
+    for (const double temperature : {1.0, 0.7})
+      for (const std::vector<int64_t>& shape : std::vector<std::vector<int64_t>>{{37, 1000}, {5, 151936}, {3, 7}}) {
+        const at::Tensor logits = (at::randn(shape) * 4).to(type);  // the values both sides see
+        const at::Tensor targets = at::randint(0, shape[1], {shape[0]}, at::kLong);
+        const at::Tensor y = logits.to(at::kDouble) / temperature, logp = at::log_softmax(y, -1);
+        const TokenStatistics got = token_statistics_cuda(logits.to(kCuda), targets, temperature);
+        const std::string name = name_of(shape, type) + " T " + std::to_string(temperature);
+        EXPECT_LE(relative_diff(got.logsumexp, at::logsumexp(y, {-1})), 2e-6) << name;
+        EXPECT_LE(max_abs_diff(got.logprobs, logp.gather(1, targets.unsqueeze(1)).squeeze(1)), 2e-5) << name;
+        EXPECT_LE(max_abs_diff(got.entropy, -(logp.exp() * logp).sum(-1)), 2e-5) << name;
+
+        // d(g . logprob + g_H . entropy) / dlogits against autograd in float64, with and without g_H
+        const at::Tensor g = at::randn({shape[0]}), g_entropy = at::randn({shape[0]});
+        for (const bool with_entropy : {true, false}) {
+          at::Tensor leaf = logits.to(at::kDouble).requires_grad_(true);
+          const at::Tensor lp = at::log_softmax(leaf / temperature, -1);
+          at::Tensor objective = (lp.gather(1, targets.unsqueeze(1)).squeeze(1) * g.to(at::kDouble)).sum();
+          if (with_entropy) objective = objective - ((lp.exp() * lp).sum(-1) * g_entropy.to(at::kDouble)).sum();
+          objective.backward();
+          const at::Tensor dz = token_logit_gradients_cuda(logits.to(kCuda), targets, got, g,
+                                                           with_entropy ? g_entropy : at::Tensor(), temperature);
+          EXPECT_LE(max_abs_diff(dz, leaf.grad()), 2e-5) << name << (with_entropy ? " with" : " without") << " entropy";
+        }
+      }
+}
+
+TEST(CudaKernels, TokenLogprobsOnTheKernelsEqualThePlainPathInFloat64) {
+  SKIP_WITHOUT_CUDA_KERNELS();
+  ASSERT_TRUE(kKernelsSwitchedOn && cuda_kernels_enabled());
+  at::manual_seed(7);
+  const int64_t rows = 3, length = 50, hidden_size = 24, vocab = 1000;
+  const at::Tensor hidden = at::randn({rows, length, hidden_size}), weight = at::randn({vocab, hidden_size}) * 0.3;
+  const at::Tensor targets = at::randint(0, vocab, {rows, length}, at::kLong);
+  const at::Tensor mask = at::rand({rows, length}) > 0.2, g = at::randn({rows, length}), g_h = at::randn({rows, length});
+  TokenLogprobsOptions options;
+  options.temperature = 0.8;
+  options.chunk_tokens = 16;  // several chunks and a partial one
+  auto run = [&](at::Device device, at::ScalarType type, bool chunked) {
+    at::Tensor h = hidden.to(device, type).requires_grad_(true), w = weight.to(device, type).requires_grad_(true);
+    const TokenLogprobs out = chunked ? token_logprobs(h, w, targets.to(device), mask.to(device), options)
+                                      : token_logprobs_unchunked(h, w, targets.to(device), mask.to(device), options);
+    ((out.logprobs * g.to(device)).sum() + (out.entropy * g_h.to(device)).sum()).backward();
+    return std::vector<at::Tensor>{out.logprobs.detach(), out.entropy.detach(), h.grad(), w.grad()};
+  };
+  const auto truth = run(at::kCPU, at::kDouble, false);
+  for (const auto type : {at::kFloat, at::kBFloat16}) {
+    const auto got = run(kCuda, type, true);
+    const double tol = type == at::kFloat ? 1e-4 : 3e-2;
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_LE(relative_diff(got[i], truth[i]), tol) << c10::toString(type) << " " << i;
+  }
+}
+
+// A Qwen2-like decoder over 37 tokens with q/k/v biases and a tied head.
+DecoderOptions small_decoder() {
+  DecoderOptions o;
+  o.vocab_size = 37;
+  o.hidden_size = 64;
+  o.intermediate_size = 176;
+  o.num_layers = 2;
+  o.num_heads = 4;
+  o.num_kv_heads = 2;
+  o.head_dim = 16;
+  o.qkv_bias = true;
+  o.tie_word_embeddings = true;
+  return o;
+}
+
+TEST(CudaKernels, DecoderOnTheKernelsEqualsFloat64OnTheCpu) {
+  SKIP_WITHOUT_CUDA_KERNELS();
+  ASSERT_TRUE(kKernelsSwitchedOn && cuda_kernels_enabled());
+  const DecoderOptions o = small_decoder();
+  at::manual_seed(8);
+  Decoder fast(o), exact(o);
+  {
+    at::NoGradGuard no_grad;
+    for (auto& p : fast->parameters()) p.normal_(0, 0.3);
+    exact->to(at::kDouble);
+    auto from = fast->parameters(), to = exact->parameters();
+    for (size_t i = 0; i < from.size(); ++i) to[i].copy_(from[i]);
+  }
+  fast->to(kCuda);
+  const int64_t batch = 3, length = 29;
+  const at::Tensor ids = at::randint(0, o.vocab_size, {batch, length}, at::kLong);
+  at::Tensor mask = at::ones({batch, length}, at::kLong);
+  mask[1].narrow(0, 20, 9).fill_(0);  // right padding
+  mask[2].narrow(0, 0, 6).fill_(0);   // left padding
+  const at::Tensor upstream = at::randn({batch, length, o.vocab_size}) * mask.unsqueeze(-1);
+  const at::Tensor logits = fast->forward(ids.to(kCuda), mask.to(kCuda));
+  const at::Tensor truth = exact->forward(ids, mask);
+  (logits * upstream.to(kCuda)).sum().backward();
+  (truth * upstream.to(at::kDouble)).sum().backward();
+  const at::Tensor real = mask.to(at::kBool).unsqueeze(-1);
+  EXPECT_LE(relative_diff(logits.cpu() * real, truth * real), 1e-5);
+  const auto fast_params = fast->named_parameters(), exact_params = exact->named_parameters();
+  for (size_t i = 0; i < fast_params.size(); ++i)
+    EXPECT_LE(relative_diff(fast_params[i].value().grad(), exact_params[i].value().grad()), 1e-4) << fast_params[i].key();
+}
+
+TEST(CudaKernels, SampledGenerationOnTheKernelsEqualsTheCpu) {
+  SKIP_WITHOUT_CUDA_KERNELS();
+  ASSERT_TRUE(kKernelsSwitchedOn && cuda_kernels_enabled());
+  const DecoderOptions o = small_decoder();
+  at::manual_seed(9);
+  Decoder cpu(o), gpu(o);
+  {
+    at::NoGradGuard no_grad;
+    for (auto& p : cpu->parameters()) p.normal_(0, 0.5);
+    auto from = cpu->parameters(), to = gpu->parameters();
+    for (size_t i = 0; i < from.size(); ++i) to[i].copy_(from[i]);
+  }
+  gpu->to(kCuda);
+  GenerationOptions options;
+  options.sampling.top_p = 0.9;
+  options.max_new_tokens = 16;
+  options.group_size = 4;  // the prompt's prefix shared by its rows
+  const std::vector<std::vector<int64_t>> prompts{{1, 2, 3, 4, 5}, {7, 8}, {9, 10, 11, 12, 13, 14, 15}};
+  const std::vector<uint64_t> seeds = rollout_seeds(11, {0, 1, 2}, options.group_size);
+  const RolloutBatch want = generate(cpu, prompts, options, seeds), got = generate(gpu, prompts, options, seeds);
+  EXPECT_TRUE(at::equal(got.completion_ids.cpu(), want.completion_ids));
+  EXPECT_LE(max_abs_diff(got.sampling_logp, want.sampling_logp), 1e-4);
 }
 
 TEST(CudaKernels, BadInputsAreRefusedBeforeALaunch) {

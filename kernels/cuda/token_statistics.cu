@@ -1,0 +1,127 @@
+// A chunk's token statistics for token_logprobs on CUDA (kernels/token_logprobs.h): one block per
+// token row of the head's logits z, in the logits' dtype as the product left them. Forward reads the
+// row once: a running (max m, sum s = sum e^(y - m), weighted t = sum e^(y - m) y) per thread over
+// y = z / T, merged across the block; then logsumexp = m + log s, the target's log-prob y_t - lse
+// and the entropy lse - t / s. Backward writes the logits' gradient in one pass from the saved
+// logsumexp and entropy: dz = (-p (g + g_H (log p + H)) + [j = t] g) / T. The ATen chain these
+// replace makes about eight passes over a float32 copy of the chunk.
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#include <cub/block/block_reduce.cuh>
+
+#include "kernels/cuda/common.cuh"
+
+namespace grpo {
+namespace cuda_kernels {
+namespace {
+
+constexpr int kThreads = 256;
+
+struct Running {
+  float max, sum, weighted;  // m, s = sum e^(y - m), t = sum e^(y - m) y
+};
+
+__device__ __forceinline__ Running add(Running r, float y) {
+  if (y == -INFINITY) return r;  // probability 0: contributes nothing (and 0 * -inf would be NaN)
+  if (y > r.max) {
+    const float shrink = r.max == -INFINITY ? 0.0f : expf(r.max - y);
+    return {y, r.sum * shrink + 1.0f, r.weighted * shrink + y};
+  }
+  const float e = expf(y - r.max);
+  return {r.max, r.sum + e, r.weighted + e * y};
+}
+
+struct Merge {
+  __device__ Running operator()(const Running& a, const Running& b) const {
+    const float max = fmaxf(a.max, b.max);
+    if (max == -INFINITY) return a;
+    const float wa = a.max == -INFINITY ? 0.0f : expf(a.max - max), wb = b.max == -INFINITY ? 0.0f : expf(b.max - max);
+    return {max, a.sum * wa + b.sum * wb, a.weighted * wa + b.weighted * wb};
+  }
+};
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) token_statistics_kernel(const T* logits, int64_t vocab, float temperature,
+                                                                    const int64_t* targets, float* logsumexp,
+                                                                    float* logprobs, float* entropy) {
+  __shared__ typename cub::BlockReduce<Running, kThreads>::TempStorage storage;
+  const int64_t row = blockIdx.x;
+  const T* z = logits + row * vocab;
+  const bool scale = temperature != 1.0f;
+  Running r{-INFINITY, 0.0f, 0.0f};
+  for (int64_t j = threadIdx.x; j < vocab; j += kThreads) {
+    const float y = scale ? to_float(z[j]) / temperature : to_float(z[j]);
+    r = add(r, y);
+  }
+  const Running total = cub::BlockReduce<Running, kThreads>(storage).Reduce(r, Merge{});
+  if (threadIdx.x == 0) {
+    const float lse = total.max + logf(total.sum);
+    const int64_t target = targets[row];
+    const float y_target = scale ? to_float(z[target]) / temperature : to_float(z[target]);
+    logsumexp[row] = lse;
+    logprobs[row] = y_target - lse;
+    entropy[row] = lse - total.weighted / total.sum;
+  }
+}
+
+template <typename T>
+__global__ void token_logit_gradients_kernel(const T* logits, int64_t rows, int64_t vocab, float temperature,
+                                             const int64_t* targets, const float* logsumexp, const float* entropy,
+                                             const float* grad_logprobs, const float* grad_entropy,
+                                             float* grad_logits) {
+  const bool scale = temperature != 1.0f;
+  for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {  // gridDim.y is at most 65,535
+    const T* z = logits + row * vocab;
+    float* dz = grad_logits + row * vocab;
+    const float lse = logsumexp[row], g = grad_logprobs[row];
+    const float g_entropy = grad_entropy == nullptr ? 0.0f : grad_entropy[row];
+    const float h = entropy[row];
+    const int64_t target = targets[row];
+    for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < vocab;
+         j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      const float y = scale ? to_float(z[j]) / temperature : to_float(z[j]);
+      const float log_p = y - lse, p = expf(log_p);
+      float d = -(p * (grad_entropy == nullptr ? g : g + g_entropy * (log_p + h)));
+      if (j == target) d += g;
+      dz[j] = scale ? d / temperature : d;
+    }
+  }
+}
+
+}  // namespace
+
+int token_statistics(Dtype dtype, const void* logits, int64_t rows, int64_t vocab, float temperature,
+                     const int64_t* targets, float* logsumexp, float* logprobs, float* entropy, void* stream) {
+  if (rows == 0) return 0;
+  if (vocab <= 0 || !(temperature > 0.0f)) return static_cast<int>(cudaErrorInvalidValue);
+  auto launch = [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    token_statistics_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, as_stream(stream)>>>(
+        static_cast<const T*>(logits), vocab, temperature, targets, logsumexp, logprobs, entropy);
+    return launched();
+  };
+  return GRPO_CUDA_DISPATCH(dtype, launch);
+}
+
+int token_logit_gradients(Dtype dtype, const void* logits, int64_t rows, int64_t vocab, float temperature,
+                          const int64_t* targets, const float* logsumexp, const float* entropy,
+                          const float* grad_logprobs, const float* grad_entropy, float* grad_logits, void* stream) {
+  if (rows == 0) return 0;
+  if (vocab <= 0 || !(temperature > 0.0f)) return static_cast<int>(cudaErrorInvalidValue);
+  auto launch = [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const dim3 grid(static_cast<unsigned>(std::min<int64_t>(ceil_div(vocab, 256), 64)),
+                    static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
+    token_logit_gradients_kernel<T><<<grid, 256, 0, as_stream(stream)>>>(static_cast<const T*>(logits), rows, vocab,
+                                                                          temperature, targets, logsumexp, entropy,
+                                                                          grad_logprobs, grad_entropy, grad_logits);
+    return launched();
+  };
+  return GRPO_CUDA_DISPATCH(dtype, launch);
+}
+
+}  // namespace cuda_kernels
+}  // namespace grpo
