@@ -1,9 +1,19 @@
 #pragma once
-// Shared by the .cu files of kernels/cuda: element loads and stores in float32 arithmetic, and
-// the dtype switch of the launch functions (kernels/cuda/launch.h).
+// Shared by the .cu files of kernels/cuda: element loads and stores in float32 arithmetic, the
+// launch macro and the dtype switch of the launch functions (kernels/cuda/launch.h).
+// With GRPO_CUDA_EMULATION the same sources compile as C++ against a CPU emulation of the CUDA
+// execution model (tests/kernels/cuda_emulation.h), which runs the kernels' logic in CI.
 
+#ifdef GRPO_CUDA_EMULATION
+#include "tests/kernels/cuda_emulation.h"
+#else
+#include <cub/block/block_reduce.cuh>
+#include <cub/block/block_scan.cuh>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+// GRPO_LAUNCH(kernel, grid, block, stream)(arguments...): kernel<<<grid, block, 0, stream>>>.
+#define GRPO_LAUNCH(kernel, grid, block, stream) kernel<<<(grid), (block), 0, as_stream(stream)>>>
+#endif
 
 #include "kernels/cuda/launch.h"
 

@@ -155,10 +155,10 @@ int decode_attention(Dtype dtype, const DecodeAttentionPointers& pointers, const
   auto launch = [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     const dim3 grid(static_cast<unsigned>(shape.batch * shape.heads), static_cast<unsigned>(splits));
-    decode_attention_kernel<T><<<grid, kWarps * 32, 0, as_stream(stream)>>>(pointers, shape, scale, splits, workspace);
+    GRPO_LAUNCH(decode_attention_kernel<T>, grid, kWarps * 32, stream)(pointers, shape, scale, splits, workspace);
     if (const int error = launched()) return error;
     if (splits > 1) {
-      merge_splits_kernel<T><<<static_cast<unsigned>(shape.batch * shape.heads), 128, 0, as_stream(stream)>>>(
+      GRPO_LAUNCH(merge_splits_kernel<T>, static_cast<unsigned>(shape.batch * shape.heads), 128, stream)(
           workspace, splits, shape.dim, static_cast<T*>(pointers.out));
       return launched();
     }

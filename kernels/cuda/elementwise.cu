@@ -4,8 +4,6 @@
 #include <algorithm>
 #include <type_traits>
 
-#include <cub/block/block_reduce.cuh>
-
 #include "kernels/cuda/common.cuh"
 
 namespace grpo {
@@ -149,7 +147,7 @@ int rms_norm_forward(Dtype dtype, const void* x, const void* weight, void* y, fl
   if (rows == 0) return 0;
   auto launch = [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    rms_norm_forward_kernel<T><<<static_cast<unsigned>(rows), kRowThreads, 0, as_stream(stream)>>>(
+    GRPO_LAUNCH(rms_norm_forward_kernel<T>, static_cast<unsigned>(rows), kRowThreads, stream)(
         static_cast<const T*>(x), static_cast<const T*>(weight), static_cast<T*>(y), inverse_rms, width, eps);
     return launched();
   };
@@ -161,13 +159,13 @@ int rms_norm_backward(Dtype dtype, const void* x, const void* weight, const void
   if (rows == 0) return 0;
   auto launch = [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    rms_norm_backward_rows_kernel<T><<<static_cast<unsigned>(rows), kRowThreads, 0, as_stream(stream)>>>(
+    GRPO_LAUNCH(rms_norm_backward_rows_kernel<T>, static_cast<unsigned>(rows), kRowThreads, stream)(
         static_cast<const T*>(x), static_cast<const T*>(weight), static_cast<const T*>(grad), inverse_rms,
         static_cast<T*>(dx), width);
     if (const int error = launched()) return error;
     const dim3 grid(static_cast<unsigned>(ceil_div(width, 256)),
                     static_cast<unsigned>(std::min<int64_t>(ceil_div(rows, kRmsNormRowsPerPartial), 65535)));
-    rms_norm_weight_partials_kernel<T><<<grid, 256, 0, as_stream(stream)>>>(
+    GRPO_LAUNCH(rms_norm_weight_partials_kernel<T>, grid, 256, stream)(
         static_cast<const T*>(x), static_cast<const T*>(grad), inverse_rms, weight_partials, rows, width);
     return launched();
   };
@@ -179,7 +177,7 @@ int swiglu_forward(Dtype dtype, const void* gate, int64_t gate_stride, const voi
   if (rows * width == 0) return 0;
   auto launch = [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    swiglu_forward_kernel<T><<<elementwise_blocks(rows * width), 256, 0, as_stream(stream)>>>(
+    GRPO_LAUNCH(swiglu_forward_kernel<T>, elementwise_blocks(rows * width), 256, stream)(
         static_cast<const T*>(gate), gate_stride, static_cast<const T*>(up), up_stride, static_cast<T*>(out), rows, width);
     return launched();
   };
@@ -191,7 +189,7 @@ int swiglu_backward(Dtype dtype, const void* gate, int64_t gate_stride, const vo
   if (rows * width == 0) return 0;
   auto launch = [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    swiglu_backward_kernel<T><<<elementwise_blocks(rows * width), 256, 0, as_stream(stream)>>>(
+    GRPO_LAUNCH(swiglu_backward_kernel<T>, elementwise_blocks(rows * width), 256, stream)(
         static_cast<const T*>(gate), gate_stride, static_cast<const T*>(up), up_stride, static_cast<const T*>(grad),
         static_cast<T*>(d_gate), static_cast<T*>(d_up), rows, width);
     return launched();
@@ -205,7 +203,7 @@ int rotary(Dtype dtype, const void* x, const RotaryShape& shape, const void* cos
   if (pairs == 0) return 0;
   auto launch = [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    rotary_kernel<T><<<elementwise_blocks(pairs), 256, 0, as_stream(stream)>>>(
+    GRPO_LAUNCH(rotary_kernel<T>, elementwise_blocks(pairs), 256, stream)(
         static_cast<const T*>(x), shape, static_cast<const T*>(cos), static_cast<const T*>(sin), static_cast<T*>(out),
         inverse);
     return launched();

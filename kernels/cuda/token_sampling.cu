@@ -10,9 +10,6 @@
 #include <cmath>
 #include <type_traits>
 
-#include <cub/block/block_reduce.cuh>
-#include <cub/block/block_scan.cuh>
-
 #include "kernels/cuda/common.cuh"
 
 namespace grpo {
@@ -184,7 +181,7 @@ int draw_tokens(Dtype dtype, const void* logits, int64_t rows, int64_t vocab, fl
   if (vocab <= 0 || !(temperature > 0.0f)) return static_cast<int>(cudaErrorInvalidValue);
   auto launch = [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    draw_tokens_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, as_stream(stream)>>>(
+    GRPO_LAUNCH(draw_tokens_kernel<T>, static_cast<unsigned>(rows), kThreads, stream)(
         static_cast<const T*>(logits), vocab, temperature, top_p, min_p, uniforms, tokens, logprobs);
     return launched();
   };

@@ -10,8 +10,6 @@
 #include <cmath>
 #include <type_traits>
 
-#include <cub/block/block_reduce.cuh>
-
 #include "kernels/cuda/common.cuh"
 
 namespace grpo {
@@ -99,7 +97,7 @@ int token_statistics(Dtype dtype, const void* logits, int64_t rows, int64_t voca
   if (vocab <= 0 || !(temperature > 0.0f)) return static_cast<int>(cudaErrorInvalidValue);
   auto launch = [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    token_statistics_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, as_stream(stream)>>>(
+    GRPO_LAUNCH(token_statistics_kernel<T>, static_cast<unsigned>(rows), kThreads, stream)(
         static_cast<const T*>(logits), vocab, temperature, targets, logsumexp, logprobs, entropy);
     return launched();
   };
@@ -115,7 +113,7 @@ int token_logit_gradients(Dtype dtype, const void* logits, int64_t rows, int64_t
     using T = std::remove_pointer_t<decltype(tag)>;
     const dim3 grid(static_cast<unsigned>(std::min<int64_t>(ceil_div(vocab, 256), 64)),
                     static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
-    token_logit_gradients_kernel<T><<<grid, 256, 0, as_stream(stream)>>>(static_cast<const T*>(logits), rows, vocab,
+    GRPO_LAUNCH(token_logit_gradients_kernel<T>, grid, 256, stream)(static_cast<const T*>(logits), rows, vocab,
                                                                           temperature, targets, logsumexp, entropy,
                                                                           grad_logprobs, grad_entropy, grad_logits);
     return launched();
