@@ -1,7 +1,8 @@
 // The tensor-level `_cuda` versions of kernels/ ops (declared beside each op's reference): checks,
 // allocations and autograd around the launch functions of kernels/cuda/launch.h, on the current
 // stream of the inputs' device. Compiled in every build; without a CUDA compiler the launches
-// report that they were not built.
+// report that they were not built. Tests also compile it over the CPU emulation of the kernels
+// (GRPO_CUDA_EMULATION, target grpo_kernels_emulated), where CPU tensors stand in for CUDA ones.
 
 #include <cstdlib>
 #include <cstring>
@@ -29,16 +30,23 @@ namespace {
 
 namespace ck = cuda_kernels;
 using torch::autograd::AutogradContext;
+
+#ifdef GRPO_CUDA_EMULATION
+constexpr bool kEmulated = true;
+#else
+constexpr bool kEmulated = false;
+#endif
 using torch::autograd::variable_list;
 
 ck::Dtype dtype_of(const at::Tensor& t, const char* op) {
-  TORCH_CHECK(t.is_cuda(), op, ": needs a CUDA tensor, got one on ", t.device());
+  TORCH_CHECK(t.is_cuda() || kEmulated, op, ": needs a CUDA tensor, got one on ", t.device());
   if (t.scalar_type() == at::kFloat) return ck::Dtype::kFloat32;
   TORCH_CHECK(t.scalar_type() == at::kBFloat16, op, ": needs float32 or bfloat16, got ", t.scalar_type());
   return ck::Dtype::kBFloat16;
 }
 
 void* current_stream(const at::Tensor& t) {
+  if (kEmulated) return nullptr;
 #ifdef GRPO_TORCH_CUDA
   return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
 #else
@@ -156,7 +164,7 @@ bool cuda_kernels_enabled() {
 }
 
 bool runs_on_cuda_kernels(const at::Tensor& t) {
-  return t.defined() && t.is_cuda() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16) &&
+  return t.defined() && (t.is_cuda() || kEmulated) && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16) &&
          cuda_kernels_enabled();
 }
 

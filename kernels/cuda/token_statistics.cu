@@ -18,17 +18,20 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// The sums in float64: the entropy lse - t / s subtracts two numbers of the logits' size, and
+// float32 sums over 152k terms left errors near 3e-5 in it (the emulation test caught it).
 struct Running {
-  float max, sum, weighted;  // m, s = sum e^(y - m), t = sum e^(y - m) y
+  float max;               // m
+  double sum, weighted;    // s = sum e^(y - m), t = sum e^(y - m) y
 };
 
 __device__ __forceinline__ Running add(Running r, float y) {
   if (y == -INFINITY) return r;  // probability 0: contributes nothing (and 0 * -inf would be NaN)
   if (y > r.max) {
-    const float shrink = r.max == -INFINITY ? 0.0f : expf(r.max - y);
-    return {y, r.sum * shrink + 1.0f, r.weighted * shrink + y};
+    const double shrink = r.max == -INFINITY ? 0.0 : static_cast<double>(expf(r.max - y));
+    return {y, r.sum * shrink + 1.0, r.weighted * shrink + y};
   }
-  const float e = expf(y - r.max);
+  const double e = expf(y - r.max);
   return {r.max, r.sum + e, r.weighted + e * y};
 }
 
@@ -36,7 +39,8 @@ struct Merge {
   __device__ Running operator()(const Running& a, const Running& b) const {
     const float max = fmaxf(a.max, b.max);
     if (max == -INFINITY) return a;
-    const float wa = a.max == -INFINITY ? 0.0f : expf(a.max - max), wb = b.max == -INFINITY ? 0.0f : expf(b.max - max);
+    const double wa = a.max == -INFINITY ? 0.0 : static_cast<double>(expf(a.max - max));
+    const double wb = b.max == -INFINITY ? 0.0 : static_cast<double>(expf(b.max - max));
     return {max, a.sum * wa + b.sum * wb, a.weighted * wa + b.weighted * wb};
   }
 };
@@ -49,19 +53,19 @@ __global__ void __launch_bounds__(kThreads) token_statistics_kernel(const T* log
   const int64_t row = blockIdx.x;
   const T* z = logits + row * vocab;
   const bool scale = temperature != 1.0f;
-  Running r{-INFINITY, 0.0f, 0.0f};
+  Running r{-INFINITY, 0.0, 0.0};
   for (int64_t j = threadIdx.x; j < vocab; j += kThreads) {
     const float y = scale ? to_float(z[j]) / temperature : to_float(z[j]);
     r = add(r, y);
   }
   const Running total = cub::BlockReduce<Running, kThreads>(storage).Reduce(r, Merge{});
   if (threadIdx.x == 0) {
-    const float lse = total.max + logf(total.sum);
+    const double lse = static_cast<double>(total.max) + log(total.sum);
     const int64_t target = targets[row];
     const float y_target = scale ? to_float(z[target]) / temperature : to_float(z[target]);
-    logsumexp[row] = lse;
-    logprobs[row] = y_target - lse;
-    entropy[row] = lse - total.weighted / total.sum;
+    logsumexp[row] = static_cast<float>(lse);
+    logprobs[row] = static_cast<float>(static_cast<double>(y_target) - lse);
+    entropy[row] = static_cast<float>(lse - total.weighted / total.sum);
   }
 }
 

@@ -1,13 +1,18 @@
 // The CUDA kernels of kernels/cuda against their references, per dtype (float32 ~1e-5, bfloat16
 // ~1e-2). Each `_cuda` function called directly: values and gradients of rms_norm, swiglu and
 // rotary_embedding against the ATen expressions in float64; decode attention against its reference
-// with grouped heads, masked slots, a row with no real key, a shared prefix and caches long enough
-// to be split into key ranges; token statistics and logit gradients against log_softmax and
-// autograd in float64; draw_tokens against the CPU kernel's draws from the same logits and
-// uniforms, token for token. Then through the ops' dispatch (GRPO_CUDA_KERNELS=1, set before
-// main): token_logprobs, a whole decoder's logits and gradients against float64 on the CPU, and
-// sampled generation against the same model on the CPU. Every case skips without a CUDA LibTorch,
-// a device or a build that compiled the kernels (CI has none of the first two).
+// with grouped heads, masked slots, a row with no real key, a shared prefix, a cache slice and
+// caches long enough to be split into key ranges; token statistics and logit gradients against
+// log_softmax and autograd in float64; draw_tokens against the CPU kernel's draws from the same
+// logits and uniforms, token for token. Then through the ops' dispatch (GRPO_CUDA_KERNELS=1, set
+// before main): token_logprobs, a whole decoder's logits and gradients against float64 on the
+// CPU, and sampled generation against the same model on the CPU.
+//
+// Built twice. kernels_cuda_test (label gpu) runs on a GPU and skips without a CUDA LibTorch, a
+// device or a build that compiled the kernels (CI has none of the first two). cuda_emulation_test
+// (label unit, GRPO_CUDA_EMULATION) runs the same cases, smaller and less the decoder and
+// generation ones, on CPU tensors over the CPU emulation of the same kernel sources
+// (tests/kernels/cuda_emulation.h): their logic, in CI.
 
 #include <cmath>
 #include <cstdlib>
@@ -27,8 +32,10 @@
 #include "kernels/swiglu.h"
 #include "kernels/token_logprobs.h"
 #include "kernels/token_sampling.h"
+#ifndef GRPO_CUDA_EMULATION
 #include "models/decoder.h"
 #include "rollout/engine.h"
+#endif
 
 namespace grpo {
 namespace {
@@ -37,13 +44,22 @@ namespace {
 // dispatch, so it is set before main.
 const bool kKernelsSwitchedOn = [] { return setenv("GRPO_CUDA_KERNELS", "1", 1) == 0; }();
 
+#ifdef GRPO_CUDA_EMULATION
+#define SUITE CudaEmulation
+#define SKIP_WITHOUT_CUDA_KERNELS() ASSERT_TRUE(cuda_kernels_built())
+const at::Device kCuda(at::kCPU);  // the emulation's "device" memory is the CPU's
+// A size for the GPU, and the smaller one the emulation (an OS thread per CUDA thread) runs.
+constexpr int64_t sized(int64_t gpu, int64_t emulated) { return emulated; }
+#else
+#define SUITE CudaKernels
 #define SKIP_WITHOUT_CUDA_KERNELS()                                                               \
   do {                                                                                            \
     if (!at::hasCUDA()) GTEST_SKIP() << "LibTorch without CUDA, or no CUDA device";               \
     if (!cuda_kernels_built()) GTEST_SKIP() << "built without a CUDA compiler: no kernels/cuda here"; \
   } while (false)
-
 const at::Device kCuda(at::kCUDA, 0);
+constexpr int64_t sized(int64_t gpu, int64_t emulated) { return gpu; }
+#endif
 
 double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kCPU, at::kDouble) - b.to(at::kCPU, at::kDouble)).abs().max().item<double>();
@@ -76,11 +92,12 @@ std::vector<at::Tensor> values_and_gradients(Op op, const std::vector<at::Tensor
   return out;
 }
 
-TEST(CudaKernels, RmsNormEqualsTheExpressionInFloat64) {
+TEST(SUITE, RmsNormEqualsTheExpressionInFloat64) {
   SKIP_WITHOUT_CUDA_KERNELS();
   at::manual_seed(1);
   for (const auto type : {at::kFloat, at::kBFloat16})
-    for (const std::vector<int64_t>& shape : std::vector<std::vector<int64_t>>{{1, 5}, {7, 20}, {2, 5, 33}, {130, 896}}) {
+    for (const std::vector<int64_t>& shape :
+         std::vector<std::vector<int64_t>>{{1, 5}, {7, 20}, {2, 5, 33}, {sized(130, 70), sized(896, 300)}}) {
       const at::Tensor x = at::randn(shape) * 3, w = at::randn({shape.back()}), up = at::randn(shape);
       const auto got = values_and_gradients([](auto& t) { return rms_norm_cuda(t[0], t[1], 1e-6); }, {x, w}, up, type, kCuda);
       const auto truth = values_and_gradients([](auto& t) { return rms_norm_reference(t[0], t[1], 1e-6); }, {x, w}, up,
@@ -90,11 +107,12 @@ TEST(CudaKernels, RmsNormEqualsTheExpressionInFloat64) {
     }
 }
 
-TEST(CudaKernels, SwigluEqualsTheExpressionInFloat64) {
+TEST(SUITE, SwigluEqualsTheExpressionInFloat64) {
   SKIP_WITHOUT_CUDA_KERNELS();
   at::manual_seed(2);
   for (const auto type : {at::kFloat, at::kBFloat16})
-    for (const std::vector<int64_t>& shape : std::vector<std::vector<int64_t>>{{1, 7}, {9, 40}, {2, 3, 4864}}) {
+    for (const std::vector<int64_t>& shape :
+         std::vector<std::vector<int64_t>>{{1, 7}, {9, 40}, {2, 3, sized(4864, 300)}}) {
       const at::Tensor gate = at::randn(shape) * 3, value = at::randn(shape), up = at::randn(shape);
       const auto got = values_and_gradients([](auto& t) { return swiglu_cuda(t[0], t[1]); }, {gate, value}, up, type, kCuda);
       const auto truth = values_and_gradients([](auto& t) { return swiglu_reference(t[0], t[1]); }, {gate, value}, up,
@@ -109,7 +127,7 @@ TEST(CudaKernels, SwigluEqualsTheExpressionInFloat64) {
             1e-6);
 }
 
-TEST(CudaKernels, RotaryEqualsTheExpression) {
+TEST(SUITE, RotaryEqualsTheExpression) {
   SKIP_WITHOUT_CUDA_KERNELS();
   at::manual_seed(3);
   for (const auto type : {at::kFloat, at::kBFloat16}) {
@@ -127,6 +145,10 @@ TEST(CudaKernels, RotaryEqualsTheExpression) {
     };
     const auto got = run(true, type, kCuda), truth = run(false, at::kDouble, at::kCPU);
     for (size_t i = 0; i < got.size(); ++i) EXPECT_LE(relative_diff(got[i], truth[i]), tolerance(type)) << i;
+    if (type == at::kFloat) {  // the expression's bits: products and sums rounded separately
+      const at::Tensor view = x.to(kCuda).transpose(1, 2), c = cos.to(kCuda), s = sin.to(kCuda);
+      EXPECT_TRUE(at::equal(rotary_embedding_cuda(view, c, s), rotary_embedding_reference(view, c, s)));
+    }
   }
 }
 
@@ -136,8 +158,9 @@ DecodeKeys decode_keys(int64_t rows, int64_t kv, int64_t own, int64_t prefix, in
                        at::ScalarType type) {
   const int64_t groups = 2;
   DecodeKeys k;
-  k.keys = at::randn({rows, kv, own, dim}).to(kCuda, type);
-  k.values = at::randn({rows, kv, own, dim}).to(kCuda, type);
+  // The rows' own slots as a slice of a longer cache, as KvCache keeps them.
+  k.keys = at::randn({rows, kv, own + 5, dim}).to(kCuda, type).narrow(2, 0, own);
+  k.values = at::randn({rows, kv, own + 5, dim}).to(kCuda, type).narrow(2, 0, own);
   k.mask = (at::rand({rows, own}) > 0.2).to(kCuda);
   if (!with_prefix) k.mask[rows - 1].fill_(false);  // a row that sees nothing gets zeros
   if (with_prefix) {
@@ -149,7 +172,7 @@ DecodeKeys decode_keys(int64_t rows, int64_t kv, int64_t own, int64_t prefix, in
   return k;
 }
 
-TEST(CudaKernels, DecodeAttentionEqualsTheReference) {
+TEST(SUITE, DecodeAttentionEqualsTheReference) {
   SKIP_WITHOUT_CUDA_KERNELS();
   at::manual_seed(4);
   struct Case {
@@ -157,8 +180,9 @@ TEST(CudaKernels, DecodeAttentionEqualsTheReference) {
     bool with_prefix;
   };
   for (const auto type : {at::kFloat, at::kBFloat16})
-    for (const Case& c : {Case{5, 4, 2, 33, 0, 64, false}, Case{8, 14, 2, 129, 32, 64, true},
-                          Case{2, 8, 8, 3000, 0, 128, false}, Case{3, 4, 1, 700, 4100, 32, true},
+    for (const Case& c : {Case{5, 4, 2, 33, 0, 64, false}, Case{sized(8, 4), sized(14, 6), 2, 129, 32, 64, true},
+                          Case{2, sized(8, 2), sized(8, 2), sized(3000, 700), 0, 128, false},
+                          Case{sized(3, 2), sized(4, 2), 1, sized(700, 150), sized(4100, 400), 32, true},
                           Case{4, 2, 1, 17, 0, 80, false}}) {
       const DecodeKeys k = decode_keys(c.rows, c.kv, c.own, c.prefix, c.dim, c.with_prefix, type);
       const at::Tensor q = at::randn({c.rows, c.heads, c.dim}).to(kCuda, type);
@@ -178,7 +202,7 @@ TEST(CudaKernels, DecodeAttentionEqualsTheReference) {
     }
 }
 
-TEST(CudaKernels, DrawTokensDrawsTheCpuKernelsTokens) {
+TEST(SUITE, DrawTokensDrawsTheCpuKernelsTokens) {
   SKIP_WITHOUT_CUDA_KERNELS();
   if (!avx512_kernels_supported()) GTEST_SKIP() << "the CPU kernel, the truth here, needs AVX-512F";
   at::manual_seed(5);
@@ -187,8 +211,9 @@ TEST(CudaKernels, DrawTokensDrawsTheCpuKernelsTokens) {
     double temperature, top_p, min_p;
   };
   for (const auto type : {at::kFloat, at::kBFloat16})
-    for (const Case& c : {Case{64, 151936, 1.0, 1.0, 0.0}, Case{64, 151936, 1.0, 0.95, 0.0},
-                          Case{16, 151936, 0.7, 0.9, 0.05}, Case{32, 1000, 1.3, 0.5, 0.0}, Case{8, 37, 1.0, 0.8, 0.1}}) {
+    for (const Case& c : {Case{sized(64, 2), 151936, 1.0, 1.0, 0.0}, Case{sized(64, 3), 151936, 1.0, 0.95, 0.0},
+                          Case{sized(16, 8), sized(151936, 5000), 0.7, 0.9, 0.05},
+                          Case{sized(32, 16), 1000, 1.3, 0.5, 0.0}, Case{8, 37, 1.0, 0.8, 0.1}}) {
       // Peaked rows (a few large logits) and flat ones, as a model's are.
       const at::Tensor logits = (at::randn({c.rows, c.vocab}) * 2 + (at::rand({c.rows, c.vocab}) > 0.999) * 8).to(type);
       const at::Tensor uniforms = at::rand({c.rows}, at::kDouble);
@@ -205,12 +230,13 @@ TEST(CudaKernels, DrawTokensDrawsTheCpuKernelsTokens) {
     }
 }
 
-TEST(CudaKernels, TokenStatisticsEqualLogSoftmaxInFloat64) {
+TEST(SUITE, TokenStatisticsEqualLogSoftmaxInFloat64) {
   SKIP_WITHOUT_CUDA_KERNELS();
   at::manual_seed(6);
   for (const auto type : {at::kFloat, at::kBFloat16})
     for (const double temperature : {1.0, 0.7})
-      for (const std::vector<int64_t>& shape : std::vector<std::vector<int64_t>>{{37, 1000}, {5, 151936}, {3, 7}}) {
+      for (const std::vector<int64_t>& shape :
+           std::vector<std::vector<int64_t>>{{sized(37, 9), 1000}, {sized(5, 2), 151936}, {3, 7}}) {
         const at::Tensor logits = (at::randn(shape) * 4).to(type);  // the values both sides see
         const at::Tensor targets = at::randint(0, shape[1], {shape[0]}, at::kLong);
         const at::Tensor y = logits.to(at::kDouble) / temperature, logp = at::log_softmax(y, -1);
@@ -235,7 +261,7 @@ TEST(CudaKernels, TokenStatisticsEqualLogSoftmaxInFloat64) {
       }
 }
 
-TEST(CudaKernels, TokenLogprobsOnTheKernelsEqualThePlainPathInFloat64) {
+TEST(SUITE, TokenLogprobsOnTheKernelsEqualThePlainPathInFloat64) {
   SKIP_WITHOUT_CUDA_KERNELS();
   ASSERT_TRUE(kKernelsSwitchedOn && cuda_kernels_enabled());
   at::manual_seed(7);
@@ -247,7 +273,8 @@ TEST(CudaKernels, TokenLogprobsOnTheKernelsEqualThePlainPathInFloat64) {
   options.temperature = 0.8;
   options.chunk_tokens = 16;  // several chunks and a partial one
   auto run = [&](at::Device device, at::ScalarType type, bool chunked) {
-    at::Tensor h = hidden.to(device, type).requires_grad_(true), w = weight.to(device, type).requires_grad_(true);
+    at::Tensor h = hidden.to(device, type).clone().requires_grad_(true);
+    at::Tensor w = weight.to(device, type).clone().requires_grad_(true);
     const TokenLogprobs out = chunked ? token_logprobs(h, w, targets.to(device), mask.to(device), options)
                                       : token_logprobs_unchunked(h, w, targets.to(device), mask.to(device), options);
     ((out.logprobs * g.to(device)).sum() + (out.entropy * g_h.to(device)).sum()).backward();
@@ -261,6 +288,7 @@ TEST(CudaKernels, TokenLogprobsOnTheKernelsEqualThePlainPathInFloat64) {
   }
 }
 
+#ifndef GRPO_CUDA_EMULATION  // these need grpo_models and grpo_rollout, built on the real kernels
 // A Qwen2-like decoder over 37 tokens with q/k/v biases and a tied head.
 DecoderOptions small_decoder() {
   DecoderOptions o;
@@ -276,7 +304,7 @@ DecoderOptions small_decoder() {
   return o;
 }
 
-TEST(CudaKernels, DecoderOnTheKernelsEqualsFloat64OnTheCpu) {
+TEST(SUITE, DecoderOnTheKernelsEqualsFloat64OnTheCpu) {
   SKIP_WITHOUT_CUDA_KERNELS();
   ASSERT_TRUE(kKernelsSwitchedOn && cuda_kernels_enabled());
   const DecoderOptions o = small_decoder();
@@ -307,7 +335,7 @@ TEST(CudaKernels, DecoderOnTheKernelsEqualsFloat64OnTheCpu) {
     EXPECT_LE(relative_diff(fast_params[i].value().grad(), exact_params[i].value().grad()), 1e-4) << fast_params[i].key();
 }
 
-TEST(CudaKernels, SampledGenerationOnTheKernelsEqualsTheCpu) {
+TEST(SUITE, SampledGenerationOnTheKernelsEqualsTheCpu) {
   SKIP_WITHOUT_CUDA_KERNELS();
   ASSERT_TRUE(kKernelsSwitchedOn && cuda_kernels_enabled());
   const DecoderOptions o = small_decoder();
@@ -331,7 +359,9 @@ TEST(CudaKernels, SampledGenerationOnTheKernelsEqualsTheCpu) {
   EXPECT_LE(max_abs_diff(got.sampling_logp, want.sampling_logp), 1e-4);
 }
 
-TEST(CudaKernels, BadInputsAreRefusedBeforeALaunch) {
+#endif
+
+TEST(SUITE, BadInputsAreRefusedBeforeALaunch) {
   SKIP_WITHOUT_CUDA_KERNELS();
   const at::Tensor x = at::randn({4, 8}, at::TensorOptions(kCuda));
   EXPECT_THROW(rms_norm_cuda(x, at::randn({7}, at::TensorOptions(kCuda)), 1e-6), c10::Error);
