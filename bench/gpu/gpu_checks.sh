@@ -3,8 +3,10 @@
 # $OUT (or gpu-out/), most important first: build against PyTorch's CUDA LibTorch, the GPU tests
 # (kernels/cuda against their references, NCCL), bf16 decode throughput at the Qwen2.5-0.5B shape
 # with the CUDA kernels off and on (GRPO_CUDA_KERNELS), GRPO runs on CUDA with them off and on
-# (stage 0 fp32, stage 3 bf16), and the CPU unit/fixture suites against LibTorch 2.x. Needs .gpu-kit/debs (bench/gpu/build_on_gpu_host.sh) and, for fixture
-# tests, a copy of ../shared/fixtures under shared/fixtures. Results: docs/performance.md.
+# (stage 0 fp32, stage 3 bf16), and the CPU unit/fixture suites against LibTorch 2.x.
+# Needs .gpu-kit/debs (bench/gpu/build_on_gpu_host.sh; ignored by git, so a device call carries it)
+# and, for fixture tests, a copy of ../shared/fixtures under shared/fixtures (shared/ travels).
+# Results: docs/performance.md ("GPU"); the kernels' status: docs/models.md ("Kernels").
 set -uo pipefail
 out=${OUT:-gpu-out}; mkdir -p "$out"
 step() { echo "=== $* ($(date +%T))"; }
