@@ -35,6 +35,7 @@
 #ifndef GRPO_CUDA_EMULATION
 #include "models/decoder.h"
 #include "rollout/engine.h"
+#include "tests/support/decoders.h"
 #endif
 
 namespace grpo {
@@ -289,34 +290,15 @@ TEST(SUITE, TokenLogprobsOnTheKernelsEqualThePlainPathInFloat64) {
 }
 
 #ifndef GRPO_CUDA_EMULATION  // these need grpo_models and grpo_rollout, built on the real kernels
-// A Qwen2-like decoder over 37 tokens with q/k/v biases and a tied head.
-DecoderOptions small_decoder() {
-  DecoderOptions o;
-  o.vocab_size = 37;
-  o.hidden_size = 64;
-  o.intermediate_size = 176;
-  o.num_layers = 2;
-  o.num_heads = 4;
-  o.num_kv_heads = 2;
-  o.head_dim = 16;
-  o.qkv_bias = true;
-  o.tie_word_embeddings = true;
-  return o;
-}
-
 TEST(SUITE, DecoderOnTheKernelsEqualsFloat64OnTheCpu) {
   SKIP_WITHOUT_CUDA_KERNELS();
   ASSERT_TRUE(kKernelsSwitchedOn && cuda_kernels_enabled());
-  const DecoderOptions o = small_decoder();
+  const DecoderOptions o = testing::tiny_qwen2_options(64, 176, 2, 4, 2);
   at::manual_seed(8);
   Decoder fast(o), exact(o);
-  {
-    at::NoGradGuard no_grad;
-    for (auto& p : fast->parameters()) p.normal_(0, 0.3);
-    exact->to(at::kDouble);
-    auto from = fast->parameters(), to = exact->parameters();
-    for (size_t i = 0; i < from.size(); ++i) to[i].copy_(from[i]);
-  }
+  testing::randomize_parameters(fast, 0.3);
+  exact->to(at::kDouble);
+  testing::copy_parameters(fast, exact);
   fast->to(kCuda);
   const int64_t batch = 3, length = 29;
   const at::Tensor ids = at::randint(0, o.vocab_size, {batch, length}, at::kLong);
@@ -338,15 +320,11 @@ TEST(SUITE, DecoderOnTheKernelsEqualsFloat64OnTheCpu) {
 TEST(SUITE, SampledGenerationOnTheKernelsEqualsTheCpu) {
   SKIP_WITHOUT_CUDA_KERNELS();
   ASSERT_TRUE(kKernelsSwitchedOn && cuda_kernels_enabled());
-  const DecoderOptions o = small_decoder();
+  const DecoderOptions o = testing::tiny_qwen2_options(64, 176, 2, 4, 2);
   at::manual_seed(9);
   Decoder cpu(o), gpu(o);
-  {
-    at::NoGradGuard no_grad;
-    for (auto& p : cpu->parameters()) p.normal_(0, 0.5);
-    auto from = cpu->parameters(), to = gpu->parameters();
-    for (size_t i = 0; i < from.size(); ++i) to[i].copy_(from[i]);
-  }
+  testing::randomize_parameters(cpu, 0.5);
+  testing::copy_parameters(cpu, gpu);
   gpu->to(kCuda);
   GenerationOptions options;
   options.sampling.top_p = 0.9;

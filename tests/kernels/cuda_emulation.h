@@ -221,6 +221,19 @@ inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr, int) {
 }
 
 namespace cub {
+namespace detail {
+
+// The calling thread's index; aborts when the block is not the size the CUB class was built for.
+inline unsigned thread_in_block_of(int threads, const char* what) {
+  const unsigned size = blockDim.x * blockDim.y * blockDim.z;
+  if (static_cast<int>(size) != threads) {
+    std::fprintf(stderr, "cub::%s<%d> in a block of %u threads\n", what, threads, size);
+    std::abort();
+  }
+  return grpo_emulation::flat_thread();
+}
+
+}  // namespace detail
 
 template <typename T, int kThreads>
 class BlockReduce {
@@ -235,7 +248,7 @@ class BlockReduce {
   }
   template <typename Op>
   T Reduce(T value, Op op) {
-    const unsigned self = check_block();
+    const unsigned self = detail::thread_in_block_of(kThreads, "BlockReduce");
     storage_.values[self] = value;
     __syncthreads();
     T result = storage_.values[0];
@@ -246,13 +259,6 @@ class BlockReduce {
   }
 
  private:
-  static unsigned check_block() {
-    if (static_cast<int>(blockDim.x * blockDim.y * blockDim.z) != kThreads) {
-      std::fprintf(stderr, "cub::BlockReduce<%d> in a block of %u threads\n", kThreads, blockDim.x * blockDim.y * blockDim.z);
-      std::abort();
-    }
-    return grpo_emulation::flat_thread();
-  }
   TempStorage& storage_;
 };
 
@@ -266,11 +272,7 @@ class BlockScan {
 
   // Every thread gets the sum of the inputs before its own and the sum of all.
   void ExclusiveSum(T input, T& output, T& block_aggregate) {
-    if (static_cast<int>(blockDim.x * blockDim.y * blockDim.z) != kThreads) {
-      std::fprintf(stderr, "cub::BlockScan<%d> in a block of %u threads\n", kThreads, blockDim.x * blockDim.y * blockDim.z);
-      std::abort();
-    }
-    const unsigned self = grpo_emulation::flat_thread();
+    const unsigned self = detail::thread_in_block_of(kThreads, "BlockScan");
     storage_.values[self] = input;
     __syncthreads();
     T before = T(), all = T();

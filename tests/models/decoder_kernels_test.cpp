@@ -12,6 +12,7 @@
 
 #include "kernels/cpu_kernels.h"
 #include "models/decoder.h"
+#include "tests/support/decoders.h"
 
 namespace grpo {
 namespace {
@@ -25,19 +26,8 @@ double relative_error(const at::Tensor& got, const at::Tensor& truth) {
   return ((got.to(at::kDouble) - truth).abs().max() / (truth.abs().max() + 1e-12)).item<double>();
 }
 
-// A Qwen2-like decoder (q/k/v biases, tied head) over 37 tokens.
 DecoderOptions options_of(const Shape& s) {
-  DecoderOptions o;
-  o.vocab_size = 37;
-  o.hidden_size = s.hidden;
-  o.intermediate_size = s.intermediate;
-  o.num_layers = s.layers;
-  o.num_heads = s.heads;
-  o.num_kv_heads = s.kv_heads;
-  o.head_dim = s.hidden / s.heads;
-  o.qkv_bias = true;
-  o.tie_word_embeddings = true;
-  return o;
+  return testing::tiny_qwen2_options(s.hidden, s.intermediate, s.layers, s.heads, s.kv_heads);
 }
 
 class DecoderKernels : public ::testing::TestWithParam<Shape> {};
@@ -48,13 +38,9 @@ TEST_P(DecoderKernels, LogitsAndGradientsEqualFloat64Expressions) {
   const DecoderOptions o = options_of(s);
   at::manual_seed(21);
   Decoder fast(o), exact(o);
-  {
-    at::NoGradGuard no_grad;
-    for (auto& p : fast->parameters()) p.normal_(0, 0.3);
-    exact->to(at::kDouble);
-    auto from = fast->parameters(), to = exact->parameters();
-    for (size_t i = 0; i < from.size(); ++i) to[i].copy_(from[i]);
-  }
+  testing::randomize_parameters(fast, 0.3);
+  exact->to(at::kDouble);
+  testing::copy_parameters(fast, exact);
   const int64_t batch = 3, length = 29;
   const at::Tensor ids = at::randint(0, o.vocab_size, {batch, length}, at::kLong);
   at::Tensor mask = at::ones({batch, length}, at::kLong);
@@ -89,11 +75,8 @@ TEST(DecoderSuffix, HiddenFromAPositionEqualsTheFullPassesSlice) {
   for (const at::ScalarType type : {at::kFloat, at::kDouble}) {
     at::manual_seed(22);
     Decoder model(o);
-    {
-      at::NoGradGuard no_grad;
-      model->to(type);
-      for (auto& p : model->parameters()) p.normal_(0, 0.3);
-    }
+    model->to(type);
+    testing::randomize_parameters(model, 0.3);
     const at::Tensor ids = at::randint(0, o.vocab_size, {batch, length}, at::kLong);
     at::Tensor mask = at::ones({batch, length}, at::kLong);
     mask[1].narrow(0, 0, 4).fill_(0);    // a left-padded prompt
