@@ -300,12 +300,8 @@ TEST(SUITE, DecoderOnTheKernelsEqualsFloat64OnTheCpu) {
   exact->to(at::kDouble);
   testing::copy_parameters(fast, exact);
   fast->to(kCuda);
-  const int64_t batch = 3, length = 29;
-  const at::Tensor ids = at::randint(0, o.vocab_size, {batch, length}, at::kLong);
-  at::Tensor mask = at::ones({batch, length}, at::kLong);
-  mask[1].narrow(0, 20, 9).fill_(0);  // right padding
-  mask[2].narrow(0, 0, 6).fill_(0);   // left padding
-  const at::Tensor upstream = at::randn({batch, length, o.vocab_size}) * mask.unsqueeze(-1);
+  const auto [ids, mask] = testing::padded_batch(o.vocab_size);
+  const at::Tensor upstream = at::randn({ids.size(0), ids.size(1), o.vocab_size}) * mask.unsqueeze(-1);
   const at::Tensor logits = fast->forward(ids.to(kCuda), mask.to(kCuda));
   const at::Tensor truth = exact->forward(ids, mask);
   (logits * upstream.to(kCuda)).sum().backward();

@@ -41,12 +41,8 @@ TEST_P(DecoderKernels, LogitsAndGradientsEqualFloat64Expressions) {
   testing::randomize_parameters(fast, 0.3);
   exact->to(at::kDouble);
   testing::copy_parameters(fast, exact);
-  const int64_t batch = 3, length = 29;
-  const at::Tensor ids = at::randint(0, o.vocab_size, {batch, length}, at::kLong);
-  at::Tensor mask = at::ones({batch, length}, at::kLong);
-  mask[1].narrow(0, 20, 9).fill_(0);  // right padding
-  mask[2].narrow(0, 0, 6).fill_(0);   // left padding
-  const at::Tensor upstream = at::randn({batch, length, o.vocab_size}) * mask.unsqueeze(-1);
+  const auto [ids, mask] = testing::padded_batch(o.vocab_size);
+  const at::Tensor upstream = at::randn({ids.size(0), ids.size(1), o.vocab_size}) * mask.unsqueeze(-1);
   const at::Tensor logits = fast->forward(ids, mask);
   const at::Tensor truth = exact->forward(ids, mask);
   (logits * upstream).sum().backward();

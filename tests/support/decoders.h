@@ -39,4 +39,16 @@ inline void copy_parameters(Decoder& from, Decoder& to) {
   for (size_t i = 0; i < source.size(); ++i) target[i].copy_(source[i]);
 }
 
+// Three rows of 29 random token ids: one full, one right-padded (its last 9 slots), one
+// left-padded (its first 6). mask [3, 29] long, 1 at real tokens.
+struct PaddedBatch {
+  at::Tensor ids, mask;
+};
+inline PaddedBatch padded_batch(int64_t vocab_size) {
+  PaddedBatch batch{at::randint(0, vocab_size, {3, 29}, at::kLong), at::ones({3, 29}, at::kLong)};
+  batch.mask[1].narrow(0, 20, 9).fill_(0);
+  batch.mask[2].narrow(0, 0, 6).fill_(0);
+  return batch;
+}
+
 }  // namespace grpo::testing
