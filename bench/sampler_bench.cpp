@@ -3,7 +3,8 @@
 // for top-p, a float64 CDF and a [rows, vocab] log-softmax; and the engine's draw
 // (sample_tokens_with_logprobs: kernels/token_sampling.h where it applies) against the ATen chain.
 //
-// Usage: bench_sampler [rows] [vocab] [threads] [top_p] [iterations]
+// Usage: bench_sampler [rows] [vocab] [threads] [top_p] [iterations] [top_k]
+// (top_k, default 0 = off, applies to the chain and the engine's draw; the previous sampler had none.)
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -44,12 +45,14 @@ int main(int argc, char** argv) {
   const int threads = argc > 3 ? std::atoi(argv[3]) : 2;
   const double top_p = argc > 4 ? std::atof(argv[4]) : 0.95;
   const int iterations = argc > 5 ? std::atoi(argv[5]) : 20;
+  const int64_t top_k = argc > 6 ? std::atoll(argv[6]) : 0;
   grpo::keep_freed_memory_in_heap();  // as the grpo executable does
   at::set_num_threads(threads);
   at::manual_seed(0);
   const at::Tensor logits = 3 * at::randn({rows, vocab});
   grpo::SamplingOptions options;
   options.top_p = top_p;
+  options.top_k = top_k;
   std::vector<double> previous, current, engine;
   for (int i = 0; i < iterations; ++i) {
     const at::Tensor uniforms = at::rand({rows}, at::kDouble);
@@ -70,8 +73,8 @@ int main(int argc, char** argv) {
   std::sort(engine.begin(), engine.end());
   const double p = previous[previous.size() / 2] * 1e3, c = current[current.size() / 2] * 1e3,
                e = engine[engine.size() / 2] * 1e3;
-  std::printf("sampling [%lld x %lld], top_p %.2f, %d thread(s): previous %.2f ms, ATen chain %.2f ms (%.1fx), "
-              "engine's draw %.2f ms (%.1fx the chain), medians of %d\n",
-              (long long)rows, (long long)vocab, top_p, threads, p, c, p / c, e, c / e, iterations);
+  std::printf("sampling [%lld x %lld], top_k %lld, top_p %.2f, %d thread(s): previous (no top-k) %.2f ms, ATen chain "
+              "%.2f ms (%.1fx), engine's draw %.2f ms (%.1fx the chain), medians of %d\n",
+              (long long)rows, (long long)vocab, (long long)top_k, top_p, threads, p, c, p / c, e, c / e, iterations);
   return 0;
 }

@@ -288,7 +288,7 @@ at::Tensor token_logit_gradients_cuda(const at::Tensor& logits_in, const at::Ten
   return grad_logits;
 }
 
-TokenDraw draw_tokens_cuda(const at::Tensor& logits_in, double temperature, double top_p, double min_p,
+TokenDraw draw_tokens_cuda(const at::Tensor& logits_in, double temperature, int64_t top_k, double top_p, double min_p,
                            const at::Tensor& uniforms_in) {
   TORCH_CHECK(logits_in.dim() == 2, "draw_tokens_cuda: logits must be [B, V], got ", logits_in.sizes());
   TORCH_CHECK(temperature > 0, "draw_tokens_cuda: temperature must be > 0");
@@ -300,7 +300,7 @@ TokenDraw draw_tokens_cuda(const at::Tensor& logits_in, double temperature, doub
   const int64_t rows = logits.size(0);
   TokenDraw out{at::empty({rows}, logits.options().dtype(at::kLong)), at::empty({rows}, logits.options().dtype(at::kFloat))};
   check_launch(ck::draw_tokens(dtype_of(logits, "draw_tokens_cuda"), logits.data_ptr(), rows, logits.size(1),
-                               static_cast<float>(temperature), top_p, min_p, uniforms.data_ptr<double>(),
+                               static_cast<float>(temperature), top_k, top_p, min_p, uniforms.data_ptr<double>(),
                                out.tokens.data_ptr<int64_t>(), out.logprobs.data_ptr<float>(), current_stream(logits)),
                "draw_tokens_cuda");
   return out;

@@ -32,10 +32,47 @@ struct RowDraw {
   float logprob;
 };
 
+// The largest bit pattern v such that the tokens whose probability's bits are >= v (and >= floor)
+// weigh at least `target`: each token weighs its probability (top-p) or 1 (top-k, kCount). A
+// radix search over the 31 bits of a positive float: 16 then 15 at large vocabularies, 11, 10, 10
+// at small ones, where clearing 2^16 bins would cost more than the row. Weights sum in float64
+// (exact for counts). histogram: 2^16 doubles of scratch (2^11 below kLargeVocabulary).
+template <bool kCount>
+uint32_t radix_threshold(const float* probs, int64_t vocab, double target, uint32_t floor, double* histogram) {
+  const auto* bits = reinterpret_cast<const uint32_t*>(probs);
+  double above = 0;  // weight of the tokens above the current bin
+  uint32_t prefix = 0;
+  int remaining = 31;
+  const std::vector<int> widths = vocab >= kLargeVocabulary ? std::vector<int>{16, 15} : std::vector<int>{11, 10, 10};
+  for (const int width : widths) {
+    const int shift_bits = remaining - width;
+    const uint32_t bins = 1u << width;
+    std::fill(histogram, histogram + bins, 0.0);
+    for (int64_t i = 0; i < vocab; ++i) {
+      const uint32_t b = bits[i];
+      if ((b >> remaining) != prefix || b < floor) continue;  // outside the level's bin, or below the floor
+      histogram[(b >> shift_bits) & (bins - 1)] += kCount ? 1.0 : probs[i];
+    }
+    uint32_t chosen = 0;
+    double at_or_above = above;
+    for (uint32_t bin = bins; bin-- > 0;) {
+      at_or_above += histogram[bin];
+      if (at_or_above >= target) {
+        chosen = bin;
+        break;
+      }
+    }
+    above = at_or_above - histogram[chosen];
+    prefix = (prefix << width) | chosen;
+    remaining = shift_bits;
+  }
+  return prefix;
+}
+
 // One row. probs: V floats of scratch; histogram: 2^16 doubles of scratch (2^11 below kLargeVocabulary).
 __attribute__((target("avx512f"))) RowDraw draw_row(const float* logits, int64_t vocab, float temperature,
-                                                    double top_p, double min_p, double uniform, float* probs,
-                                                    double* histogram) {
+                                                    int64_t top_k, double top_p, double min_p, double uniform,
+                                                    float* probs, double* histogram) {
   const bool scale = temperature != 1.0f;
   const __m512 t = _mm512_set1_ps(temperature);
   const int64_t whole = vocab / 16 * 16;
@@ -84,41 +121,20 @@ __attribute__((target("avx512f"))) RowDraw draw_row(const float* logits, int64_t
   double mass = _mm512_reduce_add_pd(mass8);
   for (int64_t i = whole; i < vocab; ++i) mass += (probs[i] *= inverse);
 
-  // The kept range: p >= threshold. Top-p threshold by radix over the bit patterns of p (31 bits:
-  // 16 then 15 at large vocabularies, 11, 10, 10 at small ones, where clearing 2^16 bins would
-  // cost more than the row), finding the bin where the mass at or above first reaches top_p * mass.
-  uint32_t threshold_bits = 0;
-  if (top_p < 1.0) {
-    const double target = top_p * mass;
-    const auto* bits = reinterpret_cast<const uint32_t*>(probs);
-    double above = 0;  // mass of the tokens above the current bin
-    uint32_t prefix = 0;
-    int remaining = 31;
-    const std::vector<int> widths = vocab >= kLargeVocabulary ? std::vector<int>{16, 15} : std::vector<int>{11, 10, 10};
-    for (const int width : widths) {
-      const int shift_bits = remaining - width;
-      const uint32_t bins = 1u << width;
-      std::fill(histogram, histogram + bins, 0.0);
-      for (int64_t i = 0; i < vocab; ++i) {
-        const uint32_t b = bits[i];
-        if ((b >> remaining) != prefix) continue;  // outside the chosen bin of the level above
-        histogram[(b >> shift_bits) & (bins - 1)] += probs[i];
-      }
-      uint32_t chosen = 0;
-      double at_or_above = above;
-      for (uint32_t bin = bins; bin-- > 0;) {
-        at_or_above += histogram[bin];
-        if (at_or_above >= target) {
-          chosen = bin;
-          break;
-        }
-      }
-      above = at_or_above - histogram[chosen];
-      prefix = (prefix << width) | chosen;
-      remaining = shift_bits;
-    }
-    threshold_bits = prefix;
+  // The kept range: p >= threshold. Top-k keeps the tokens at or above the k-th largest p (ties
+  // with it too); top-p then keeps, of those, the most likely down to the token where the mass at
+  // or above first reaches top_p of their mass; min-p raises the bar to min_p times the largest p.
+  uint32_t floor_bits = 0;  // top-k's
+  if (top_k > 0 && top_k < vocab) {
+    floor_bits = radix_threshold</*kCount=*/true>(probs, vocab, static_cast<double>(top_k), 0, histogram);
+    mass = 0;
+    for (int64_t i = 0; i < vocab; ++i)
+      if (reinterpret_cast<const uint32_t*>(probs)[i] >= floor_bits) mass += probs[i];
   }
+  // Never below top-k's floor, even where rounding leaves top-p's target out of reach.
+  const uint32_t threshold_bits =
+      top_p < 1.0 ? std::max(floor_bits, radix_threshold</*kCount=*/false>(probs, vocab, top_p * mass, floor_bits, histogram))
+                  : floor_bits;
   float threshold;
   std::memcpy(&threshold, &threshold_bits, sizeof(threshold));
   if (min_p > 0.0) threshold = std::max(threshold, static_cast<float>(min_p) * inverse);  // p of the max is 1 / sum
@@ -150,9 +166,9 @@ bool draw_tokens_has_kernel(const at::Tensor& logits) {
   return (runs_on_cpu_kernels(logits) || runs_on_cuda_kernels(logits)) && logits.dim() == 2;
 }
 
-TokenDraw draw_tokens(const at::Tensor& logits_in, double temperature, double top_p, double min_p,
+TokenDraw draw_tokens(const at::Tensor& logits_in, double temperature, int64_t top_k, double top_p, double min_p,
                       const at::Tensor& uniforms_in) {
-  if (logits_in.is_cuda()) return draw_tokens_cuda(logits_in, temperature, top_p, min_p, uniforms_in);
+  if (logits_in.is_cuda()) return draw_tokens_cuda(logits_in, temperature, top_k, top_p, min_p, uniforms_in);
   TORCH_CHECK(draw_tokens_has_kernel(logits_in), "draw_tokens: needs [B, V] float32 logits on an AVX-512 CPU");
   TORCH_CHECK(temperature > 0, "draw_tokens: temperature must be > 0");
   TORCH_CHECK(uniforms_in.numel() == logits_in.size(0), "draw_tokens: ", uniforms_in.numel(), " uniforms for ",
@@ -168,9 +184,10 @@ TokenDraw draw_tokens(const at::Tensor& logits_in, double temperature, double to
   // A row is ~3 passes over V: worth a thread from a few thousand tokens on.
   at::parallel_for(0, rows, rows_per_task(vocab), [&](int64_t first, int64_t last) {
     std::vector<float> probs(static_cast<size_t>(vocab));
-    std::vector<double> histogram(top_p >= 1.0 ? 0 : vocab >= kLargeVocabulary ? size_t{1} << 16 : size_t{1} << 11);
+    const bool searches = top_p < 1.0 || (top_k > 0 && top_k < vocab);
+    std::vector<double> histogram(!searches ? 0 : vocab >= kLargeVocabulary ? size_t{1} << 16 : size_t{1} << 11);
     for (int64_t r = first; r < last; ++r) {
-      const RowDraw d = draw_row(in + r * vocab, vocab, static_cast<float>(temperature), top_p, min_p, u[r],
+      const RowDraw d = draw_row(in + r * vocab, vocab, static_cast<float>(temperature), top_k, top_p, min_p, u[r],
                                  probs.data(), histogram.data());
       tokens[r] = d.token;
       logprobs[r] = d.logprob;

@@ -143,9 +143,8 @@ at::Tensor sample_next_tokens(const at::Tensor& logits, const SamplingOptions& o
 
 TokenDraw sample_tokens_with_logprobs(const at::Tensor& logits, const SamplingOptions& options,
                                       const at::Tensor& uniforms) {
-  const bool top_k_off = options.top_k <= 0 || options.top_k >= logits.size(-1);
-  if (options.temperature > 0 && top_k_off && draw_tokens_has_kernel(logits))
-    return draw_tokens(logits, options.temperature, options.top_p, options.min_p, uniforms);
+  if (options.temperature > 0 && draw_tokens_has_kernel(logits))
+    return draw_tokens(logits, options.temperature, options.top_k, options.top_p, options.min_p, uniforms);
   at::Tensor tokens = sample_next_tokens(logits, options, uniforms);
   at::Tensor logprobs = sampling_logprobs(logits, tokens, options.temperature);
   return {std::move(tokens), std::move(logprobs)};

@@ -49,7 +49,8 @@ at::Tensor sampling_logprobs(const at::Tensor& logits, const at::Tensor& tokens,
 
 // sample_next_tokens with the uniforms given, and sampling_logprobs of the drawn tokens, at once:
 // the engine's draw of every decode step. Where kernels/token_sampling.h applies (float32 logits
-// on an AVX-512 CPU, temperature > 0, no top-k) its fused kernel draws, which equals this chain
+// on an AVX-512 CPU, or CUDA logits with GRPO_CUDA_KERNELS=1; temperature > 0) its fused kernel
+// draws, which equals this chain
 // up to float32 rounding of the probabilities; elsewhere the chain itself runs. The log-probs are
 // those of sampling_logprobs.
 TokenDraw sample_tokens_with_logprobs(const at::Tensor& logits, const SamplingOptions& options,

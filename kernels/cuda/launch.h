@@ -94,8 +94,8 @@ int token_logit_gradients(Dtype dtype, const void* logits, int64_t rows, int64_t
 
 // draw_tokens (kernels/token_sampling.h) for logits [rows, vocab] contiguous, uniforms [rows]
 // float64 on the device; tokens [rows] int64, logprobs [rows] float32.
-int draw_tokens(Dtype dtype, const void* logits, int64_t rows, int64_t vocab, float temperature, double top_p,
-                double min_p, const double* uniforms, int64_t* tokens, float* logprobs, void* stream);
+int draw_tokens(Dtype dtype, const void* logits, int64_t rows, int64_t vocab, float temperature, int64_t top_k,
+                double top_p, double min_p, const double* uniforms, int64_t* tokens, float* logprobs, void* stream);
 
 }  // namespace cuda_kernels
 }  // namespace grpo

@@ -2,9 +2,9 @@
 // (from L2 at decode sizes), no sort and no [B, V] temporary. Probabilities are recomputed in each
 // pass as exp(logit / T - max) / sum, exactly as in the first. Masses are sums of p * 2^56 in
 // 64-bit integers: exact whatever the order the threads add in, so a row's draw does not depend
-// on scheduling. The top-p threshold is a radix search over the probabilities' bit patterns
-// (8, 8, 8 and 7 bits), as the CPU kernel's; the draw is the first token in vocabulary order whose
-// running kept mass exceeds u times the kept total.
+// on scheduling. The top-k and top-p thresholds are radix searches over the probabilities' bit
+// patterns (8, 8, 8 and 7 bits), by count and by mass, as the CPU kernel's; the draw is the first
+// token in vocabulary order whose running kept mass exceeds u times the kept total.
 
 #include <algorithm>
 #include <cmath>
@@ -46,9 +46,70 @@ struct Row {
   __device__ float probability(int64_t i) const { return expf(scaled(i) - max) * inverse; }
 };
 
+// The block's scratch for a radix search.
+struct RadixScratch {
+  Mass warp_histograms[kWarps][kMostBins];  // per warp, so that fewer threads contend for a bin
+  Mass bin_mass[kMostBins];
+  Mass above;       // weight of the tokens above the current bin
+  unsigned prefix;  // the bits chosen so far
+};
+
+// Called by every thread of the block: the largest bit pattern v such that the tokens whose
+// probability's bits are >= v (and >= floor) weigh at least `target`, each weighing its
+// probability (top-p, masses p * 2^56) or 1 (top-k, kCount), searched 8, 8, 8 and 7 bits at a time.
+template <bool kCount, typename T>
+__device__ unsigned radix_threshold(const Row<T>& row, double target, unsigned floor, RadixScratch& scratch) {
+  const int tid = threadIdx.x, warp = tid / 32;
+  if (tid == 0) {
+    scratch.above = 0;
+    scratch.prefix = 0;
+  }
+  int remaining = 31;
+  for (int level = 0; level < kRadixLevels; ++level) {
+    const int width = level + 1 < kRadixLevels ? 8 : 7;
+    const int shift = remaining - width;
+    const unsigned bins = 1u << width;
+    for (int k = tid; k < kWarps * kMostBins; k += kThreads) scratch.warp_histograms[k / kMostBins][k % kMostBins] = 0;
+    __syncthreads();
+    const unsigned level_prefix = scratch.prefix;
+    for (int64_t i = tid; i < row.vocab; i += kThreads) {
+      const float p = row.probability(i);
+      const unsigned bits = __float_as_uint(p);
+      if ((bits >> remaining) != level_prefix || bits < floor) continue;  // outside the level's bin, or below the floor
+      atomicAdd(&scratch.warp_histograms[warp][(bits >> shift) & (bins - 1)], kCount ? Mass{1} : fixed_mass(p));
+    }
+    __syncthreads();
+    for (unsigned bin = tid; bin < bins; bin += kThreads) {
+      Mass total = 0;
+      for (int w = 0; w < kWarps; ++w) total += scratch.warp_histograms[w][bin];
+      scratch.bin_mass[bin] = total;
+    }
+    __syncthreads();
+    if (tid == 0) {  // the highest bin where the weight at or above first reaches the target
+      Mass at_or_above = scratch.above;
+      unsigned chosen = 0;
+      for (unsigned bin = bins; bin-- > 0;) {
+        at_or_above += scratch.bin_mass[bin];
+        if ((kCount ? static_cast<double>(at_or_above) : real_mass(at_or_above)) >= target) {
+          chosen = bin;
+          break;
+        }
+      }
+      scratch.above = at_or_above - scratch.bin_mass[chosen];
+      scratch.prefix = (level_prefix << width) | chosen;
+    }
+    __syncthreads();
+    remaining = shift;
+  }
+  const unsigned result = scratch.prefix;
+  __syncthreads();  // every thread has read it before a next search resets it
+  return result;
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads) draw_tokens_kernel(const T* logits, int64_t vocab, float temperature,
-                                                               double top_p, double min_p, const double* uniforms,
+                                                               int64_t top_k, double top_p, double min_p,
+                                                               const double* uniforms,
                                                                int64_t* tokens, float* logprobs) {
   __shared__ union {
     typename cub::BlockReduce<float, kThreads>::TempStorage reduce_float;
@@ -56,17 +117,15 @@ __global__ void __launch_bounds__(kThreads) draw_tokens_kernel(const T* logits, 
     typename cub::BlockReduce<Mass, kThreads>::TempStorage reduce_mass;
     typename cub::BlockScan<Mass, kThreads>::TempStorage scan_mass;
   } storage;
-  __shared__ Mass warp_histograms[kWarps][kMostBins];
-  __shared__ Mass bin_mass[kMostBins];
+  __shared__ RadixScratch radix;
   __shared__ float shared_max;
   __shared__ double shared_sum;
-  __shared__ Mass shared_mass, shared_above;
-  __shared__ unsigned shared_prefix;
+  __shared__ Mass shared_mass;
   __shared__ int64_t shared_token;
 
   const int64_t r = blockIdx.x;
   Row<T> row{logits + r * vocab, vocab, temperature, temperature != 1.0f};
-  const int tid = threadIdx.x, warp = tid / 32;
+  const int tid = threadIdx.x;
 
   // max of the scaled logits, then the float64 sum of exp(x - max)
   float local_max = -INFINITY;
@@ -83,57 +142,24 @@ __global__ void __launch_bounds__(kThreads) draw_tokens_kernel(const T* logits, 
   const double sum = shared_sum;
   row.inverse = static_cast<float>(1.0 / sum);
 
-  // The kept range: p >= threshold, the top-p threshold found bin by bin from the high bits.
-  unsigned prefix = 0;
+  // The kept range: p >= threshold. Top-k keeps the tokens at or above the k-th largest p (ties
+  // with it too); top-p then keeps, of those, the most likely down to the token where the mass at
+  // or above first reaches top_p of their mass; min-p raises the bar to min_p times the largest p.
+  unsigned floor_bits = 0;  // top-k's
+  if (top_k > 0 && top_k < vocab)
+    floor_bits = radix_threshold</*kCount=*/true>(row, static_cast<double>(top_k), 0u, radix);
+  unsigned prefix = floor_bits;
   if (top_p < 1.0) {
     Mass local_mass = 0;
-    for (int64_t i = tid; i < vocab; i += kThreads) local_mass += fixed_mass(row.probability(i));
+    for (int64_t i = tid; i < vocab; i += kThreads) {
+      const float p = row.probability(i);
+      if (__float_as_uint(p) >= floor_bits) local_mass += fixed_mass(p);
+    }
     const Mass mass = cub::BlockReduce<Mass, kThreads>(storage.reduce_mass).Sum(local_mass);
-    if (tid == 0) {
-      shared_mass = mass;
-      shared_above = 0;
-      shared_prefix = 0;
-    }
+    if (tid == 0) shared_mass = mass;
     __syncthreads();
-    const double target = top_p * real_mass(shared_mass);
-    int remaining = 31;
-    for (int level = 0; level < kRadixLevels; ++level) {
-      const int width = level + 1 < kRadixLevels ? 8 : 7;
-      const int shift = remaining - width;
-      const unsigned bins = 1u << width;
-      for (int k = tid; k < kWarps * kMostBins; k += kThreads) warp_histograms[k / kMostBins][k % kMostBins] = 0;
-      __syncthreads();
-      const unsigned level_prefix = shared_prefix;
-      for (int64_t i = tid; i < vocab; i += kThreads) {
-        const float p = row.probability(i);
-        const unsigned bits = __float_as_uint(p);
-        if ((bits >> remaining) != level_prefix) continue;  // outside the chosen bin of the level above
-        atomicAdd(&warp_histograms[warp][(bits >> shift) & (bins - 1)], fixed_mass(p));
-      }
-      __syncthreads();
-      for (unsigned bin = tid; bin < bins; bin += kThreads) {
-        Mass total = 0;
-        for (int w = 0; w < kWarps; ++w) total += warp_histograms[w][bin];
-        bin_mass[bin] = total;
-      }
-      __syncthreads();
-      if (tid == 0) {  // the highest bin where the mass at or above first reaches the target
-        Mass at_or_above = shared_above;
-        unsigned chosen = 0;
-        for (unsigned bin = bins; bin-- > 0;) {
-          at_or_above += bin_mass[bin];
-          if (real_mass(at_or_above) >= target) {
-            chosen = bin;
-            break;
-          }
-        }
-        shared_above = at_or_above - bin_mass[chosen];
-        shared_prefix = (level_prefix << width) | chosen;
-      }
-      __syncthreads();
-      remaining = shift;
-    }
-    prefix = shared_prefix;
+    // Never below top-k's floor, even where rounding leaves the target out of reach.
+    prefix = max(floor_bits, radix_threshold</*kCount=*/false>(row, top_p * real_mass(shared_mass), floor_bits, radix));
   }
   float threshold = __uint_as_float(prefix);
   if (min_p > 0.0) threshold = fmaxf(threshold, static_cast<float>(min_p) * row.inverse);  // p of the max is 1 / sum
@@ -175,14 +201,14 @@ __global__ void __launch_bounds__(kThreads) draw_tokens_kernel(const T* logits, 
 
 }  // namespace
 
-int draw_tokens(Dtype dtype, const void* logits, int64_t rows, int64_t vocab, float temperature, double top_p,
-                double min_p, const double* uniforms, int64_t* tokens, float* logprobs, void* stream) {
+int draw_tokens(Dtype dtype, const void* logits, int64_t rows, int64_t vocab, float temperature, int64_t top_k,
+                double top_p, double min_p, const double* uniforms, int64_t* tokens, float* logprobs, void* stream) {
   if (rows == 0) return 0;
   if (vocab <= 0 || !(temperature > 0.0f)) return static_cast<int>(cudaErrorInvalidValue);
   auto launch = [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     GRPO_LAUNCH(draw_tokens_kernel<T>, static_cast<unsigned>(rows), kThreads, stream)(
-        static_cast<const T*>(logits), vocab, temperature, top_p, min_p, uniforms, tokens, logprobs);
+        static_cast<const T*>(logits), vocab, temperature, top_k, top_p, min_p, uniforms, tokens, logprobs);
     return launched();
   };
   return GRPO_CUDA_DISPATCH(dtype, launch);

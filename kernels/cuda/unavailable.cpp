@@ -34,7 +34,8 @@ int token_logit_gradients(Dtype, const void*, int64_t, int64_t, float, const int
                           const float*, const float*, float*, void*) {
   return kNotBuilt;
 }
-int draw_tokens(Dtype, const void*, int64_t, int64_t, float, double, double, const double*, int64_t*, float*, void*) {
+int draw_tokens(Dtype, const void*, int64_t, int64_t, float, int64_t, double, double, const double*, int64_t*, float*,
+                void*) {
   return kNotBuilt;
 }
 

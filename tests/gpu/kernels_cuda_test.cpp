@@ -209,25 +209,30 @@ TEST(SUITE, DrawTokensDrawsTheCpuKernelsTokens) {
   at::manual_seed(5);
   struct Case {
     int64_t rows, vocab;
-    double temperature, top_p, min_p;
+    double temperature;
+    int64_t top_k;
+    double top_p, min_p;
   };
   for (const auto type : {at::kFloat, at::kBFloat16})
-    for (const Case& c : {Case{sized(64, 2), 151936, 1.0, 1.0, 0.0}, Case{sized(64, 3), 151936, 1.0, 0.95, 0.0},
-                          Case{sized(16, 8), sized(151936, 5000), 0.7, 0.9, 0.05},
-                          Case{sized(32, 16), 1000, 1.3, 0.5, 0.0}, Case{8, 37, 1.0, 0.8, 0.1}}) {
+    for (const Case& c : {Case{sized(64, 2), 151936, 1.0, 0, 1.0, 0.0}, Case{sized(64, 3), 151936, 1.0, 0, 0.95, 0.0},
+                          Case{sized(16, 8), sized(151936, 5000), 0.7, 0, 0.9, 0.05},
+                          Case{sized(64, 1), 151936, 0.7, 20, 0.8, 0.0}, Case{sized(32, 16), 1000, 1.3, 50, 1.0, 0.0},
+                          Case{sized(32, 16), 1000, 1.3, 0, 0.5, 0.0}, Case{8, 37, 1.0, 3, 0.8, 0.1}}) {
       // Peaked rows (a few large logits) and flat ones, as a model's are.
       const at::Tensor logits = (at::randn({c.rows, c.vocab}) * 2 + (at::rand({c.rows, c.vocab}) > 0.999) * 8).to(type);
       const at::Tensor uniforms = at::rand({c.rows}, at::kDouble);
-      const TokenDraw got = draw_tokens_cuda(logits.to(kCuda), c.temperature, c.top_p, c.min_p, uniforms);
-      const TokenDraw truth = draw_tokens(logits.to(at::kFloat), c.temperature, c.top_p, c.min_p, uniforms);
+      const TokenDraw got = draw_tokens_cuda(logits.to(kCuda), c.temperature, c.top_k, c.top_p, c.min_p, uniforms);
+      const TokenDraw truth = draw_tokens(logits.to(at::kFloat), c.temperature, c.top_k, c.top_p, c.min_p, uniforms);
       const std::string name = std::string(c10::toString(type)) + " V " + std::to_string(c.vocab) + " T " +
-                               std::to_string(c.temperature) + " top_p " + std::to_string(c.top_p);
+                               std::to_string(c.temperature) + " top_k " + std::to_string(c.top_k) + " top_p " +
+                               std::to_string(c.top_p);
       EXPECT_TRUE(at::equal(got.tokens.cpu(), truth.tokens)) << name;
       EXPECT_LE(max_abs_diff(got.logprobs, truth.logprobs), 2e-5) << name;
       // A row's draw does not depend on the rows beside it.
-      const TokenDraw alone = draw_tokens_cuda(logits.narrow(0, 1, 1).to(kCuda), c.temperature, c.top_p, c.min_p,
-                                               uniforms.narrow(0, 1, 1));
-      EXPECT_EQ(alone.tokens.item<int64_t>(), got.tokens[1].item<int64_t>()) << name;
+      const int64_t last = c.rows - 1;
+      const TokenDraw alone = draw_tokens_cuda(logits.narrow(0, last, 1).to(kCuda), c.temperature, c.top_k, c.top_p,
+                                               c.min_p, uniforms.narrow(0, last, 1));
+      EXPECT_EQ(alone.tokens.item<int64_t>(), got.tokens[last].item<int64_t>()) << name;
     }
 }
 
@@ -341,8 +346,8 @@ TEST(SUITE, BadInputsAreRefusedBeforeALaunch) {
   EXPECT_THROW(rms_norm_cuda(x, at::randn({7}, at::TensorOptions(kCuda)), 1e-6), c10::Error);
   EXPECT_THROW(rms_norm_cuda(x.to(at::kDouble), at::randn({8}, at::TensorOptions(kCuda).dtype(at::kDouble)), 1e-6),
                c10::Error);
-  EXPECT_THROW(draw_tokens_cuda(x, 0.0, 1.0, 0.0, at::rand({4}, at::kDouble)), c10::Error);
-  EXPECT_THROW(draw_tokens_cuda(x, 1.0, 1.0, 0.0, at::rand({3}, at::kDouble)), c10::Error);
+  EXPECT_THROW(draw_tokens_cuda(x, 0.0, 0, 1.0, 0.0, at::rand({4}, at::kDouble)), c10::Error);
+  EXPECT_THROW(draw_tokens_cuda(x, 1.0, 0, 1.0, 0.0, at::rand({3}, at::kDouble)), c10::Error);
 }
 
 }  // namespace

@@ -170,29 +170,50 @@ namespace {
 
 // The fused draw (kernels/token_sampling.h) against the ATen chain it replaces, on the same
 // uniforms: the same token in every row and the same log-prob, over vocabularies that end
-// mid-vector and Qwen's, temperatures, top-p and min-p.
+// mid-vector and Qwen's, temperatures, top-k (with and without top-p), top-p and min-p.
 TEST(SamplerKernel, DrawsTheTokensOfTheAtenChain) {
   if (!draw_tokens_has_kernel(at::zeros({1, 16}))) GTEST_SKIP() << "no AVX-512F: the kernel does not run here";
   at::manual_seed(12);
   for (const int64_t vocab : {7, 64, 1000, 151936})
     for (const double temperature : {1.0, 0.7})
-      for (const double top_p : {1.0, 0.95, 0.5})
-        for (const double min_p : {0.0, 0.05}) {
-          const int64_t rows = vocab > 10000 ? 4 : 64;
-          const at::Tensor logits = at::randn({rows, vocab}) * 3;
-          const at::Tensor uniforms = at::rand({rows}, at::kDouble);
-          SamplingOptions options;
-          options.temperature = temperature;
-          options.top_p = top_p;
-          options.min_p = min_p;
-          const TokenDraw fused = draw_tokens(logits, temperature, top_p, min_p, uniforms);
-          const at::Tensor tokens = sample_next_tokens(logits, options, uniforms);
-          const std::string name = "V " + std::to_string(vocab) + " T " + std::to_string(temperature) + " top-p " +
-                                   std::to_string(top_p) + " min-p " + std::to_string(min_p);
-          EXPECT_TRUE(at::equal(fused.tokens, tokens)) << name;
-          EXPECT_LE((fused.logprobs - sampling_logprobs(logits, tokens, temperature)).abs().max().item<double>(), 2e-5)
-              << name;
-        }
+      for (const int64_t top_k : {0, 1, 5, 50})
+        for (const double top_p : {1.0, 0.95, 0.5})
+          for (const double min_p : {0.0, 0.05}) {
+            const int64_t rows = vocab > 10000 ? 4 : 64;
+            const at::Tensor logits = at::randn({rows, vocab}) * 3;
+            const at::Tensor uniforms = at::rand({rows}, at::kDouble);
+            SamplingOptions options;
+            options.temperature = temperature;
+            options.top_k = top_k;
+            options.top_p = top_p;
+            options.min_p = min_p;
+            const TokenDraw fused = draw_tokens(logits, temperature, top_k, top_p, min_p, uniforms);
+            const at::Tensor tokens = sample_next_tokens(logits, options, uniforms);
+            const std::string name = "V " + std::to_string(vocab) + " T " + std::to_string(temperature) + " top-k " +
+                                     std::to_string(top_k) + " top-p " + std::to_string(top_p) + " min-p " +
+                                     std::to_string(min_p);
+            EXPECT_TRUE(at::equal(fused.tokens, tokens)) << name;
+            EXPECT_LE((fused.logprobs - sampling_logprobs(logits, tokens, temperature)).abs().max().item<double>(), 2e-5)
+                << name;
+          }
+}
+
+// Top-k keeps every token tied with the k-th, as the chain's masked_fill does: logits with a
+// 3-way tie at the 2nd place and k = 2 draw all three tied tokens (and never the others).
+TEST(SamplerKernel, TopKKeepsTheTokensTiedWithTheKth) {
+  const int64_t rows = 3000;
+  const at::Tensor logits = at::tensor({3.0f, 1.0f, 2.0f, 2.0f, 0.5f, 2.0f, -1.0f}).unsqueeze(0).expand({rows, 7}).contiguous();
+  if (!draw_tokens_has_kernel(logits)) GTEST_SKIP() << "no AVX-512F: the kernel does not run here";
+  std::vector<double> u(rows);
+  for (int64_t i = 0; i < rows; ++i) u[static_cast<size_t>(i)] = counter_uniform(7 + static_cast<uint64_t>(i), 1);
+  const at::Tensor uniforms = at::tensor(u, at::kDouble);
+  const TokenDraw fused = draw_tokens(logits, 1.0, 2, 1.0, 0.0, uniforms);
+  SamplingOptions options;
+  options.top_k = 2;
+  EXPECT_TRUE(at::equal(fused.tokens, sample_next_tokens(logits, options, uniforms)));
+  const at::Tensor counts = at::bincount(fused.tokens, {}, 7);
+  for (const int64_t kept : {0, 2, 3, 5}) EXPECT_GT(counts[kept].item<int64_t>(), 0) << kept;
+  for (const int64_t dropped : {1, 4, 6}) EXPECT_EQ(counts[dropped].item<int64_t>(), 0) << dropped;
 }
 
 // The fused draw's frequencies match the filtered distribution (chi-square, 4 dof, critical
