@@ -195,8 +195,9 @@ at::Tensor rotary_embedding_cuda(const at::Tensor& x, const at::Tensor& cos, con
 at::Tensor decode_attention_cuda(const at::Tensor& q_in, const DecodeKeys& k, double scale) {
   TORCH_CHECK(q_in.dim() == 3 && k.keys.dim() == 4 && k.values.sizes() == k.keys.sizes() &&
                   k.keys.size(0) == q_in.size(0) && k.keys.size(3) == q_in.size(2) && k.keys.size(1) > 0 &&
-                  q_in.size(1) % k.keys.size(1) == 0 && q_in.size(2) <= 256,
-              "decode_attention_cuda: q ", q_in.sizes(), " and keys ", k.keys.sizes(), " do not fit (head_dim <= 256)");
+                  q_in.size(1) % k.keys.size(1) == 0 && q_in.size(1) / k.keys.size(1) <= 32 && q_in.size(2) <= 256,
+              "decode_attention_cuda: q ", q_in.sizes(), " and keys ", k.keys.sizes(),
+              " do not fit (head_dim <= 256, at most 32 query heads per KV head)");
   TORCH_CHECK(k.keys.scalar_type() == q_in.scalar_type() && k.values.scalar_type() == q_in.scalar_type(),
               "decode_attention_cuda: q, keys and values need one dtype");
   const bool with_prefix = k.prefix_keys.defined();

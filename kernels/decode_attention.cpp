@@ -134,8 +134,9 @@ at::Tensor decode_attention_reference(const at::Tensor& q, const DecodeKeys& k, 
 
 at::Tensor decode_attention(const at::Tensor& q_in, const DecodeKeys& k, double scale) {
   const auto same_dtype = [&](const at::Tensor& t) { return !t.defined() || t.scalar_type() == q_in.scalar_type(); };
-  if (runs_on_cuda_kernels(q_in) && q_in.dim() == 3 && q_in.size(2) <= 256 && same_dtype(k.keys) &&
-      same_dtype(k.values) && same_dtype(k.prefix_keys) && same_dtype(k.prefix_values))
+  if (runs_on_cuda_kernels(q_in) && q_in.dim() == 3 && q_in.size(2) <= 256 && k.keys.dim() == 4 &&
+      k.keys.size(1) > 0 && q_in.size(1) % k.keys.size(1) == 0 && q_in.size(1) / k.keys.size(1) <= 32 &&
+      same_dtype(k.keys) && same_dtype(k.values) && same_dtype(k.prefix_keys) && same_dtype(k.prefix_values))
     return decode_attention_cuda(q_in, k, scale);
   if (!decode_attention_has_kernel(q_in, k.keys) ||
       (k.prefix_keys.defined() && !decode_attention_has_kernel(q_in, k.prefix_keys)))

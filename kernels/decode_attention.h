@@ -28,8 +28,9 @@ at::Tensor decode_attention_reference(const at::Tensor& q, const DecodeKeys& key
 
 // The CUDA kernel (kernels/cuda), float32 or bfloat16 CUDA tensors; `decode_attention` dispatches to it when
 // runs_on_cuda_kernels (kernels/cuda_kernels.h). Its test compares it with the reference per dtype.
-// Keys and values in q's dtype, head_dim <= 256. A (row, head) per block, long caches split into
-// key ranges merged afterwards; the prefix read in place.
+// Keys and values in q's dtype, head_dim <= 256, at most 32 query heads per KV head. A block per
+// (row, KV head), a warp per query head, so each KV head's cache is read once; long caches split
+// into key ranges merged afterwards; the prefix read in place.
 at::Tensor decode_attention_cuda(const at::Tensor& q, const DecodeKeys& keys, double scale);
 
 // True when decode_attention runs the CPU kernel for these inputs (not the reference).

@@ -1,9 +1,10 @@
-// Decode attention on CUDA (kernels/decode_attention.h): one block per (row, query head, key
-// range). Its four warps take the range's slots in turn, a warp's lanes splitting the head
-// dimension, with an online softmax (running max, sum and weighted values) per warp; the warps'
-// results merge in shared memory. Long caches are split into key ranges merged by a second
-// kernel, so that a few rows still occupy the device. The prefix shared by a group of rows is
-// read in place, never gathered per row. Float32 arithmetic whatever the dtype.
+// Decode attention on CUDA (kernels/decode_attention.h): one block per (row, KV head, key range),
+// one warp per query head of the KV head's group. Each warp walks the range's slots with an online
+// softmax (running max, sum and weighted values), its lanes splitting the head dimension; the
+// group's warps read the same keys and values at about the same time, so a KV head's cache comes
+// from memory once, not once per query head. Long caches are split into key ranges merged by a
+// second kernel, so that a few rows still occupy the device. The prefix shared by a group of rows
+// is read in place, never gathered per row. Float32 arithmetic whatever the dtype.
 
 #include <algorithm>
 #include <cmath>
@@ -15,8 +16,8 @@ namespace grpo {
 namespace cuda_kernels {
 namespace {
 
-constexpr int kWarps = 4;
 constexpr int kMaxDim = 256;
+constexpr int kMaxGroup = 32;  // query heads per KV head: one warp each, at most 1,024 threads
 constexpr int kLaneElements = kMaxDim / 32;  // head-dim elements per lane
 constexpr int kMinSlotsPerSplit = 128;
 
@@ -31,9 +32,11 @@ __device__ __forceinline__ float weight_of(float a, float b) { return a == -INFI
 template <typename T>
 __global__ void decode_attention_kernel(DecodeAttentionPointers p, DecodeAttentionShape s, float scale, int splits,
                                         float* workspace) {
-  const int64_t item = blockIdx.x;  // row * heads + head
-  const int64_t row = item / s.heads, head = item % s.heads, kv = head / (s.heads / s.kv_heads);
-  const int split = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t group = s.heads / s.kv_heads;
+  const int64_t row = blockIdx.x / s.kv_heads, kv = blockIdx.x % s.kv_heads;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t head = kv * group + warp, item = row * s.heads + head;  // this warp's query head
+  const int split = blockIdx.y;
   const int64_t total = s.prefix_slots + s.slots;
   const int64_t per_split = ceil_div(total, splits);
   const int64_t first = split * per_split, last = min(total, first + per_split);
@@ -58,7 +61,7 @@ __global__ void decode_attention_kernel(DecodeAttentionPointers p, DecodeAttenti
   }
 
   float running_max = -INFINITY, running_sum = 0.0f, acc[kLaneElements] = {};
-  for (int64_t j = first + warp; j < last; j += kWarps) {
+  for (int64_t j = first; j < last; ++j) {
     const bool in_prefix = j < s.prefix_slots;
     const int64_t slot = in_prefix ? j : j - s.prefix_slots;
     if (!(in_prefix ? prefix_mask[slot] : own_mask[slot])) continue;  // the same j on every lane
@@ -85,31 +88,18 @@ __global__ void decode_attention_kernel(DecodeAttentionPointers p, DecodeAttenti
     }
   }
 
-  __shared__ float warp_max[kWarps], warp_sum_of[kWarps], warp_acc[kWarps][kMaxDim];
-  if (lane == 0) {
-    warp_max[warp] = running_max;
-    warp_sum_of[warp] = running_sum;
-  }
+  // A row with no real key gets zeros.
   for (int c = 0; c < kLaneElements; ++c) {
     const int64_t d = lane + 32 * c;
-    if (d < s.dim) warp_acc[warp][d] = acc[c];
-  }
-  __syncthreads();
-  float block_max = -INFINITY;
-  for (int w = 0; w < kWarps; ++w) block_max = fmaxf(block_max, warp_max[w]);
-  float block_sum = 0.0f;
-  for (int w = 0; w < kWarps; ++w) block_sum += warp_sum_of[w] * weight_of(warp_max[w], block_max);
-  for (int64_t d = threadIdx.x; d < s.dim; d += blockDim.x) {
-    float value = 0.0f;
-    for (int w = 0; w < kWarps; ++w) value += warp_acc[w][d] * weight_of(warp_max[w], block_max);
-    if (splits == 1) {  // a row with no real key gets zeros
-      static_cast<T*>(p.out)[item * s.dim + d] = from_float<T>(block_max == -INFINITY ? 0.0f : value / block_sum);
+    if (d >= s.dim) break;
+    if (splits == 1) {
+      static_cast<T*>(p.out)[item * s.dim + d] = from_float<T>(running_max == -INFINITY ? 0.0f : acc[c] / running_sum);
     } else {
       float* partial = workspace + (item * splits + split) * (s.dim + 2);
-      partial[2 + d] = value;
+      partial[2 + d] = acc[c];
       if (d == 0) {
-        partial[0] = block_max;
-        partial[1] = block_sum;
+        partial[0] = running_max;
+        partial[1] = running_sum;
       }
     }
   }
@@ -136,7 +126,7 @@ __global__ void merge_splits_kernel(const float* workspace, int splits, int64_t 
 }  // namespace
 
 int decode_attention_splits(const DecodeAttentionShape& shape, int multiprocessors) {
-  const int64_t items = std::max<int64_t>(1, shape.batch * shape.heads);
+  const int64_t items = std::max<int64_t>(1, shape.batch * shape.kv_heads);  // blocks per key range
   const int64_t total = shape.prefix_slots + shape.slots;
   const int64_t wanted = ceil_div(2 * static_cast<int64_t>(multiprocessors), items);
   const int64_t most = std::max<int64_t>(1, total / kMinSlotsPerSplit);
@@ -149,13 +139,15 @@ int64_t decode_attention_workspace_floats(const DecodeAttentionShape& shape, int
 
 int decode_attention(Dtype dtype, const DecodeAttentionPointers& pointers, const DecodeAttentionShape& shape,
                      float scale, int splits, float* workspace, void* stream) {
-  if (shape.dim > kMaxDim || shape.kv_heads <= 0 || shape.heads % shape.kv_heads != 0 || splits < 1)
+  if (shape.dim > kMaxDim || shape.kv_heads <= 0 || shape.heads % shape.kv_heads != 0 ||
+      shape.heads / shape.kv_heads > kMaxGroup || splits < 1)
     return static_cast<int>(cudaErrorInvalidValue);
   if (shape.batch * shape.heads == 0) return 0;
   auto launch = [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    const dim3 grid(static_cast<unsigned>(shape.batch * shape.heads), static_cast<unsigned>(splits));
-    GRPO_LAUNCH(decode_attention_kernel<T>, grid, kWarps * 32, stream)(pointers, shape, scale, splits, workspace);
+    const dim3 grid(static_cast<unsigned>(shape.batch * shape.kv_heads), static_cast<unsigned>(splits));
+    const unsigned threads = static_cast<unsigned>(32 * (shape.heads / shape.kv_heads));
+    GRPO_LAUNCH(decode_attention_kernel<T>, grid, threads, stream)(pointers, shape, scale, splits, workspace);
     if (const int error = launched()) return error;
     if (splits > 1) {
       GRPO_LAUNCH(merge_splits_kernel<T>, static_cast<unsigned>(shape.batch * shape.heads), 128, stream)(

@@ -86,7 +86,9 @@ TEST(DecodeAttention, KernelAndReferenceEqualTheLoop) {
                              std::to_string(c.prefix_rows);
     EXPECT_LE(max_abs_diff(decode_attention_reference(q, k, scale), truth), 1e-5) << name;
     EXPECT_LE(max_abs_diff(decode_attention(q, k, scale), truth), 1e-5) << name;
-    if (c.prefix_rows == 0) EXPECT_EQ(max_abs_diff(decode_attention(q, k, scale)[0], at::zeros({c.heads, c.dim})), 0.0);
+    if (c.prefix_rows == 0) {
+      EXPECT_EQ(max_abs_diff(decode_attention(q, k, scale)[0], at::zeros({c.heads, c.dim})), 0.0);
+    }
   }
 }
 
