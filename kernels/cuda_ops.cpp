@@ -193,34 +193,22 @@ at::Tensor rotary_embedding_cuda(const at::Tensor& x, const at::Tensor& cos, con
 }
 
 at::Tensor decode_attention_cuda(const at::Tensor& q_in, const DecodeKeys& k, double scale) {
-  TORCH_CHECK(q_in.dim() == 3 && k.keys.dim() == 4 && k.values.sizes() == k.keys.sizes() &&
-                  k.keys.size(0) == q_in.size(0) && k.keys.size(3) == q_in.size(2) && k.keys.size(1) > 0 &&
-                  q_in.size(1) % k.keys.size(1) == 0 && q_in.size(1) / k.keys.size(1) <= 32 && q_in.size(2) <= 256,
-              "decode_attention_cuda: q ", q_in.sizes(), " and keys ", k.keys.sizes(),
-              " do not fit (head_dim <= 256, at most 32 query heads per KV head)");
-  TORCH_CHECK(k.keys.scalar_type() == q_in.scalar_type() && k.values.scalar_type() == q_in.scalar_type(),
-              "decode_attention_cuda: q, keys and values need one dtype");
+  check_decode_attention_inputs(q_in, k);
   const bool with_prefix = k.prefix_keys.defined();
-  if (with_prefix)
-    TORCH_CHECK(k.prefix_keys.dim() == 4 && k.prefix_values.sizes() == k.prefix_keys.sizes() &&
-                    k.prefix_keys.size(1) == k.keys.size(1) && k.prefix_keys.size(3) == q_in.size(2) &&
-                    k.prefix_keys.scalar_type() == q_in.scalar_type() &&
-                    k.prefix_values.scalar_type() == q_in.scalar_type() && k.prefix_row.numel() == q_in.size(0),
-                "decode_attention_cuda: prefix keys ", k.prefix_keys.sizes(), " do not fit keys ", k.keys.sizes());
+  const auto same_dtype = [&](const at::Tensor& t) { return !t.defined() || t.scalar_type() == q_in.scalar_type(); };
+  TORCH_CHECK(same_dtype(k.keys) && same_dtype(k.values) && same_dtype(k.prefix_keys) && same_dtype(k.prefix_values),
+              "decode_attention_cuda: q, keys and values need one dtype");
+  TORCH_CHECK(q_in.size(1) / k.keys.size(1) <= 32 && q_in.size(2) <= 256, "decode_attention_cuda: q ", q_in.sizes(),
+              " and keys ", k.keys.sizes(), " do not fit (head_dim <= 256, at most 32 query heads per KV head)");
   const c10::DeviceGuard guard(q_in.device());
   const at::Tensor q = unit_inner_stride(q_in), keys = unit_inner_stride(k.keys), values = unit_inner_stride(k.values);
   const at::Tensor mask = unit_inner_stride(k.mask.to(at::kBool));
-  TORCH_CHECK(mask.dim() == 2 && mask.size(0) == q.size(0) && mask.size(1) == keys.size(2),
-              "decode_attention_cuda: mask ", mask.sizes(), " for keys ", keys.sizes());
   at::Tensor prefix_keys, prefix_values, prefix_mask, prefix_row;
   if (with_prefix) {
     prefix_keys = unit_inner_stride(k.prefix_keys);
     prefix_values = unit_inner_stride(k.prefix_values);
     prefix_mask = unit_inner_stride(k.prefix_mask.to(at::kBool));
     prefix_row = k.prefix_row.to(q.device(), at::kLong).contiguous();
-    TORCH_CHECK(prefix_mask.dim() == 2 && prefix_mask.size(0) == prefix_keys.size(0) &&
-                    prefix_mask.size(1) == prefix_keys.size(2),
-                "decode_attention_cuda: prefix mask ", prefix_mask.sizes(), " for prefix keys ", prefix_keys.sizes());
   }
   const ck::DecodeAttentionShape shape{
       q.size(0), q.size(1), keys.size(1), q.size(2), q.stride(0), q.stride(1), keys.size(2),

@@ -85,7 +85,9 @@ __attribute__((target("avx512f"))) void attend_kv_head(const float* q, int64_t q
   }
 }
 
-void check_inputs(const at::Tensor& q, const DecodeKeys& k) {
+}  // namespace
+
+void check_decode_attention_inputs(const at::Tensor& q, const DecodeKeys& k) {
   TORCH_CHECK(q.dim() == 3 && k.keys.dim() == 4 && k.values.sizes() == k.keys.sizes(), "decode_attention: q ",
               q.sizes(), ", keys ", k.keys.sizes(), ", values ", k.values.sizes());
   const int64_t b = q.size(0), heads = q.size(1), dim = q.size(2), kv = k.keys.size(1), s = k.keys.size(2);
@@ -104,6 +106,8 @@ void check_inputs(const at::Tensor& q, const DecodeKeys& k) {
               k.prefix_row.sizes(), " for ", b, " rows");
 }
 
+namespace {
+
 // Makes a tensor's last dimension contiguous (the kernel steps through it with vector loads).
 at::Tensor unit_inner_stride(const at::Tensor& t) { return t.stride(-1) == 1 ? t : t.contiguous(); }
 
@@ -111,11 +115,12 @@ at::Tensor unit_inner_stride(const at::Tensor& t) { return t.stride(-1) == 1 ? t
 
 bool decode_attention_has_kernel(const at::Tensor& q, const at::Tensor& keys) {
   const int64_t dim = q.size(-1);
+  if (runs_on_cuda_kernels(q)) return keys.scalar_type() == q.scalar_type() && dim <= kMaxHeadDim;
   return runs_on_cpu_kernels(q) && runs_on_cpu_kernels(keys) && dim % 16 == 0 && dim <= kMaxHeadDim;
 }
 
 at::Tensor decode_attention_reference(const at::Tensor& q, const DecodeKeys& k, double scale) {
-  check_inputs(q, k);
+  check_decode_attention_inputs(q, k);
   const int64_t b = q.size(0), heads = q.size(1), dim = q.size(2), kv = k.keys.size(1);
   const at::Tensor grouped = q.reshape({b, kv, heads / kv, dim}).to(at::kFloat);
   std::vector<at::Tensor> keys{k.keys}, values{k.values}, masks{k.mask};
@@ -133,15 +138,15 @@ at::Tensor decode_attention_reference(const at::Tensor& q, const DecodeKeys& k, 
 }
 
 at::Tensor decode_attention(const at::Tensor& q_in, const DecodeKeys& k, double scale) {
-  const auto same_dtype = [&](const at::Tensor& t) { return !t.defined() || t.scalar_type() == q_in.scalar_type(); };
-  if (runs_on_cuda_kernels(q_in) && q_in.dim() == 3 && q_in.size(2) <= 256 && k.keys.dim() == 4 &&
-      k.keys.size(1) > 0 && q_in.size(1) % k.keys.size(1) == 0 && q_in.size(1) / k.keys.size(1) <= 32 &&
-      same_dtype(k.keys) && same_dtype(k.values) && same_dtype(k.prefix_keys) && same_dtype(k.prefix_values))
-    return decode_attention_cuda(q_in, k, scale);
   if (!decode_attention_has_kernel(q_in, k.keys) ||
       (k.prefix_keys.defined() && !decode_attention_has_kernel(q_in, k.prefix_keys)))
     return decode_attention_reference(q_in, k, scale);
-  check_inputs(q_in, k);
+  if (runs_on_cuda_kernels(q_in)) {
+    // The CUDA kernel runs a warp per query head of a KV head's group, at most 32 of them.
+    const bool fits = q_in.dim() == 3 && k.keys.dim() == 4 && k.keys.size(1) > 0 && q_in.size(1) / k.keys.size(1) <= 32;
+    return fits ? decode_attention_cuda(q_in, k, scale) : decode_attention_reference(q_in, k, scale);
+  }
+  check_decode_attention_inputs(q_in, k);
   const at::Tensor q = unit_inner_stride(q_in);
   const at::Tensor keys = unit_inner_stride(k.keys), values = unit_inner_stride(k.values);
   const at::Tensor mask = unit_inner_stride(k.mask.to(at::kBool));

@@ -33,7 +33,12 @@ at::Tensor decode_attention_reference(const at::Tensor& q, const DecodeKeys& key
 // into key ranges merged afterwards; the prefix read in place.
 at::Tensor decode_attention_cuda(const at::Tensor& q, const DecodeKeys& keys, double scale);
 
-// True when decode_attention runs the CPU kernel for these inputs (not the reference).
+// True when decode_attention runs a kernel for these inputs (not the reference): the CPU kernel,
+// or the CUDA one where runs_on_cuda_kernels (kernels/cuda_kernels.h). KvCache asks it to read a
+// decode step's keys in place.
 bool decode_attention_has_kernel(const at::Tensor& q, const at::Tensor& keys);
+
+// Throws unless q and keys fit the shapes above; every path checks this first.
+void check_decode_attention_inputs(const at::Tensor& q, const DecodeKeys& keys);
 
 }  // namespace grpo

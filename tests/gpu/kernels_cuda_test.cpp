@@ -189,6 +189,9 @@ TEST(SUITE, DecodeAttentionEqualsTheReference) {
       const at::Tensor q = at::randn({c.rows, c.heads, c.dim}).to(kCuda, type);
       const double scale = 1.0 / std::sqrt(static_cast<double>(c.dim));
       const at::Tensor got = decode_attention_cuda(q, k, scale);
+      // The dispatch (and KvCache, which asks decode_attention_has_kernel) takes the same kernel.
+      EXPECT_TRUE(decode_attention_has_kernel(q, k.keys));
+      EXPECT_TRUE(at::equal(decode_attention(q, k, scale), got));
       DecodeKeys k64 = k;
       for (at::Tensor* t : {&k64.keys, &k64.values, &k64.prefix_keys, &k64.prefix_values})
         if (t->defined()) *t = t->to(at::kDouble);
