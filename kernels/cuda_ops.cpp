@@ -30,13 +30,13 @@ namespace {
 
 namespace ck = cuda_kernels;
 using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
 
 #ifdef GRPO_CUDA_EMULATION
 constexpr bool kEmulated = true;
 #else
 constexpr bool kEmulated = false;
 #endif
-using torch::autograd::variable_list;
 
 ck::Dtype dtype_of(const at::Tensor& t, const char* op) {
   TORCH_CHECK(t.is_cuda() || kEmulated, op, ": needs a CUDA tensor, got one on ", t.device());
@@ -54,6 +54,8 @@ void* current_stream(const at::Tensor& t) {
   return nullptr;
 #endif
 }
+
+at::Tensor unit_inner_stride(const at::Tensor& t) { return t.stride(-1) == 1 ? t : t.contiguous(); }
 
 void check_launch(int error, const char* op) {
   TORCH_CHECK(error == 0, op, ": CUDA launch failed: ", ck::error_string(error));
@@ -95,8 +97,7 @@ class CudaRmsNorm : public torch::autograd::Function<CudaRmsNorm> {
 // collapse (a slice of the last dimension does).
 at::Tensor as_rows(const at::Tensor& t) {
   const int64_t width = t.size(-1), count = width == 0 ? 0 : t.numel() / width;
-  at::Tensor rows = t.stride(-1) == 1 ? t.reshape({count, width}) : t.contiguous().view({count, width});
-  return rows.stride(1) == 1 ? rows : rows.contiguous();
+  return unit_inner_stride(unit_inner_stride(t).reshape({count, width}));
 }
 
 class CudaSwiglu : public torch::autograd::Function<CudaSwiglu> {
@@ -128,7 +129,7 @@ class CudaSwiglu : public torch::autograd::Function<CudaSwiglu> {
 
 at::Tensor rotate_cuda(const at::Tensor& x_in, const at::Tensor& cos, const at::Tensor& sin, bool inverse) {
   const c10::DeviceGuard guard(x_in.device());
-  const at::Tensor x = x_in.stride(3) == 1 ? x_in : x_in.contiguous();
+  const at::Tensor x = unit_inner_stride(x_in);
   at::Tensor out = at::empty({x.size(0), x.size(1), x.size(2), x.size(3)}, x.options());
   const ck::RotaryShape shape{x.size(0), x.size(1), x.size(2), x.size(3), x.stride(0), x.stride(1), x.stride(2)};
   check_launch(ck::rotary(dtype_of(x, "rotary_embedding_cuda"), x.data_ptr(), shape, cos.data_ptr(), sin.data_ptr(),
@@ -148,8 +149,6 @@ class CudaRotary : public torch::autograd::Function<CudaRotary> {
     return {rotate_cuda(grad_outputs[0], saved[0], saved[1], /*inverse=*/true), at::Tensor(), at::Tensor()};
   }
 };
-
-at::Tensor unit_inner_stride(const at::Tensor& t) { return t.stride(-1) == 1 ? t : t.contiguous(); }
 
 }  // namespace
 

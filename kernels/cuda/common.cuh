@@ -34,6 +34,9 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { re
 template <typename T>
 __device__ __forceinline__ float round_to(float x) { return to_float(from_float<T>(x)); }
 
+// x / T, the tempered logit (or its gradient's factor); no division at T = 1, as the references.
+__device__ __forceinline__ float tempered(float x, float temperature) { return temperature == 1.0f ? x : x / temperature; }
+
 inline cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
 
 // The launch's result: an error in its arguments, or the launch error.

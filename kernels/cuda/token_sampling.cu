@@ -36,13 +36,9 @@ struct Row {
   const T* logits;
   int64_t vocab;
   float temperature;
-  bool scale;
   float max = 0, inverse = 0;  // set after the first two passes
 
-  __device__ float scaled(int64_t i) const {
-    const float x = to_float(logits[i]);
-    return scale ? x / temperature : x;
-  }
+  __device__ float scaled(int64_t i) const { return tempered(to_float(logits[i]), temperature); }
   __device__ float probability(int64_t i) const { return expf(scaled(i) - max) * inverse; }
 };
 
@@ -124,7 +120,7 @@ __global__ void __launch_bounds__(kThreads) draw_tokens_kernel(const T* logits, 
   __shared__ int64_t shared_token;
 
   const int64_t r = blockIdx.x;
-  Row<T> row{logits + r * vocab, vocab, temperature, temperature != 1.0f};
+  Row<T> row{logits + r * vocab, vocab, temperature};
   const int tid = threadIdx.x;
 
   // max of the scaled logits, then the float64 sum of exp(x - max)

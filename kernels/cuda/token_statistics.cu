@@ -52,17 +52,15 @@ __global__ void __launch_bounds__(kThreads) token_statistics_kernel(const T* log
   __shared__ typename cub::BlockReduce<Running, kThreads>::TempStorage storage;
   const int64_t row = blockIdx.x;
   const T* z = logits + row * vocab;
-  const bool scale = temperature != 1.0f;
   Running r{-INFINITY, 0.0, 0.0};
   for (int64_t j = threadIdx.x; j < vocab; j += kThreads) {
-    const float y = scale ? to_float(z[j]) / temperature : to_float(z[j]);
-    r = add(r, y);
+    r = add(r, tempered(to_float(z[j]), temperature));
   }
   const Running total = cub::BlockReduce<Running, kThreads>(storage).Reduce(r, Merge{});
   if (threadIdx.x == 0) {
     const double lse = static_cast<double>(total.max) + log(total.sum);
     const int64_t target = targets[row];
-    const float y_target = scale ? to_float(z[target]) / temperature : to_float(z[target]);
+    const float y_target = tempered(to_float(z[target]), temperature);
     logsumexp[row] = static_cast<float>(lse);
     logprobs[row] = static_cast<float>(static_cast<double>(y_target) - lse);
     entropy[row] = static_cast<float>(lse - total.weighted / total.sum);
@@ -74,7 +72,6 @@ __global__ void token_logit_gradients_kernel(const T* logits, int64_t rows, int6
                                              const int64_t* targets, const float* logsumexp, const float* entropy,
                                              const float* grad_logprobs, const float* grad_entropy,
                                              float* grad_logits) {
-  const bool scale = temperature != 1.0f;
   for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {  // gridDim.y is at most 65,535
     const T* z = logits + row * vocab;
     float* dz = grad_logits + row * vocab;
@@ -84,11 +81,11 @@ __global__ void token_logit_gradients_kernel(const T* logits, int64_t rows, int6
     const int64_t target = targets[row];
     for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < vocab;
          j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-      const float y = scale ? to_float(z[j]) / temperature : to_float(z[j]);
+      const float y = tempered(to_float(z[j]), temperature);
       const float log_p = y - lse, p = expf(log_p);
       float d = -(p * (grad_entropy == nullptr ? g : g + g_entropy * (log_p + h)));
       if (j == target) d += g;
-      dz[j] = scale ? d / temperature : d;
+      dz[j] = tempered(d, temperature);
     }
   }
 }
