@@ -154,6 +154,12 @@ class CudaRotary : public torch::autograd::Function<CudaRotary> {
 
 bool cuda_kernels_built() { return ck::built(); }
 
+std::string cuda_kernels_setting_problem() {
+  const char* value = std::getenv("GRPO_CUDA_KERNELS");
+  if (value == nullptr || std::strcmp(value, "0") == 0 || std::strcmp(value, "1") == 0) return "";
+  return std::string("GRPO_CUDA_KERNELS=") + value + ": expected 0 (CUDA tensors take the ATen references) or 1 (the kernels of kernels/cuda)";
+}
+
 bool cuda_kernels_enabled() {
   static const bool enabled = [] {
     const char* value = std::getenv("GRPO_CUDA_KERNELS");

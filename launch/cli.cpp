@@ -3,6 +3,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <functional>
 #include <map>
@@ -220,6 +221,16 @@ void print_main_help(std::FILE* out) {
 
 }  // namespace
 
+// A mistyped GRPO_CUDA_KERNELS would otherwise leave the kernels silently off for the whole run.
+static void check_cuda_kernels_setting() {
+  const std::string problem = cuda_kernels_setting_problem();
+  if (!problem.empty()) throw UsageError(problem);
+  const char* value = std::getenv("GRPO_CUDA_KERNELS");
+  if (value != nullptr && std::string(value) == "1" && !cuda_kernels_built())
+    log_warn("GRPO_CUDA_KERNELS=1, but this build has no CUDA kernels (nvcc was not found when it was configured): "
+             "CUDA tensors take the ATen references");
+}
+
 int run_cli(int argc, char** argv) {
   register_model_rewards();  // rewards that run a model live above rewards/
   if (argc < 2) {
@@ -245,6 +256,7 @@ int run_cli(int argc, char** argv) {
       fmt::print("Usage: {}\n", command.usage);
       return kExitOk;
     }
+    check_cuda_kernels_setting();
     return command.run(args);
   } catch (const UsageError& e) {
     fmt::print(stderr, "grpo {}: {}\n", verb, e.what());

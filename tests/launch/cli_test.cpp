@@ -56,6 +56,22 @@ TEST(Cli, VersionNamesTorchAndMpi) {
   EXPECT_NE(run.output.find("NCCL: "), std::string::npos);
 }
 
+// A mistyped switch must not leave the kernels silently off for a whole run.
+TEST(Cli, CudaKernelsSwitchTakesOnlyZeroOrOne) {
+  const CliRun bad = testing::run_command(std::string("GRPO_CUDA_KERNELS=yes ") + GRPO_BINARY + " config --reference");
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_NE(bad.output.find("GRPO_CUDA_KERNELS=yes: expected 0"), std::string::npos) << bad.output;
+  for (const char* value : {"0", "1"}) {
+    const CliRun run = testing::run_command(std::string("GRPO_CUDA_KERNELS=") + value + " " + GRPO_BINARY + " version");
+    EXPECT_EQ(run.exit_code, 0) << value << "\n" << run.output;
+    // With 1 the line says on where the kernels were compiled; a build without them warns instead.
+    const bool compiled = run.output.find("CUDA kernels: compiled") != std::string::npos;
+    if (std::string(value) == "1" && compiled) EXPECT_NE(run.output.find("CUDA kernels: compiled, on"), std::string::npos);
+    if (std::string(value) == "1" && !compiled) EXPECT_NE(run.output.find("has no CUDA kernels"), std::string::npos);
+    if (std::string(value) == "0") EXPECT_EQ(run.output.find("CUDA kernels: compiled, on"), std::string::npos);
+  }
+}
+
 // OpenBLAS names the core it chose itself when OPENBLAS_VERBOSE=2 ("Core: Haswell"), the
 // independent truth for what `grpo version` reports; "" when OpenBLAS is not loaded.
 std::string core_openblas_announces(const std::string& output) {
