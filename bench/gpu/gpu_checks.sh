@@ -57,6 +57,11 @@ print("  s/step", [round(r.get("step_s", 0), 3) for r in rows])
 PY
 done
 
+step "std::filesystem binding (pytorch/pytorch#133437): the library a test binary's calls bind to"
+bash tests/launch/libstdcxx_first_test.sh build-gpu/launch/grpo build-gpu/tests/models_test
+LD_DEBUG=bindings build-gpu/tests/models_test --gtest_filter='Safetensors.*' --gtest_brief=1 2>&1 |
+  grep "models_test \[0\].*_ZNSt10filesystem" | head -3 | cut -c1-240
+
 step "CPU unit and fixture suites against LibTorch 2.x"
 export OMP_WAIT_POLICY=PASSIVE
 timeout 150 ctest --test-dir build-gpu --output-on-failure -L "unit|fixtures" -E "Sandbox|code_reward|code_hacking|math_grading|tokenizer|CudaEmulation" -j 16 \
