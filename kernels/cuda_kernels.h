@@ -24,4 +24,10 @@ std::string cuda_kernels_setting_problem();
 // `t` is a float32 or bfloat16 CUDA tensor and cuda_kernels_enabled().
 bool runs_on_cuda_kernels(const at::Tensor& t);
 
+// The inputs of one op: `t` runs on the kernels and the others share its dtype and device.
+template <typename... Others>
+bool runs_on_cuda_kernels(const at::Tensor& t, const Others&... others) {
+  return runs_on_cuda_kernels(t) && ((others.scalar_type() == t.scalar_type() && others.device() == t.device()) && ...);
+}
+
 }  // namespace grpo

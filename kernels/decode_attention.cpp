@@ -115,7 +115,7 @@ at::Tensor unit_inner_stride(const at::Tensor& t) { return t.stride(-1) == 1 ? t
 
 bool decode_attention_has_kernel(const at::Tensor& q, const at::Tensor& keys) {
   const int64_t dim = q.size(-1);
-  if (runs_on_cuda_kernels(q)) return keys.scalar_type() == q.scalar_type() && dim <= kMaxHeadDim;
+  if (runs_on_cuda_kernels(q)) return runs_on_cuda_kernels(q, keys) && dim <= kMaxHeadDim;
   return runs_on_cpu_kernels(q) && runs_on_cpu_kernels(keys) && dim % 16 == 0 && dim <= kMaxHeadDim;
 }
 

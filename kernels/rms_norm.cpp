@@ -116,12 +116,9 @@ at::Tensor rms_norm_reference(const at::Tensor& x, const at::Tensor& weight, dou
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  if (runs_on_cuda_kernels(x) && weight.scalar_type() == x.scalar_type() && weight.device() == x.device() &&
-      x.dim() > 0 && weight.dim() == 1 && weight.size(0) == x.size(-1) && x.numel() > 0)
-    return rms_norm_cuda(x, weight, eps);
-  if (!runs_on_cpu_kernels(x) || !runs_on_cpu_kernels(weight) || x.dim() == 0 || weight.dim() != 1 ||
-      weight.size(0) != x.size(-1) || x.numel() == 0)
-    return rms_norm_reference(x, weight, eps);
+  const bool fits = x.dim() > 0 && weight.dim() == 1 && weight.size(0) == x.size(-1) && x.numel() > 0;
+  if (fits && runs_on_cuda_kernels(x, weight)) return rms_norm_cuda(x, weight, eps);
+  if (!fits || !runs_on_cpu_kernels(x) || !runs_on_cpu_kernels(weight)) return rms_norm_reference(x, weight, eps);
   return FusedRmsNorm::apply(x, weight, eps);
 }
 

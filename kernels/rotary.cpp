@@ -83,12 +83,10 @@ at::Tensor rotary_embedding_reference(const at::Tensor& x, const at::Tensor& cos
 at::Tensor rotary_embedding(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   const bool fits = x.dim() == 4 && x.size(-1) % 2 == 0 && x.numel() > 0 && cos.dim() == 3 &&
                     cos.sizes() == sin.sizes() && cos.size(0) == x.size(0) && cos.size(1) == x.size(2) &&
-                    cos.size(2) == x.size(3) && cos.is_contiguous() && sin.is_contiguous();
-  if (fits && runs_on_cuda_kernels(x) && cos.scalar_type() == x.scalar_type() && sin.scalar_type() == x.scalar_type() &&
-      cos.device() == x.device() && sin.device() == x.device() && !cos.requires_grad() && !sin.requires_grad())
-    return rotary_embedding_cuda(x, cos, sin);
-  if (!fits || !runs_on_cpu_kernels(x) || !runs_on_cpu_kernels(cos) || !runs_on_cpu_kernels(sin) ||
-      cos.requires_grad() || sin.requires_grad())
+                    cos.size(2) == x.size(3) && cos.is_contiguous() && sin.is_contiguous() && !cos.requires_grad() &&
+                    !sin.requires_grad();
+  if (fits && runs_on_cuda_kernels(x, cos, sin)) return rotary_embedding_cuda(x, cos, sin);
+  if (!fits || !runs_on_cpu_kernels(x) || !runs_on_cpu_kernels(cos) || !runs_on_cpu_kernels(sin))
     return rotary_embedding_reference(x, cos, sin);
   return FusedRotary::apply(x, cos, sin);
 }

@@ -99,12 +99,9 @@ class FusedSwiglu : public torch::autograd::Function<FusedSwiglu> {
 at::Tensor swiglu_reference(const at::Tensor& gate, const at::Tensor& up) { return at::silu(gate) * up; }
 
 at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up) {
-  if (runs_on_cuda_kernels(gate) && up.scalar_type() == gate.scalar_type() && up.device() == gate.device() &&
-      gate.sizes() == up.sizes() && gate.dim() > 0 && gate.numel() > 0)
-    return swiglu_cuda(gate, up);
-  if (!runs_on_cpu_kernels(gate) || !runs_on_cpu_kernels(up) || gate.sizes() != up.sizes() || gate.dim() == 0 ||
-      gate.numel() == 0)
-    return swiglu_reference(gate, up);
+  const bool fits = gate.sizes() == up.sizes() && gate.dim() > 0 && gate.numel() > 0;
+  if (fits && runs_on_cuda_kernels(gate, up)) return swiglu_cuda(gate, up);
+  if (!fits || !runs_on_cpu_kernels(gate) || !runs_on_cpu_kernels(up)) return swiglu_reference(gate, up);
   return FusedSwiglu::apply(gate, up);
 }
 

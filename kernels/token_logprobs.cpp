@@ -63,7 +63,7 @@ class ChunkedTokenLogprobs : public torch::autograd::Function<ChunkedTokenLogpro
     at::Tensor entropy = with_entropy ? at::empty({rows}, f32) : at::Tensor();
     at::Tensor lse = at::empty({rows}, f32);
     // On the CUDA kernels backward needs each row's entropy, unmasked; the ATen path recomputes it.
-    const bool fused = runs_on_cuda_kernels(hidden) && weight.scalar_type() == hidden.scalar_type();
+    const bool fused = runs_on_cuda_kernels(hidden, weight);
     at::Tensor row_entropy = fused ? at::empty({rows}, f32) : at::Tensor();
     for (int64_t start = 0; start < rows; start += chunk) {
       const int64_t len = std::min(chunk, rows - start);
